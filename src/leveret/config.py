@@ -1,0 +1,42 @@
+"""The one settings object every layer reads. Defaults follow RabbitMQ's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def default_data_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("leveret", appauthor=False))
+
+
+@dataclass(slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    amqp_port: int = 5672
+    http_port: int | None = 15672  # None: management HTTP off
+    prometheus_port: int | None = 15692
+    data_dir: Path = field(default_factory=default_data_dir)
+    storage: str = "sqlite"  # "sqlite" (durable, on disk) or "memory"
+    log_level: str = "info"
+
+    # Connection tuning (rabbit Makefile defaults)
+    channel_max: int = 2047
+    frame_max: int = 131072
+    heartbeat: int = 60
+    handshake_timeout: float = 10.0
+    max_message_size: int = 16 * 1024 * 1024
+
+    # Users: name -> password. guest works from loopback only (RabbitMQ's loopback_users).
+    users: dict[str, str] = field(default_factory=lambda: {"guest": "guest"})
+    loopback_users: tuple[str, ...] = ("guest",)
+
+    # Consumer acknowledgement timeout in ms; None disables it.
+    consumer_timeout: int | None = 1_800_000
+    consumer_timeout_action: str = "close"  # "close" (RabbitMQ) or "cancel"
+
+    # Storage
+    disk_free_limit: int = 50_000_000
+    shutdown_timeout: float = 5.0

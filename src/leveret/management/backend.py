@@ -1,0 +1,81 @@
+"""What management needs from a running broker, as a Protocol.
+
+``leveret.app`` implements it over the live model; management tests may use a fake.
+All methods are synchronous and called on the broker's event loop thread. Errors
+are raised as :class:`leveret.errors.AMQPError` (404 not found, 406 precondition
+failed, ...); management maps them to HTTP statuses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from leveret.model.snapshots import (
+    BindingSnapshot,
+    ChannelSnapshot,
+    ConnectionSnapshot,
+    ConsumerSnapshot,
+    ExchangeSnapshot,
+    QueueSnapshot,
+    Totals,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GotMessage:
+    """A message fetched through management (POST /api/queues/{vhost}/{name}/get)."""
+
+    payload: bytes
+    properties: dict[str, Any]  # decoded AMQP basic properties, RabbitMQ management names
+    exchange: str
+    routing_key: str
+    redelivered: bool
+    message_count: int  # messages left in the queue after this one
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    node: str  # e.g. "leveret@hostname"
+    product_name: str
+    product_version: str
+    started_at: float  # unix seconds
+    listeners: list[dict[str, Any]] = field(default_factory=list)  # [{"protocol": "amqp", "ip_address":..., "port":...}]
+    data_dir: str = ""
+    pid: int = 0
+    rss_bytes: int = 0
+    consumer_timeout: int | None = None
+
+
+class Backend(Protocol):
+    def node_info(self) -> NodeInfo: ...
+    def vhosts(self) -> list[str]: ...
+    def queues(self, vhost: str | None = None) -> list[QueueSnapshot]: ...
+    def queue(self, vhost: str, name: str) -> QueueSnapshot:
+        """Raises AMQPError 404 if missing."""
+
+    def exchanges(self, vhost: str | None = None) -> list[ExchangeSnapshot]: ...
+    def bindings(self, vhost: str | None = None) -> list[BindingSnapshot]: ...
+    def consumers(self, vhost: str | None = None) -> list[ConsumerSnapshot]: ...
+    def channels(self) -> list[ChannelSnapshot]: ...
+    def connections(self) -> list[ConnectionSnapshot]: ...
+    def totals(self) -> Totals: ...
+
+    def declare_queue(
+        self, vhost: str, name: str, durable: bool, auto_delete: bool, arguments: dict[str, Any]
+    ) -> QueueSnapshot: ...
+    def delete_queue(self, vhost: str, name: str, if_unused: bool = False, if_empty: bool = False) -> int:
+        """Returns the number of messages deleted."""
+
+    def purge_queue(self, vhost: str, name: str) -> int: ...
+    def get_messages(self, vhost: str, name: str, count: int, requeue: bool) -> list[GotMessage]: ...
+    def declare_exchange(
+        self, vhost: str, name: str, type: str, durable: bool, auto_delete: bool, internal: bool,
+        arguments: dict[str, Any],
+    ) -> None: ...
+    def bind(
+        self, vhost: str, source: str, destination: str, destination_type: str, routing_key: str,
+        arguments: dict[str, Any],
+    ) -> None: ...
+    def close_connection(self, name: str, reason: str) -> bool:
+        """Close with 320 CONNECTION_FORCED and ``reason``; False if no such connection."""

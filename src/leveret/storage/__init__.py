@@ -1,0 +1,1 @@
+"""Durable storage behind a small interface (see :mod:`leveret.storage.base`)."""
