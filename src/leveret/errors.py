@@ -42,8 +42,12 @@ class AMQPError(Exception):
 
     hard = False
 
-    def __init__(self, code: ReplyCode, detail: str, class_id: int = 0, method_id: int = 0) -> None:
+    def __init__(
+        self, code: ReplyCode, detail: str, class_id: int = 0, method_id: int = 0, channel: int = 0
+    ) -> None:
         self.code = ReplyCode(code)
+        self.channel = channel  # the channel a soft error closes (set by whoever knows it)
+        self.events: list[object] = []  # protocol events parsed before the error (see protocol.connection)
         self.detail = detail
         self.class_id = class_id
         self.method_id = method_id

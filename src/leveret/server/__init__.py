@@ -1,0 +1,1 @@
+"""The asyncio glue: one Protocol per connection, the listener, timers, shutdown."""

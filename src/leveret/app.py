@@ -1,0 +1,145 @@
+"""The one place that wires storage, recovery, model, server and management together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+from leveret.config import Settings
+from leveret.model.broker import Broker
+from leveret.server.server import Server
+from leveret.storage.base import Store
+
+log = logging.getLogger("leveret")
+
+
+def open_store(settings: Settings) -> Store:
+    if settings.storage == "memory":
+        from leveret.storage.memory import MemoryStore
+
+        return MemoryStore()
+    from leveret.storage.sqlite import SqliteStore
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return SqliteStore(settings.data_dir / "leveret.db")
+
+
+class App:
+    """A running broker: start() brings everything up, stop() takes it down in order."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store: Store | None = None
+        self.broker: Broker | None = None
+        self.server: Server | None = None
+        self._lock: Any = None
+        self._runners: list[Any] = []
+        self.http_port: int | None = None
+        self.prometheus_port: int | None = None
+        self.started_at = time.time()
+
+    async def start(self) -> None:
+        s = self.settings
+        if s.storage != "memory":
+            from leveret.storage.lock import DataDirLock
+
+            s.data_dir.mkdir(parents=True, exist_ok=True)
+            self._lock = DataDirLock(s.data_dir)
+            log.info("data directory: %s", s.data_dir)
+        self.store = open_store(s)
+        recovered = self.store.open()
+        self.broker = Broker(
+            self.store,
+            clock=time.monotonic,
+            consumer_timeout=s.consumer_timeout,
+            consumer_timeout_action=s.consumer_timeout_action,
+        )
+        nq, nm = self.broker.recover(recovered)
+        if nq or nm:
+            log.info("recovered %d durable queues and %d messages in %.2f s", nq, nm, recovered.seconds)
+        self.server = Server(s, self.broker)
+        await self.server.start()
+        await self._start_management()
+
+    async def _start_management(self) -> None:
+        s = self.settings
+        if s.http_port is None and s.prometheus_port is None:
+            return
+        try:
+            from aiohttp import web
+
+            from leveret.management.live import LiveBackend
+        except ImportError:
+            log.warning("management API not available in this build")
+            return
+        assert self.broker is not None and self.server is not None
+        backend = LiveBackend(self)
+        if s.http_port is not None:
+            from leveret.management.http import build_app
+
+            runner = web.AppRunner(build_app(backend, users=s.users, loopback_users=s.loopback_users), access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, s.host, s.http_port, reuse_address=True)
+            await site.start()
+            self.http_port = _site_port(site)
+            self._runners.append(runner)
+            log.info("HTTP management listening on %s:%d", s.host, self.http_port)
+        if s.prometheus_port is not None:
+            from leveret.management.metrics import build_metrics_app
+
+            runner = web.AppRunner(build_metrics_app(backend), access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, s.host, s.prometheus_port, reuse_address=True)
+            await site.start()
+            self.prometheus_port = _site_port(site)
+            self._runners.append(runner)
+            log.info("Prometheus metrics listening on %s:%d", s.host, self.prometheus_port)
+
+    async def stop(self) -> None:
+        for r in self._runners:
+            await r.cleanup()
+        if self.server is not None:
+            await self.server.stop()
+        if self.store is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.store.close)
+        if self._lock is not None:
+            self._lock.release()
+        log.info("broker stopped")
+
+
+def _site_port(site: Any) -> int:
+    server = site._server  # aiohttp keeps the asyncio server here
+    return int(server.sockets[0].getsockname()[1])
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGINT/SIGTERM, then shut down cleanly."""
+    app = App(settings)
+    await app.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("Leveret %s started (pid %d); press Ctrl-C to stop", _version(), os.getpid())
+    await stop.wait()
+    log.info("shutting down")
+    await app.stop()
+
+
+def _version() -> str:
+    from leveret import __version__
+
+    return __version__
+
+
+def run(settings: Settings) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(settings))
+    else:
+        uvloop.run(serve(settings))

@@ -1,0 +1,105 @@
+"""`leveret`: run the broker (and, later, `leveret perf`)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from leveret import __version__
+from leveret.config import Settings, default_data_dir
+
+
+def _port(value: str | None) -> int | None:
+    if value is None or str(value).lower() in ("off", "none", "-1"):
+        return None
+    return int(value)
+
+
+def _timeout(value: str) -> int | None:
+    if str(value).lower() in ("off", "0", "none", "false"):
+        return None
+    ms = int(value)
+    if ms < 0:
+        raise click.BadParameter("must be a non-negative number of milliseconds, or 'off'")
+    return ms
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "LEVERET"})
+@click.version_option(__version__, prog_name="leveret")
+def main() -> None:
+    """Leveret: a work-queue message broker that speaks AMQP 0-9-1 like RabbitMQ.
+
+    Start it with `leveret server`, then point any RabbitMQ client (pika, aio-pika,
+    kombu/Celery, Dramatiq, amqp091-go, ...) at amqp://guest:guest@localhost:5672/.
+    Every option can also be set as an environment variable LEVERET_<OPTION>
+    (for example LEVERET_AMQP_PORT=5673).
+    """
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (AMQP and HTTP).")
+@click.option("--amqp-port", default=5672, show_default=True, type=int, help="AMQP port; 0 picks a free port (logged).")
+@click.option("--http-port", default="15672", show_default=True, help="Management HTTP API and dashboard port; 0 picks a free port, 'off' disables.")
+@click.option("--prometheus-port", default="15692", show_default=True, help="Prometheus /metrics port; 0 picks a free port, 'off' disables.")
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help=f"Where durable queues and persistent messages are kept. [default: {default_data_dir()}]",
+)  # fmt: skip
+@click.option("--storage", type=click.Choice(["sqlite", "memory"]), default="sqlite", show_default=True, help="'memory' keeps nothing across restarts.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False), default="info", show_default=True)
+@click.option(
+    "--consumer-timeout", default="1800000", show_default=True,
+    help="Delivery acknowledgement timeout in ms (RabbitMQ's consumer_timeout); 0 or 'off' disables it.",
+)  # fmt: skip
+@click.option(
+    "--consumer-timeout-action", type=click.Choice(["close", "cancel"]), default="close", show_default=True,
+    help="On timeout: close the channel with 406 (RabbitMQ), or cancel only the stuck consumer "
+    "(clients that support consumer_cancel_notify) and keep the channel open.",
+)  # fmt: skip
+@click.option("--frame-max", default=131072, show_default=True, type=int, help="Largest frame the broker accepts.")
+@click.option("--heartbeat", default=60, show_default=True, type=int, help="Heartbeat interval proposed to clients (s).")
+@click.option("--max-message-size", default=16 * 1024 * 1024, show_default=True, type=int, help="Largest message body in bytes.")
+def server(
+    host: str, amqp_port: int, http_port: str, prometheus_port: str, data_dir: Path | None, storage: str,
+    log_level: str, consumer_timeout: str, consumer_timeout_action: str, frame_max: int, heartbeat: int,
+    max_message_size: int,
+) -> None:  # fmt: skip
+    """Run the broker until Ctrl-C or SIGTERM.
+
+    \b
+    Examples:
+      leveret server                          # AMQP on 127.0.0.1:5672, HTTP on :15672
+      leveret server --amqp-port 0            # pick a free port (printed in the log)
+      leveret server --data-dir ./data --consumer-timeout 60000
+    """
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    settings = Settings(
+        host=host,
+        amqp_port=amqp_port,
+        http_port=_port(http_port),
+        prometheus_port=_port(prometheus_port),
+        data_dir=data_dir or default_data_dir(),
+        storage=storage,
+        log_level=log_level,
+        consumer_timeout=_timeout(consumer_timeout),
+        consumer_timeout_action=consumer_timeout_action,
+        frame_max=frame_max,
+        heartbeat=heartbeat,
+        max_message_size=max_message_size,
+    )
+    from leveret.app import run
+
+    try:
+        run(settings)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        click.echo(f"leveret: cannot start: {exc}", err=True)
+        sys.exit(1)

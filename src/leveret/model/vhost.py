@@ -1,0 +1,200 @@
+"""A virtual host: its exchanges, queues and bindings, and the declare/delete/bind rules."""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Any
+
+from leveret.errors import (
+    ChannelError,
+    ConnectionError_,
+    ReplyCode,
+    not_found,
+    precondition_failed,
+    resource_locked,
+)
+from leveret.model import arguments as A
+from leveret.model.connection import ClientConnection
+from leveret.model.exchange import TYPES, DefaultExchange, Exchange
+from leveret.model.queue import Queue
+from leveret.storage.base import BindingRecord, ExchangeRecord, QueueRecord, Store
+
+STANDARD_EXCHANGES = (
+    ("amq.direct", "direct"), ("amq.fanout", "fanout"), ("amq.topic", "topic"),
+)  # fmt: skip
+
+
+def server_name(prefix: str) -> str:
+    return prefix + base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+
+
+class VHost:
+    def __init__(self, name: str, store: Store) -> None:
+        self.name = name
+        self.store = store
+        self.queues: dict[str, Queue] = {}
+        self.exchanges: dict[str, Exchange] = {"": DefaultExchange(name, "")}
+        for xname, xtype in STANDARD_EXCHANGES:
+            self.exchanges[xname] = TYPES[xtype](name, xname)
+
+    # ---- queues --------------------------------------------------------------------------------
+
+    def get_queue(self, name: str, conn: ClientConnection | None = None) -> Queue:
+        """The queue, or 404; 405 if it is exclusive to another connection."""
+        q = self.queues.get(name)
+        if q is None:
+            raise not_found(f"no queue '{name}' in vhost '{self.name}'")
+        if conn is not None and q.exclusive_owner is not None and q.exclusive_owner is not conn:
+            raise resource_locked(
+                f"cannot obtain exclusive access to locked queue '{name}' in vhost '{self.name}'. It could be "
+                "originally declared on another connection or the exclusive property value does not match that "
+                "of the original declaration."
+            )
+        return q
+
+    def declare_queue(
+        self,
+        conn: ClientConnection | None,
+        name: str,
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> Queue:
+        args = dict(arguments or {})
+        if passive:
+            if not name:
+                raise not_found(f"no queue '' in vhost '{self.name}'")
+            return self.get_queue(name, conn)
+        if not name:
+            name = server_name("amq.gen-")
+        else:
+            A.check_name("queue", name)
+        q = self.queues.get(name)
+        if q is not None:
+            self.get_queue(name, conn)  # exclusivity check
+            A.check_flag("queue", name, self.name, "durable", durable, q.durable)
+            A.check_flag("queue", name, self.name, "auto_delete", auto_delete, q.auto_delete)
+            if exclusive != (q.exclusive_owner is not None):
+                self.get_queue(name, None if exclusive else conn)
+                raise resource_locked(
+                    f"cannot obtain exclusive access to locked queue '{name}' in vhost '{self.name}'. It could be "
+                    "originally declared on another connection or the exclusive property value does not match "
+                    "that of the original declaration."
+                )
+            A.check_equivalent_args(name, self.name, args, q.arguments)
+            return q
+        A.validate_queue(name, self.name, durable, exclusive, auto_delete, args)
+        timeout = A.ms_argument(args, "x-consumer-timeout", f"queue '{name}' in vhost '{self.name}'")
+        q = Queue(
+            self.name,
+            name,
+            durable=durable,
+            exclusive_owner=conn if exclusive else None,
+            auto_delete=auto_delete,
+            arguments=args,
+            store=self.store,
+            consumer_timeout=timeout,
+        )
+        self.queues[name] = q
+        if exclusive and conn is not None:
+            conn.exclusive_queues.append(q)
+        if durable and not exclusive:
+            self.store.save_queue(QueueRecord(self.name, name, durable, auto_delete, args))
+        self.exchanges[""].bind(name, name, {})  # implicit binding, shown by list_bindings
+        return q
+
+    def delete_queue(self, q: Queue) -> int:
+        """Remove the queue; its consumers are cancelled by the caller. Returns the ready count."""
+        n = len(q.ready)
+        q.deleted = True
+        self.queues.pop(q.name, None)
+        for x in self.exchanges.values():
+            x.unbind_queue(q.name)
+        if q.durable and q.exclusive_owner is None:
+            self.store.delete_queue(self.name, q.name)
+        q.ready.clear()
+        q.ready_bytes = 0
+        if q.exclusive_owner is not None:
+            owner = q.exclusive_owner
+            if isinstance(owner, ClientConnection) and q in owner.exclusive_queues:
+                owner.exclusive_queues.remove(q)
+        return n
+
+    def check_delete(self, q: Queue, if_unused: bool, if_empty: bool) -> None:
+        if if_unused and q.consumers:
+            raise precondition_failed(f"queue '{q.name}' in vhost '{self.name}' in use")
+        if if_empty and (q.ready or q.unacked):
+            raise precondition_failed(f"queue '{q.name}' in vhost '{self.name}' is not empty")
+
+    # ---- exchanges -----------------------------------------------------------------------------
+
+    def get_exchange(self, name: str) -> Exchange:
+        x = self.exchanges.get(name)
+        if x is None:
+            raise not_found(f"no exchange '{name}' in vhost '{self.name}'")
+        return x
+
+    def declare_exchange(
+        self,
+        name: str,
+        type_: str,
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> Exchange:
+        if passive:
+            return self.get_exchange(name)
+        if not name:
+            raise ChannelError(ReplyCode.ACCESS_REFUSED, "operation not permitted on the default exchange")
+        if type_ not in TYPES:
+            raise ConnectionError_(ReplyCode.COMMAND_INVALID, f"unknown exchange type '{type_}'")
+        x = self.exchanges.get(name)
+        if x is not None:
+            A.check_flag("exchange", name, self.name, "type", type_, x.type)  # type: ignore[arg-type]
+            A.check_flag("exchange", name, self.name, "durable", durable, x.durable)
+            A.check_flag("exchange", name, self.name, "auto_delete", auto_delete, x.auto_delete)
+            A.check_flag("exchange", name, self.name, "internal", internal, x.internal)
+            return x
+        A.check_name("exchange", name)
+        x = TYPES[type_](
+            self.name, name, durable=durable, auto_delete=auto_delete, internal=internal, arguments=dict(arguments or {})
+        )
+        self.exchanges[name] = x
+        if durable:
+            self.store.save_exchange(ExchangeRecord(self.name, name, type_, durable, auto_delete, internal, x.arguments))
+        return x
+
+    def delete_exchange(self, name: str, if_unused: bool) -> None:
+        if not name or name.startswith("amq."):
+            raise ChannelError(ReplyCode.ACCESS_REFUSED, f"operation not permitted on exchange '{name}'")
+        x = self.exchanges.get(name)
+        if x is None:
+            return  # RabbitMQ: deleting a missing exchange is ok
+        if if_unused and x.bindings:
+            raise precondition_failed(f"exchange '{name}' in vhost '{self.name}' in use")
+        del self.exchanges[name]
+        if x.durable:
+            self.store.delete_exchange(self.name, name)
+
+    def bind(self, conn: ClientConnection | None, queue: str, exchange: str, routing_key: str, args: dict[str, Any]) -> None:
+        if not exchange:
+            raise ChannelError(ReplyCode.ACCESS_REFUSED, "operation not permitted on the default exchange")
+        q = self.get_queue(queue, conn)
+        x = self.get_exchange(exchange)
+        if x.bind(q.name, routing_key, dict(args)) and q.durable and x.durable and q.exclusive_owner is None:
+            self.store.save_binding(BindingRecord(self.name, exchange, q.name, "queue", routing_key, dict(args)))
+
+    def unbind(self, conn: ClientConnection | None, queue: str, exchange: str, routing_key: str) -> None:
+        if not exchange:
+            raise ChannelError(ReplyCode.ACCESS_REFUSED, "operation not permitted on the default exchange")
+        q = self.get_queue(queue, conn)
+        x = self.get_exchange(exchange)
+        if x.unbind(q.name, routing_key) and q.durable and x.durable:
+            self.store.delete_binding(BindingRecord(self.name, exchange, q.name, "queue", routing_key, {}))

@@ -1,0 +1,338 @@
+"""The sans-IO AMQP 0-9-1 connection: frames in, events out; state machines as tables.
+
+Usage::
+
+    conn = AMQPConnection(frame_max=131072, channel_max=2047)
+    for event in conn.receive_data(data):   # raises AMQPError on bad input
+        ...
+    out = conn.send_method(channel, pamqp_method)   # bytes to write
+
+``receive_data`` buffers partial frames; a short buffer simply yields no event yet.
+When it raises, the events parsed before the bad frame are in the error's ``events``.
+A frame is checked against ``frame_max`` from its 7-byte head, before its payload
+is buffered. Errors are raised as :class:`leveret.errors.ConnectionError_` (the
+caller sends connection.close with its code) or
+:class:`leveret.errors.ChannelError` carrying the channel in ``.channel``.
+After a bad protocol header :class:`BadProtocolHeader` is raised: write
+``PROTOCOL_HEADER`` and close the socket.
+"""
+
+from __future__ import annotations
+
+import struct
+from enum import Enum, auto
+
+from pamqp import commands
+from pamqp.base import Frame
+
+from leveret.errors import AMQPError, ChannelError, ConnectionError_, ReplyCode
+from leveret.protocol import codec
+from leveret.protocol.events import (
+    Ack,
+    Event,
+    HeaderReceived,
+    Heartbeat,
+    MethodReceived,
+    Nack,
+    Publish,
+    Reject,
+)
+
+_frame_head = struct.Struct(">BHI")
+_u32 = struct.Struct(">I")
+_header_body_size = struct.Struct(">HHQ")
+
+
+class BadProtocolHeader(Exception):
+    """The peer did not open with ``AMQP 0-9-1``: reply with our header, then close."""
+
+
+class ConnState(Enum):
+    AWAIT_HEADER = auto()
+    AWAIT_START_OK = auto()
+    AWAIT_SECURE_OK = auto()  # not used: PLAIN and AMQPLAIN need no challenge
+    AWAIT_TUNE_OK = auto()
+    AWAIT_OPEN = auto()
+    OPEN = auto()
+    CLOSING = auto()  # we sent connection.close; only close / close-ok count now
+    CLOSED = auto()
+
+
+class ChanState(Enum):
+    OPEN = auto()
+    CLOSING = auto()  # we sent channel.close; everything but close / close-ok is dropped
+
+
+# Connection-class methods allowed in each state, and the state they lead to.
+_CONN_TRANSITIONS: dict[tuple[ConnState, type[Frame]], ConnState] = {
+    (ConnState.AWAIT_START_OK, commands.Connection.StartOk): ConnState.AWAIT_TUNE_OK,
+    (ConnState.AWAIT_TUNE_OK, commands.Connection.TuneOk): ConnState.AWAIT_OPEN,
+    (ConnState.AWAIT_OPEN, commands.Connection.Open): ConnState.OPEN,
+    (ConnState.OPEN, commands.Connection.Close): ConnState.CLOSED,
+    (ConnState.OPEN, commands.Connection.CloseOk): ConnState.CLOSED,  # tolerated, RabbitMQ ignores it
+    (ConnState.OPEN, commands.Connection.Blocked): ConnState.OPEN,
+    (ConnState.OPEN, commands.Connection.Unblocked): ConnState.OPEN,
+    (ConnState.OPEN, commands.Connection.UpdateSecretOk): ConnState.OPEN,
+    (ConnState.CLOSING, commands.Connection.Close): ConnState.CLOSED,
+    (ConnState.CLOSING, commands.Connection.CloseOk): ConnState.CLOSED,
+    (ConnState.AWAIT_TUNE_OK, commands.Connection.Close): ConnState.CLOSED,
+    (ConnState.AWAIT_OPEN, commands.Connection.Close): ConnState.CLOSED,
+    (ConnState.AWAIT_START_OK, commands.Connection.Close): ConnState.CLOSED,
+}
+
+_HOT = {codec.BASIC_PUBLISH, codec.BASIC_ACK, codec.BASIC_NACK, codec.BASIC_REJECT}
+
+
+def _method_name(index: int) -> str:
+    cls = commands.INDEX_MAPPING.get(index)
+    return cls.name if cls is not None else f"{index >> 16}.{index & 0xFFFF}"
+
+
+class _PendingContent:
+    """A basic.publish waiting for its header and body frames."""
+
+    __slots__ = ("exchange", "routing_key", "mandatory", "immediate", "properties", "body_size", "parts", "got")
+
+    def __init__(self, exchange: str, routing_key: str, mandatory: bool, immediate: bool) -> None:
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.mandatory = mandatory
+        self.immediate = immediate
+        self.properties: bytes | None = None
+        self.body_size = 0
+        self.parts: list[bytes] = []
+        self.got = 0
+
+
+class AMQPConnection:
+    """Parses client bytes into events and tracks connection and channel states."""
+
+    def __init__(self, *, frame_max: int = 131072, channel_max: int = 2047, max_message_size: int = 16 << 20) -> None:
+        self.state = ConnState.AWAIT_HEADER
+        self.frame_max = frame_max
+        self.channel_max = channel_max
+        self.max_message_size = max_message_size
+        self.channels: dict[int, ChanState] = {}
+        self._pending: dict[int, _PendingContent] = {}
+        self._buf = bytearray()
+
+    # ---- input -------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes from the peer; returns the complete events they finish."""
+        buf = self._buf
+        buf += data
+        events: list[Event] = []
+        if self.state is ConnState.AWAIT_HEADER:
+            if len(buf) < 8:
+                if not codec.PROTOCOL_HEADER.startswith(bytes(buf)):
+                    raise BadProtocolHeader(bytes(buf))
+                return events
+            if bytes(buf[:8]) != codec.PROTOCOL_HEADER:
+                raise BadProtocolHeader(bytes(buf[:8]))
+            del buf[:8]
+            self.state = ConnState.AWAIT_START_OK
+            events.append(HeaderReceived())
+        pos = 0
+        n = len(buf)
+        frame_max = self.frame_max
+        try:
+            while n - pos >= 7:
+                ftype, channel, size = _frame_head.unpack_from(buf, pos)
+                if size + 8 > frame_max:
+                    raise ConnectionError_(
+                        ReplyCode.FRAME_ERROR,
+                        f"frame size {size + 8} exceeds negotiated frame_max {frame_max}",
+                    )
+                end = pos + 7 + size
+                if n - end < 1:
+                    break
+                if buf[end] != codec.FRAME_END:
+                    raise ConnectionError_(ReplyCode.FRAME_ERROR, f"bad frame end octet {buf[end]:#04x}")
+                payload = bytes(buf[pos + 7 : end])
+                pos = end + 1
+                if self.state is ConnState.CLOSED:
+                    continue
+                if ftype == codec.FRAME_METHOD:
+                    self._on_method(channel, payload, events)
+                elif ftype == codec.FRAME_HEADER:
+                    self._on_header(channel, payload, events)
+                elif ftype == codec.FRAME_BODY:
+                    self._on_body(channel, payload, events)
+                elif ftype == codec.FRAME_HEARTBEAT:
+                    if channel != 0:
+                        raise ConnectionError_(ReplyCode.COMMAND_INVALID, "heartbeat frame on non-zero channel")
+                    events.append(Heartbeat())
+                else:
+                    raise ConnectionError_(ReplyCode.FRAME_ERROR, f"unknown frame type {ftype}")
+        except AMQPError as err:
+            err.events = events  # what came before the bad frame still counts
+            raise
+        finally:
+            if pos:
+                del buf[:pos]
+        return events
+
+    def _on_method(self, channel: int, payload: bytes, events: list[Event]) -> None:
+        if len(payload) < 4:
+            raise ConnectionError_(ReplyCode.FRAME_ERROR, "method frame too short")
+        index = _u32.unpack_from(payload, 0)[0]
+        if channel in self._pending and self.channels.get(channel) is ChanState.OPEN:
+            raise ConnectionError_(
+                ReplyCode.UNEXPECTED_FRAME,
+                "expected content header for class 60, got non content header frame instead",
+            )
+        if channel == 0:
+            self._on_connection_method(index, payload, events)
+            return
+        if self.state is not ConnState.OPEN:
+            if self.state is ConnState.CLOSING:
+                return  # we are closing: drop everything but connection.close(-ok)
+            raise ConnectionError_(ReplyCode.CHANNEL_ERROR, f"expected 'connection.open', got {_method_name(index)}")
+        if channel > self.channel_max:
+            raise ConnectionError_(ReplyCode.CHANNEL_ERROR, f"channel number {channel} exceeds channel_max {self.channel_max}")
+        state = self.channels.get(channel)
+        if state is ChanState.CLOSING:
+            # Only close / close-ok matter on a channel we are closing.
+            if index == 0x00140028:  # channel.close
+                events.append(MethodReceived(channel, commands.Channel.Close()))
+            elif index == 0x00140029:  # channel.close-ok
+                del self.channels[channel]
+                self._pending.pop(channel, None)
+            return
+        if state is None:
+            if index != 0x0014000A:  # channel.open
+                raise ConnectionError_(
+                    ReplyCode.CHANNEL_ERROR, f"expected 'channel.open' on channel {channel}, got {_method_name(index)}"
+                )
+            self.channels[channel] = ChanState.OPEN
+        elif index == 0x0014000A:
+            raise ConnectionError_(ReplyCode.CHANNEL_ERROR, f"second 'channel.open' seen on channel {channel}")
+        if index in _HOT:
+            self._on_hot(channel, index, payload, events)
+            return
+        method = self._decode(index, payload)
+        if index == 0x00140028:  # channel.close from the client: the channel is gone once we reply
+            del self.channels[channel]
+            self._pending.pop(channel, None)
+        elif index == 0x00140029:  # close-ok for a close we never sent
+            raise ConnectionError_(ReplyCode.CHANNEL_ERROR, f"unexpected 'channel.close_ok' on channel {channel}")
+        elif index >> 16 == 10:
+            raise ConnectionError_(ReplyCode.COMMAND_INVALID, f"connection method {method.name} on channel {channel}")
+        events.append(MethodReceived(channel, method))
+
+    def _on_connection_method(self, index: int, payload: bytes, events: list[Event]) -> None:
+        if index >> 16 != 10:
+            raise ConnectionError_(
+                ReplyCode.COMMAND_INVALID, f"{_method_name(index)} on channel 0 (only connection methods are allowed)"
+            )
+        method = self._decode(index, payload)
+        nxt = _CONN_TRANSITIONS.get((self.state, type(method)))
+        if nxt is None:
+            if self.state is ConnState.CLOSING:
+                return
+            raise ConnectionError_(ReplyCode.COMMAND_INVALID, f"unexpected {method.name} in state {self.state.name}")
+        self.state = nxt
+        events.append(MethodReceived(0, method))
+
+    @staticmethod
+    def _decode(index: int, payload: bytes) -> Frame:
+        cls = commands.INDEX_MAPPING.get(index)
+        if cls is None:
+            raise ConnectionError_(ReplyCode.NOT_IMPLEMENTED, f"unknown method {index >> 16}.{index & 0xFFFF}")
+        method = cls()
+        try:
+            method.unmarshal(payload[4:])
+        except Exception as exc:  # pamqp raises struct.error, ValueError, IndexError, its own errors
+            raise ConnectionError_(
+                ReplyCode.FRAME_ERROR, f"cannot decode {cls.name} arguments: {exc}", index >> 16, index & 0xFFFF
+            ) from None
+        return method
+
+    def _on_hot(self, channel: int, index: int, payload: bytes, events: list[Event]) -> None:
+        try:
+            if index == codec.BASIC_PUBLISH:
+                exchange, rk, mandatory, immediate = codec.decode_publish(payload[4:])
+                self._pending[channel] = _PendingContent(exchange, rk, mandatory, immediate)
+                return
+            tag, bits = codec.decode_tag_bits(payload[4:])
+        except (ValueError, IndexError) as exc:
+            raise ConnectionError_(
+                ReplyCode.FRAME_ERROR, f"cannot decode {_method_name(index)} arguments: {exc}", 60, index & 0xFFFF
+            ) from None
+        if index == codec.BASIC_ACK:
+            events.append(Ack(channel, tag, bool(bits & 1)))
+        elif index == codec.BASIC_NACK:
+            events.append(Nack(channel, tag, bool(bits & 1), bool(bits & 2)))
+        else:
+            events.append(Reject(channel, tag, bool(bits & 1)))
+
+    def _on_header(self, channel: int, payload: bytes, events: list[Event]) -> None:
+        p = self._pending.get(channel)
+        if p is None or p.properties is not None:
+            if self.channels.get(channel) is ChanState.CLOSING:
+                return
+            raise ConnectionError_(ReplyCode.UNEXPECTED_FRAME, f"unexpected content header frame on channel {channel}")
+        if len(payload) < 14:
+            raise ConnectionError_(ReplyCode.FRAME_ERROR, "content header frame too short")
+        class_id, _weight, body_size = _header_body_size.unpack_from(payload, 0)
+        if class_id != 60:
+            raise ConnectionError_(ReplyCode.FRAME_ERROR, f"content header for class {class_id}, expected 60")
+        if body_size > self.max_message_size:
+            # RabbitMQ: channel error 406 with this text, then the body frames are dropped.
+            del self._pending[channel]
+            self.channels[channel] = ChanState.CLOSING
+            err = ChannelError(
+                ReplyCode.PRECONDITION_FAILED,
+                f"message size {body_size} is larger than configured max size {self.max_message_size}",
+                60,
+                40,
+                channel,
+            )
+            raise err
+        p.properties = payload[12:]
+        p.body_size = body_size
+        if body_size == 0:
+            del self._pending[channel]
+            events.append(Publish(channel, p.exchange, p.routing_key, p.mandatory, p.immediate, p.properties, b""))
+
+    def _on_body(self, channel: int, payload: bytes, events: list[Event]) -> None:
+        p = self._pending.get(channel)
+        if p is None or p.properties is None:
+            if self.channels.get(channel) is ChanState.CLOSING:
+                return
+            raise ConnectionError_(ReplyCode.UNEXPECTED_FRAME, f"unexpected content body frame on channel {channel}")
+        p.got += len(payload)
+        if p.got > p.body_size:
+            raise ConnectionError_(ReplyCode.FRAME_ERROR, f"content body exceeds declared size {p.body_size}")
+        if p.got == p.body_size:
+            del self._pending[channel]
+            if p.parts:
+                p.parts.append(payload)
+                body = b"".join(p.parts)
+            else:
+                body = payload
+            events.append(Publish(channel, p.exchange, p.routing_key, p.mandatory, p.immediate, p.properties, body))
+        else:
+            p.parts.append(payload)
+
+    # ---- output ------------------------------------------------------------------------------
+
+    def send_method(self, channel: int, method: Frame) -> bytes:
+        return codec.encode_method(channel, method)
+
+    def close_channel(self, channel: int, code: int, text: str, class_id: int = 0, method_id: int = 0) -> bytes:
+        """channel.close from the broker; the channel drops input until close-ok."""
+        self.channels[channel] = ChanState.CLOSING
+        self._pending.pop(channel, None)
+        return codec.encode_method(channel, commands.Channel.Close(code, text, class_id, method_id))
+
+    def close(self, code: int, text: str, class_id: int = 0, method_id: int = 0) -> bytes:
+        """connection.close from the broker; input is dropped until close-ok."""
+        self.state = ConnState.CLOSING
+        return codec.encode_method(0, commands.Connection.Close(code, text, class_id, method_id))
+
+    def tune(self, frame_max: int, channel_max: int) -> None:
+        """Apply the values negotiated by tune / tune-ok."""
+        self.frame_max = frame_max
+        self.channel_max = channel_max

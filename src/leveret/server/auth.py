@@ -1,0 +1,60 @@
+"""SASL PLAIN and AMQPLAIN responses, checked against the configured users."""
+
+from __future__ import annotations
+
+import hmac
+
+from pamqp import decode
+
+from leveret.errors import ConnectionError_, ReplyCode
+
+MECHANISMS = "PLAIN AMQPLAIN"
+
+
+def parse_response(mechanism: str, response: bytes) -> tuple[str, str]:
+    """(username, password) from a start-ok response; raises 403 on anything malformed."""
+    try:
+        if mechanism == "PLAIN":
+            parts = response.split(b"\x00")
+            if len(parts) != 3:
+                raise ValueError("PLAIN response must be authzid NUL user NUL password")
+            return parts[1].decode("utf-8"), parts[2].decode("utf-8")
+        if mechanism == "AMQPLAIN":
+            # A field table without its 4-byte length prefix.
+            _, table = decode.field_table(len(response).to_bytes(4, "big") + response)
+            login, password = table.get("LOGIN", ""), table.get("PASSWORD", "")
+            if isinstance(login, bytes):
+                login = login.decode("utf-8")
+            if isinstance(password, bytes):
+                password = password.decode("utf-8")
+            return str(login), str(password)
+    except Exception as exc:  # malformed client input
+        raise ConnectionError_(ReplyCode.ACCESS_REFUSED, f"{mechanism} login refused: {exc}", 10, 11) from None
+    raise ConnectionError_(ReplyCode.ACCESS_REFUSED, f"unsupported authentication mechanism '{mechanism}'", 10, 11)
+
+
+def is_loopback(host: str) -> bool:
+    return host.startswith("127.") or host in ("::1", "localhost") or host.startswith("::ffff:127.")
+
+
+def authenticate(
+    mechanism: str, response: bytes, users: dict[str, str], loopback_users: tuple[str, ...], peer_host: str
+) -> str:
+    """Returns the user name or raises 403 ACCESS_REFUSED with RabbitMQ's text."""
+    user, password = parse_response(mechanism, response)
+    expected = users.get(user)
+    if expected is None or not hmac.compare_digest(expected.encode(), password.encode()):
+        raise ConnectionError_(
+            ReplyCode.ACCESS_REFUSED,
+            f"Login was refused using authentication mechanism {mechanism}. For details see the broker logfile.",
+            10,
+            11,
+        )
+    if user in loopback_users and not is_loopback(peer_host):
+        raise ConnectionError_(
+            ReplyCode.ACCESS_REFUSED,
+            f"Login was refused using authentication mechanism {mechanism}. For details see the broker logfile.",
+            10,
+            11,
+        )
+    return user

@@ -1,0 +1,384 @@
+"""One asyncio Protocol per client connection.
+
+Reads bytes into the sans-IO :class:`AMQPConnection`, turns events into calls on
+the :class:`Broker`, and writes what comes back. Output is gathered in a list and
+written once per event-loop turn. Publisher confirms are sent at the end of each
+read batch, or once the store reports the batch durable (group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+from pamqp import commands as C
+
+from leveret import __version__
+from leveret.errors import AMQPError, ChannelError, ConnectionError_, ReplyCode
+from leveret.model.channel import Channel
+from leveret.model.connection import ClientConnection
+from leveret.model.message import Message
+from leveret.protocol import codec
+from leveret.protocol.connection import AMQPConnection, BadProtocolHeader, ConnState
+from leveret.protocol.events import Ack, HeaderReceived, Heartbeat, MethodReceived, Nack, Publish, Reject
+from leveret.server import auth
+from leveret.server.methods import METHOD_HANDLERS
+
+if TYPE_CHECKING:
+    from leveret.server.server import Server
+
+log = logging.getLogger("leveret.connection")
+
+SERVER_PROPERTIES: dict[str, Any] = {
+    "product": "Leveret",
+    "version": __version__,
+    "platform": "Python",
+    "copyright": "Leveret contributors",
+    "information": "AMQP 0-9-1 work-queue broker; see https://www.rabbitmq.com/tutorials/tutorial-two-python",
+    "cluster_name": "leveret",
+    "capabilities": {
+        "publisher_confirms": True,
+        "exchange_exchange_bindings": False,
+        "basic.nack": True,
+        "consumer_cancel_notify": True,
+        "connection.blocked": True,
+        "consumer_priorities": False,
+        "authentication_failure_close": True,
+        "per_consumer_qos": True,
+        "direct_reply_to": False,
+    },
+}
+
+
+class ServerChannel:
+    """Server-side state of one open channel; the model's :class:`ChannelSink`."""
+
+    __slots__ = ("conn", "number", "model", "confirm_seq", "confirmed", "needs_sync", "syncs_in_flight", "dirty")
+
+    def __init__(self, conn: AMQPServerProtocol, number: int) -> None:
+        self.conn = conn
+        self.number = number
+        self.model: Channel = None  # type: ignore[assignment]  # set right after creation
+        self.confirm_seq = 0  # last publish sequence number in confirm mode
+        self.confirmed = 0  # highest sequence number confirmed
+        self.needs_sync = False  # a publish since the last confirm was journalled
+        self.syncs_in_flight = 0
+        self.dirty = False
+
+    # ChannelSink
+    def deliver(self, consumer_tag: bytes, delivery_tag: int, msg: Message) -> None:
+        self.conn.write(
+            codec.encode_deliver(
+                self.number, consumer_tag, delivery_tag, msg.redelivered, codec.shortstr(msg.exchange),
+                codec.shortstr(msg.routing_key), msg.properties, msg.body, self.conn.amqp.frame_max,
+            )  # fmt: skip
+        )
+
+    def cancel_consumer(self, consumer_tag: str) -> None:
+        self.conn.write(codec.encode_method(self.number, C.Basic.Cancel(consumer_tag, nowait=True)))
+
+    def close_channel(self, code: int, text: str) -> None:
+        self.conn.channel_error(ChannelError(ReplyCode(code), text, channel=self.number))
+        self.conn.flush()
+
+    def confirm_publish(self, stored: bool) -> None:
+        self.confirm_seq += 1
+        if stored:
+            self.needs_sync = True
+        if not self.dirty:
+            self.dirty = True
+            self.conn.confirm_dirty.append(self)
+
+    def send_confirm(self, upto: int) -> None:
+        if upto > self.confirmed and not self.model.closed:
+            self.conn.write(codec.encode_ack(self.number, upto, upto - self.confirmed > 1))
+            self.confirmed = upto
+
+
+class AMQPServerProtocol(asyncio.Protocol):
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.broker = server.broker
+        s = server.settings
+        self.settings = s
+        self.amqp = AMQPConnection(frame_max=s.frame_max, channel_max=s.channel_max, max_message_size=s.max_message_size)
+        self.transport: asyncio.Transport | None = None
+        self.client: ClientConnection | None = None
+        self.channels: dict[int, ServerChannel] = {}
+        self.out: list[bytes] = []
+        self.flush_scheduled = False
+        self.confirm_dirty: list[ServerChannel] = []
+        self.name = "?"
+        self.peer = ("?", 0)
+        self.local = ("?", 0)
+        self.user = ""
+        self.client_properties: dict[str, Any] = {}
+        self.opened_at = time.monotonic()
+        self.last_recv = self.last_send = self.opened_at
+        self.heartbeat = 0
+        self.closing = False
+        self.paused = False
+        self.loop = asyncio.get_running_loop()
+
+    # ---- transport callbacks -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transport is not a subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        local = transport.get_extra_info("sockname") or ("?", 0)
+        self.peer, self.local = (str(peer[0]), int(peer[1])), (str(local[0]), int(local[1]))
+        self.name = f"{self.peer[0]}:{self.peer[1]} -> {self.local[0]}:{self.local[1]}"
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self.closing = True
+        if self.client is not None:
+            client, self.client = self.client, None
+            try:
+                self.broker.disconnect(client)
+            except Exception:
+                log.exception("error releasing connection %s", self.name)
+            log.info("closing AMQP connection (%s, vhost: '%s', user: '%s')", self.name, client.vhost, client.user)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        for ch in self.channels.values():
+            ch.model.set_paused(True)
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        for ch in list(self.channels.values()):
+            ch.model.set_paused(False)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_recv = time.monotonic()
+        if self.client is not None:
+            self.client.recv_oct += len(data)
+        try:
+            events = self.amqp.receive_data(data)
+        except BadProtocolHeader:
+            assert self.transport is not None
+            self.transport.write(codec.PROTOCOL_HEADER)
+            self.transport.close()
+            return
+        except AMQPError as err:
+            events = err.events  # handle what came before the bad frame, then the error
+            error: AMQPError | None = err
+        else:
+            error = None
+        try:
+            self._handle_events(events)
+            if error is not None:
+                self._handle_error(error)
+        finally:
+            if self.confirm_dirty:
+                self._flush_confirms()
+            self.flush()
+
+    def _handle_events(self, events: list[Any]) -> None:
+        broker = self.broker
+        channels = self.channels
+        for ev in events:
+            try:
+                t = type(ev)
+                if t is Publish:
+                    ch = channels[ev.channel]
+                    if ch.model.closed:
+                        continue
+                    if ev.immediate:
+                        raise ConnectionError_(ReplyCode.NOT_IMPLEMENTED, "immediate=true", 60, 40)
+                    routed, stored = broker.publish(
+                        self.client.vhost,  # type: ignore[union-attr]
+                        ev.exchange, ev.routing_key, ev.properties, ev.body, codec.delivery_mode(ev.properties) == 2,
+                    )  # fmt: skip
+                    if not routed and ev.mandatory:
+                        broker.returned += 1
+                        self.write(
+                            codec.encode_return(
+                                ev.channel, ReplyCode.NO_ROUTE, "NO_ROUTE", ev.exchange, ev.routing_key,
+                                ev.properties, ev.body, self.amqp.frame_max,
+                            )  # fmt: skip
+                        )
+                    if ch.model.confirm:
+                        ch.confirm_publish(stored)
+                elif t is Ack:
+                    channels[ev.channel].model.ack(ev.delivery_tag, ev.multiple)
+                elif t is MethodReceived:
+                    self._on_method(ev.channel, ev.method)
+                elif t is Nack:
+                    channels[ev.channel].model.reject(ev.delivery_tag, ev.multiple, ev.requeue)
+                elif t is Reject:
+                    channels[ev.channel].model.reject(ev.delivery_tag, False, ev.requeue)
+                elif t is HeaderReceived:
+                    self._send_start()
+                elif t is Heartbeat:
+                    pass
+            except AMQPError as err:
+                if not err.hard and not err.channel:
+                    err.channel = getattr(ev, "channel", 0)
+                self._handle_error(err)
+                if err.hard:
+                    return
+            except Exception as exc:  # a bug: never let it take the broker down
+                log.exception("internal error on connection %s handling %r", self.name, type(ev).__name__)
+                self._handle_error(ConnectionError_(ReplyCode.INTERNAL_ERROR, f"internal error: {type(exc).__name__}"))
+                return
+
+    # ---- output --------------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        self.out.append(data)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        out = self.out
+        if not out or self.transport is None or self.transport.is_closing():
+            out.clear()
+            return
+        data = b"".join(out) if len(out) > 1 else out[0]
+        out.clear()
+        self.transport.write(data)
+        self.last_send = time.monotonic()
+        if self.client is not None:
+            self.client.send_oct += len(data)
+
+    def _flush_confirms(self) -> None:
+        need_sync: list[tuple[ServerChannel, int]] = []
+        for ch in self.confirm_dirty:
+            ch.dirty = False
+            if ch.needs_sync or ch.syncs_in_flight:
+                ch.needs_sync = False
+                ch.syncs_in_flight += 1
+                need_sync.append((ch, ch.confirm_seq))
+            else:
+                ch.send_confirm(ch.confirm_seq)
+        self.confirm_dirty.clear()
+        if need_sync:
+            loop = self.loop
+            self.broker.store.sync(lambda: loop.call_soon_threadsafe(self._synced, need_sync))
+
+    def _synced(self, done: list[tuple[ServerChannel, int]]) -> None:
+        for ch, upto in done:
+            ch.syncs_in_flight -= 1
+            ch.send_confirm(upto)
+        self.flush()
+
+    # ---- errors and closing --------------------------------------------------------------------
+
+    def _handle_error(self, err: AMQPError) -> None:
+        if err.hard:
+            self.connection_error(err)
+        else:
+            self.channel_error(err)
+        self.flush()
+
+    def channel_error(self, err: AMQPError) -> None:
+        n = err.channel
+        log.info("channel %d on %s closed: %s", n, self.name, err.text)
+        ch = self.channels.pop(n, None)
+        if ch is None:
+            # an error on a channel that is not open is a connection error
+            self.connection_error(ConnectionError_(ReplyCode.CHANNEL_ERROR, f"channel {n} is not open"))
+            return
+        self.broker.close_channel(ch.model)
+        self.write(self.amqp.close_channel(n, err.code, err.text, err.class_id, err.method_id))
+
+    def connection_error(self, err: AMQPError) -> None:
+        if self.amqp.state in (ConnState.CLOSING, ConnState.CLOSED) or self.transport is None:
+            return
+        log.warning("closing connection %s: %s", self.name, err.text)
+        self.write(self.amqp.close(err.code, err.text, err.class_id, err.method_id))
+        self._release()
+        # close-ok should come quickly; don't wait for it forever
+        self.loop.call_later(1.0, self.abort)
+
+    def force_close(self, code: int, text: str) -> None:
+        """ConnectionSink: close from the broker's side (management, shutdown)."""
+        self.connection_error(ConnectionError_(ReplyCode(code), text))
+        self.flush()
+
+    def _release(self) -> None:
+        for ch in self.channels.values():
+            self.broker.close_channel(ch.model)
+        self.channels.clear()
+        if self.client is not None:
+            client, self.client = self.client, None
+            self.broker.disconnect(client)
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
+
+    def close_transport(self) -> None:
+        self.flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    # ---- connection class ----------------------------------------------------------------------
+
+    def _send_start(self) -> None:
+        self.write(
+            codec.encode_method(
+                0,
+                C.Connection.Start(
+                    version_major=0, version_minor=9, server_properties=SERVER_PROPERTIES,
+                    mechanisms=auth.MECHANISMS, locales="en_US",
+                ),  # fmt: skip
+            )
+        )
+
+    def _on_method(self, channel: int, m: Any) -> None:
+        handler = METHOD_HANDLERS.get(type(m))
+        if handler is None and type(m) is not C.Channel.Open:
+            raise ConnectionError_(ReplyCode.NOT_IMPLEMENTED, f"{m.name} is not implemented", *_ids(m))
+        if channel == 0:
+            assert handler is not None
+            handler(self, None, m)
+            return
+        ch = self.channels.get(channel)
+        if ch is None:
+            if type(m) is not C.Channel.Open:
+                raise ConnectionError_(ReplyCode.CHANNEL_ERROR, f"channel {channel} is not open", *_ids(m))
+            self.open_channel(channel)
+            self.write(codec.encode_method(channel, C.Channel.OpenOk()))
+            return
+        assert handler is not None
+        handler(self, ch, m)
+
+    def open_client(self, vhost: str) -> None:
+        client = ClientConnection(
+            self.name, user=self.user, vhost=vhost, peer=self.peer, local=self.local,
+            client_properties=self.client_properties, sink=self, connected_at=time.time(),
+        )  # fmt: skip
+        client.heartbeat = self.heartbeat
+        client.frame_max = self.amqp.frame_max
+        client.channel_max = self.amqp.channel_max
+        self.broker.connect(client)
+        self.client = client
+        log.info("connection %s: user '%s' authenticated and granted access to vhost '%s'", self.name, self.user, vhost)
+
+    def open_channel(self, number: int) -> None:
+        assert self.client is not None
+        ch = ServerChannel(self, number)
+        ch.model = self.broker.open_channel(self.client, number, ch)
+        if self.paused:
+            ch.model.paused = True
+        self.channels[number] = ch
+
+
+def _ids(m: Any) -> tuple[int, int]:
+    idx = getattr(m, "index", 0)
+    return idx >> 16, idx & 0xFFFF

@@ -1,0 +1,265 @@
+"""Handlers for the cold-path methods: ``handler(conn, channel, method)``.
+
+``channel`` is the :class:`ServerChannel` the method arrived on (None on channel 0).
+Handlers raise :class:`AMQPError`; the connection turns that into a channel or
+connection close.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pamqp import commands as C
+
+from leveret.errors import ConnectionError_, ReplyCode
+from leveret.protocol import codec
+from leveret.server import auth
+
+if TYPE_CHECKING:
+    from leveret.server.connection import AMQPServerProtocol, ServerChannel
+
+Handler = Callable[["AMQPServerProtocol", "ServerChannel | None", Any], None]
+METHOD_HANDLERS: dict[type, Handler] = {}
+
+
+def handles(*types: type) -> Callable[[Handler], Handler]:
+    def deco(fn: Handler) -> Handler:
+        for t in types:
+            METHOD_HANDLERS[t] = fn
+        return fn
+
+    return deco
+
+
+def _table(v: Any) -> dict[str, Any]:
+    return dict(v) if isinstance(v, dict) else {}
+
+
+# ---- connection ----------------------------------------------------------------------------------
+
+
+@handles(C.Connection.StartOk)
+def start_ok(conn: AMQPServerProtocol, _: Any, m: C.Connection.StartOk) -> None:
+    s = conn.settings
+    response = m.response if isinstance(m.response, bytes) else str(m.response).encode("latin-1")
+    conn.user = auth.authenticate(m.mechanism, response, s.users, s.loopback_users, conn.peer[0])
+    conn.client_properties = _table(m.client_properties)
+    conn.write(codec.encode_method(0, C.Connection.Tune(s.channel_max, s.frame_max, s.heartbeat)))
+
+
+def _negotiate(server: int, client: int) -> int:
+    """0 means 'no limit' on either side; otherwise the smaller wins."""
+    if server == 0 or client == 0:
+        return max(server, client)
+    return min(server, client)
+
+
+@handles(C.Connection.TuneOk)
+def tune_ok(conn: AMQPServerProtocol, _: Any, m: C.Connection.TuneOk) -> None:
+    s = conn.settings
+    frame_max = _negotiate(s.frame_max, m.frame_max)
+    if frame_max < 4096:
+        raise ConnectionError_(ReplyCode.NOT_ALLOWED, f"frame_max={m.frame_max} < 4096 min size", 10, 31)
+    channel_max = _negotiate(s.channel_max, m.channel_max) or 65535
+    conn.amqp.tune(frame_max, channel_max)
+    conn.heartbeat = m.heartbeat  # the client's choice (it saw our proposal in tune)
+
+
+@handles(C.Connection.Open)
+def open_(conn: AMQPServerProtocol, _: Any, m: C.Connection.Open) -> None:
+    conn.open_client(m.virtual_host or "/")
+    conn.write(codec.encode_method(0, C.Connection.OpenOk()))
+
+
+@handles(C.Connection.Close)
+def close(conn: AMQPServerProtocol, _: Any, m: C.Connection.Close) -> None:
+    conn._release()
+    conn.write(codec.encode_method(0, C.Connection.CloseOk()))
+    conn.close_transport()
+
+
+@handles(C.Connection.CloseOk)
+def close_ok(conn: AMQPServerProtocol, _: Any, m: C.Connection.CloseOk) -> None:
+    conn._release()
+    conn.close_transport()
+
+
+@handles(C.Connection.Blocked, C.Connection.Unblocked, C.Connection.UpdateSecretOk)
+def ignore(conn: AMQPServerProtocol, _: Any, m: Any) -> None:
+    pass
+
+
+# ---- channel -------------------------------------------------------------------------------------
+
+
+@handles(C.Channel.Close)
+def channel_close(conn: AMQPServerProtocol, ch: ServerChannel | None, m: Any) -> None:
+    if ch is None:
+        return
+    conn.channels.pop(ch.number, None)
+    conn.broker.close_channel(ch.model)
+    conn.write(codec.encode_method(ch.number, C.Channel.CloseOk()))
+
+
+@handles(C.Channel.Flow)
+def channel_flow(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Channel.Flow) -> None:
+    assert ch is not None
+    if not m.active:
+        raise ConnectionError_(ReplyCode.NOT_IMPLEMENTED, "active=false", 20, 20)
+    conn.write(codec.encode_method(ch.number, C.Channel.FlowOk(active=True)))
+
+
+# ---- exchange ------------------------------------------------------------------------------------
+
+
+@handles(C.Exchange.Declare)
+def exchange_declare(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Exchange.Declare) -> None:
+    assert ch is not None and conn.client is not None
+    conn.broker.vhost(conn.client.vhost).declare_exchange(
+        m.exchange, m.exchange_type, passive=m.passive, durable=m.durable, auto_delete=m.auto_delete,
+        internal=m.internal, arguments=_table(m.arguments),
+    )  # fmt: skip
+    if not m.nowait:
+        conn.write(codec.encode_method(ch.number, C.Exchange.DeclareOk()))
+
+
+@handles(C.Exchange.Delete)
+def exchange_delete(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Exchange.Delete) -> None:
+    assert ch is not None and conn.client is not None
+    conn.broker.vhost(conn.client.vhost).delete_exchange(m.exchange, m.if_unused)
+    if not m.nowait:
+        conn.write(codec.encode_method(ch.number, C.Exchange.DeleteOk()))
+
+
+# ---- queue ---------------------------------------------------------------------------------------
+
+
+@handles(C.Queue.Declare)
+def queue_declare(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Queue.Declare) -> None:
+    assert ch is not None
+    q = conn.broker.declare_queue(
+        ch.model, m.queue, passive=m.passive, durable=m.durable, exclusive=m.exclusive,
+        auto_delete=m.auto_delete, arguments=_table(m.arguments),
+    )  # fmt: skip
+    if not m.nowait:
+        conn.write(codec.encode_method(ch.number, C.Queue.DeclareOk(q.name, len(q.ready), len(q.consumers))))
+
+
+@handles(C.Queue.Delete)
+def queue_delete(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Queue.Delete) -> None:
+    assert ch is not None and conn.client is not None
+    n = conn.broker.delete_queue(
+        conn.client.vhost, m.queue, if_unused=m.if_unused, if_empty=m.if_empty, conn=conn.client
+    )
+    if not m.nowait:
+        conn.write(codec.encode_method(ch.number, C.Queue.DeleteOk(n)))
+
+
+@handles(C.Queue.Purge)
+def queue_purge(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Queue.Purge) -> None:
+    assert ch is not None and conn.client is not None
+    n = conn.broker.purge_queue(conn.client.vhost, m.queue, conn.client)
+    if not m.nowait:
+        conn.write(codec.encode_method(ch.number, C.Queue.PurgeOk(n)))
+
+
+@handles(C.Queue.Bind)
+def queue_bind(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Queue.Bind) -> None:
+    assert ch is not None and conn.client is not None
+    conn.broker.vhost(conn.client.vhost).bind(conn.client, m.queue, m.exchange, m.routing_key, _table(m.arguments))
+    if not m.nowait:
+        conn.write(codec.encode_method(ch.number, C.Queue.BindOk()))
+
+
+@handles(C.Queue.Unbind)
+def queue_unbind(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Queue.Unbind) -> None:
+    assert ch is not None and conn.client is not None
+    conn.broker.vhost(conn.client.vhost).unbind(conn.client, m.queue, m.exchange, m.routing_key)
+    conn.write(codec.encode_method(ch.number, C.Queue.UnbindOk()))
+
+
+# ---- basic ---------------------------------------------------------------------------------------
+
+
+@handles(C.Basic.Qos)
+def basic_qos(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Basic.Qos) -> None:
+    assert ch is not None
+    ch.model.set_qos(m.prefetch_count, m.global_)
+    conn.write(codec.encode_method(ch.number, C.Basic.QosOk()))
+
+
+@handles(C.Basic.Consume)
+def basic_consume(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Basic.Consume) -> None:
+    assert ch is not None
+    # consume-ok must precede the first deliver: reply before the consumer starts.
+    model = ch.model
+    paused = model.paused
+    model.paused = True
+    try:
+        c = conn.broker.consume(
+            model, m.queue, m.consumer_tag, no_ack=m.no_ack, exclusive=m.exclusive, arguments=_table(m.arguments)
+        )
+    finally:
+        model.paused = paused
+    if not m.nowait:
+        conn.write(codec.encode_method(ch.number, C.Basic.ConsumeOk(c.tag)))
+    if not paused and c.queue.ready:
+        c.queue.dispatch()
+
+
+@handles(C.Basic.Cancel)
+def basic_cancel(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Basic.Cancel) -> None:
+    assert ch is not None
+    conn.broker.cancel(ch.model, m.consumer_tag)
+    if not m.nowait:
+        conn.write(codec.encode_method(ch.number, C.Basic.CancelOk(m.consumer_tag)))
+
+
+@handles(C.Basic.CancelOk)
+def basic_cancel_ok(conn: AMQPServerProtocol, ch: ServerChannel | None, m: Any) -> None:
+    pass  # reply to a broker-sent basic.cancel
+
+
+@handles(C.Basic.Get)
+def basic_get(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Basic.Get) -> None:
+    assert ch is not None
+    got = conn.broker.get(ch.model, m.queue, m.no_ack)
+    if got is None:
+        conn.write(codec.encode_method(ch.number, C.Basic.GetEmpty()))
+        return
+    tag, msg, remaining = got
+    conn.write(
+        codec.encode_get_ok(
+            ch.number, tag, msg.redelivered, codec.shortstr(msg.exchange), codec.shortstr(msg.routing_key),
+            remaining, msg.properties, msg.body, conn.amqp.frame_max,
+        )  # fmt: skip
+    )
+
+
+@handles(C.Basic.Recover)
+def basic_recover(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Basic.Recover) -> None:
+    assert ch is not None
+    if not m.requeue:
+        raise ConnectionError_(ReplyCode.NOT_IMPLEMENTED, "requeue=false", 60, 110)
+    ch.model.recover()
+    conn.write(codec.encode_method(ch.number, C.Basic.RecoverOk()))
+
+
+@handles(C.Basic.RecoverAsync)
+def basic_recover_async(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Basic.RecoverAsync) -> None:
+    assert ch is not None
+    if not m.requeue:
+        raise ConnectionError_(ReplyCode.NOT_IMPLEMENTED, "requeue=false", 60, 100)
+    ch.model.recover()
+
+
+# ---- confirm -------------------------------------------------------------------------------------
+
+
+@handles(C.Confirm.Select)
+def confirm_select(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Confirm.Select) -> None:
+    assert ch is not None
+    ch.model.confirm = True
+    if not m.nowait:
+        conn.write(codec.encode_method(ch.number, C.Confirm.SelectOk()))
