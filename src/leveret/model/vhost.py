@@ -125,10 +125,12 @@ class VHost:
         return n
 
     def check_delete(self, q: Queue, if_unused: bool, if_empty: bool) -> None:
+        # RabbitMQ (rabbit_amqqueue_process delete): if-empty is checked first, and "empty" means
+        # no ready messages (BQ:is_empty); unacknowledged deliveries do not count.
+        if if_empty and q.ready:
+            raise precondition_failed(f"queue '{q.name}' in vhost '{self.name}' is not empty")
         if if_unused and q.consumers:
             raise precondition_failed(f"queue '{q.name}' in vhost '{self.name}' in use")
-        if if_empty and (q.ready or q.unacked):
-            raise precondition_failed(f"queue '{q.name}' in vhost '{self.name}' is not empty")
 
     # ---- exchanges -----------------------------------------------------------------------------
 

@@ -62,6 +62,19 @@ def encode_method(channel: int, method: Frame) -> bytes:
     return pamqp_frame.marshal(method, channel)
 
 
+def unchecked(cls: type[Frame], **fields: object) -> Frame:
+    """A pamqp method built without pamqp's name validation.
+
+    pamqp only accepts queue and exchange names matching ``[a-zA-Z0-9-_.:@#,/+ ]``;
+    RabbitMQ accepts any UTF-8 name up to 255 bytes, so replies that echo a client's
+    name (declare-ok, consume-ok, cancel) are built with this.
+    """
+    m = cls()
+    for k, v in fields.items():
+        setattr(m, k, v)
+    return m
+
+
 def shortstr(s: str) -> bytes:
     b = s.encode("utf-8")
     if len(b) > 255:

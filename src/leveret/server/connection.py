@@ -78,7 +78,7 @@ class ServerChannel:
         )
 
     def cancel_consumer(self, consumer_tag: str) -> None:
-        self.conn.write(codec.encode_method(self.number, C.Basic.Cancel(consumer_tag, nowait=True)))
+        self.conn.write(codec.encode_method(self.number, codec.unchecked(C.Basic.Cancel, consumer_tag=consumer_tag, nowait=True)))
 
     def close_channel(self, code: int, text: str) -> None:
         self.conn.channel_error(ChannelError(ReplyCode(code), text, channel=self.number))
@@ -188,9 +188,16 @@ class AMQPServerProtocol(asyncio.Protocol):
     def _handle_events(self, events: list[Any]) -> None:
         broker = self.broker
         channels = self.channels
+        closed: set[int] = set()  # channels closed by an error earlier in this batch
         for ev in events:
             try:
                 t = type(ev)
+                if closed and getattr(ev, "channel", 0) in closed:
+                    # Parsed before the channel was closed: drop it, as RabbitMQ drops everything
+                    # but channel.close / close-ok once it has sent channel.close.
+                    if t is MethodReceived and type(ev.method) is C.Channel.Close:
+                        self._on_method(ev.channel, ev.method)
+                    continue
                 if t is Publish:
                     ch = channels[ev.channel]
                     if ch.model.closed:
@@ -226,9 +233,12 @@ class AMQPServerProtocol(asyncio.Protocol):
             except AMQPError as err:
                 if not err.hard and not err.channel:
                     err.channel = getattr(ev, "channel", 0)
+                if not err.class_id:  # RabbitMQ names the method that failed in the close
+                    err.class_id, err.method_id = _ids(ev.method) if t is MethodReceived else _HOT_IDS.get(t, (0, 0))
                 self._handle_error(err)
                 if err.hard:
                     return
+                closed.add(err.channel)
             except Exception as exc:  # a bug: never let it take the broker down
                 log.exception("internal error on connection %s handling %r", self.name, type(ev).__name__)
                 self._handle_error(ConnectionError_(ReplyCode.INTERNAL_ERROR, f"internal error: {type(exc).__name__}"))
@@ -350,6 +360,11 @@ class AMQPServerProtocol(asyncio.Protocol):
             return
         ch = self.channels.get(channel)
         if ch is None:
+            if type(m) is C.Channel.Close:
+                # It crossed the channel.close we sent: RabbitMQ answers close-ok and still
+                # waits for the close-ok to its own close.
+                self.write(codec.encode_method(channel, C.Channel.CloseOk()))
+                return
             if type(m) is not C.Channel.Open:
                 raise ConnectionError_(ReplyCode.CHANNEL_ERROR, f"channel {channel} is not open", *_ids(m))
             self.open_channel(channel)
@@ -377,6 +392,9 @@ class AMQPServerProtocol(asyncio.Protocol):
         if self.paused:
             ch.model.paused = True
         self.channels[number] = ch
+
+
+_HOT_IDS: dict[type, tuple[int, int]] = {Ack: (60, 80), Reject: (60, 90), Nack: (60, 120)}
 
 
 def _ids(m: Any) -> tuple[int, int]:

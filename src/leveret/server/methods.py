@@ -143,7 +143,7 @@ def queue_declare(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Queue
         auto_delete=m.auto_delete, arguments=_table(m.arguments),
     )  # fmt: skip
     if not m.nowait:
-        conn.write(codec.encode_method(ch.number, C.Queue.DeclareOk(q.name, len(q.ready), len(q.consumers))))
+        conn.write(codec.encode_method(ch.number, codec.unchecked(C.Queue.DeclareOk, queue=q.name, message_count=len(q.ready), consumer_count=len(q.consumers))))
 
 
 @handles(C.Queue.Delete)
@@ -203,7 +203,7 @@ def basic_consume(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Basic
     finally:
         model.paused = paused
     if not m.nowait:
-        conn.write(codec.encode_method(ch.number, C.Basic.ConsumeOk(c.tag)))
+        conn.write(codec.encode_method(ch.number, codec.unchecked(C.Basic.ConsumeOk, consumer_tag=c.tag)))
     if not paused and c.queue.ready:
         c.queue.dispatch()
 
@@ -213,7 +213,7 @@ def basic_cancel(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Basic.
     assert ch is not None
     conn.broker.cancel(ch.model, m.consumer_tag)
     if not m.nowait:
-        conn.write(codec.encode_method(ch.number, C.Basic.CancelOk(m.consumer_tag)))
+        conn.write(codec.encode_method(ch.number, codec.unchecked(C.Basic.CancelOk, consumer_tag=m.consumer_tag)))
 
 
 @handles(C.Basic.CancelOk)

@@ -86,7 +86,7 @@ class Server:
         if self._server is not None:
             self._server.close()
         for c in list(self.connections):
-            c.force_close(ReplyCode.CONNECTION_FORCED, "broker shutdown")
+            c.force_close(ReplyCode.CONNECTION_FORCED, "broker forced connection closure with reason 'shutdown'")
         deadline = time.monotonic() + self.settings.shutdown_timeout
         while self.connections and time.monotonic() < deadline:  # noqa: ASYNC110 - bounded poll of a set
             await asyncio.sleep(0.05)

@@ -9,7 +9,14 @@ operation for its single writer thread. Operations are applied in call order.
 Durability is asked for with :meth:`Store.sync`: the callback runs once every
 operation submitted *before* the call is on disk (fsynced). Many calls between two
 disk flushes share one flush (group commit). The callback may run on the writer
-thread; the caller is responsible for hopping back to its own loop.
+thread; the caller is responsible for hopping back to its own loop. If the store
+fails (disk full, I/O error) the callbacks of operations that did not reach the
+disk are never called: a confirm must not be sent for them. A store reports the
+failure by other means (the SQLite store's ``on_error``).
+
+Arguments of queues, exchanges and bindings are AMQP field tables; a store keeps
+them losslessly (see :mod:`leveret.storage.codec`) and raises :class:`TypeError`
+at the call site for a value it cannot keep.
 
 This module knows nothing of the broker model, frames or asyncio.
 """
@@ -55,11 +62,14 @@ class BindingRecord:
 class MessageRecord:
     """One persistent message as it sits in one durable queue.
 
-    ``msg_id`` is assigned by the broker, unique per store and increasing in
-    publish order; queue order is ``msg_id`` order. ``properties`` is the raw AMQP
-    content-header property section (flags and values) exactly as the publisher
-    sent it; it is returned byte for byte. ``delivered`` is true if the message was
-    handed to a consumer (it comes back with ``redelivered=true``).
+    ``msg_id`` is assigned by the broker, increasing in publish order; queue order is
+    ``msg_id`` order. A store keys messages by (queue, ``msg_id``): one published
+    message routed to several durable queues may be appended to each with the same
+    id, but an id must not be appended twice to the same queue while it is there.
+    ``properties`` is the raw AMQP content-header property section (flags and
+    values) exactly as the publisher sent it; it is returned byte for byte.
+    ``delivered`` is true if the message was handed to a consumer (it comes back
+    with ``redelivered=true``).
     """
 
     msg_id: int
@@ -79,7 +89,7 @@ class Recovered:
     bindings: list[BindingRecord] = field(default_factory=list)
     # (vhost, queue name) -> messages in queue order (ascending msg_id)
     messages: dict[tuple[str, str], list[MessageRecord]] = field(default_factory=dict)
-    next_msg_id: int = 1
+    next_msg_id: int = 1  # one more than the highest msg_id held (1 if none)
     seconds: float = 0.0  # how long recovery took
 
 
@@ -90,23 +100,53 @@ class Store(Protocol):
     def close(self) -> None:
         """Flush everything submitted so far, stop the writer, release files."""
 
-    def save_queue(self, q: QueueRecord) -> None: ...
+    def save_queue(self, q: QueueRecord) -> None:
+        """Insert or replace the queue with the same (vhost, name)."""
+
     def delete_queue(self, vhost: str, name: str) -> None:
         """Delete the queue, its messages and bindings that point to it."""
 
-    def save_exchange(self, x: ExchangeRecord) -> None: ...
-    def delete_exchange(self, vhost: str, name: str) -> None: ...
-    def save_binding(self, b: BindingRecord) -> None: ...
-    def delete_binding(self, b: BindingRecord) -> None: ...
+    def save_exchange(self, x: ExchangeRecord) -> None:
+        """Insert or replace the exchange with the same (vhost, name)."""
+
+    def delete_exchange(self, vhost: str, name: str) -> None:
+        """Delete the exchange and the bindings from it or to it (exchange-to-exchange)."""
+
+    def save_binding(self, b: BindingRecord) -> None:
+        """Add the binding; all its fields, arguments included, are its identity (as in AMQP)."""
+
+    def delete_binding(self, b: BindingRecord) -> None:
+        """Remove the binding equal to ``b`` (a missing one is ignored)."""
 
     def append(self, vhost: str, queue: str, msg: MessageRecord) -> None:
-        """Enqueue a persistent message at the tail of a durable queue."""
+        """Enqueue a persistent message at the tail of a durable queue.
+
+        ``msg.msg_id`` must not currently be in this queue; ``properties`` and ``body``
+        must be immutable ``bytes`` (a store may write them later, on another thread).
+        """
 
     def remove(self, vhost: str, queue: str, msg_ids: Iterable[int]) -> None:
-        """Messages acked (or dropped): they must not come back after a restart."""
+        """Messages acked (or dropped): they must not come back after a restart.
+
+        ``msg_ids`` is consumed during the call, so the caller may reuse its list.
+        Unknown ids are ignored.
+        """
 
     def mark_delivered(self, vhost: str, queue: str, msg_ids: Iterable[int]) -> None:
-        """Messages handed to a consumer: after a restart they come back with redelivered=true."""
+        """Messages handed to a consumer: after a restart they come back with redelivered=true.
+
+        ``msg_ids`` is consumed during the call; unknown ids are ignored.
+        """
 
     def sync(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (possibly from another thread) once all prior operations are durable."""
+        """Call ``callback`` (possibly from another thread) once all prior operations are durable.
+
+        Callbacks run in the order their ``sync`` calls were made. An exception raised
+        by a callback is logged and does not affect the store or other callbacks.
+        """
+
+    def pending(self) -> int:
+        """Operations submitted but not yet written: how far the store lags behind.
+
+        The broker may stop reading from publishers while this is high (flow control).
+        """

@@ -1,0 +1,194 @@
+"""RabbitMQ definitions JSON: export the topology, import it back.
+
+The format is RabbitMQ's (docs/definitions.md), so a file exported here loads into
+a RabbitMQ cluster with ``rabbitmqctl import_definitions`` and the other way round.
+
+Export contract: user-declared exchanges (not the default exchange, not ``amq.*``),
+non-exclusive queues (exclusive ones die with their connection, RabbitMQ skips them
+too), and bindings whose source is not the default exchange. Users carry a
+``rabbit_password_hashing_sha256`` hash (4-byte salt + SHA-256(salt + password),
+base64), which RabbitMQ accepts.
+
+Import contract: vhosts must already exist (Leveret has a fixed vhost set);
+exchanges are declared before queues, queues before bindings; declaring something
+that already exists with the same properties is a no-op; a mismatch raises the
+backend's :class:`~leveret.errors.AMQPError` (406). Users, permissions, policies and
+parameters are accepted and ignored (reported in :class:`ImportReport.ignored`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from leveret.errors import AMQPError, ReplyCode
+from leveret.management.backend import Backend
+from leveret.management.shapes import RABBITMQ_COMPAT_VERSION, jsonable
+
+HASHING_ALGORITHM = "rabbit_password_hashing_sha256"
+
+
+def password_hash(password: str, salt: bytes | None = None) -> str:
+    """RabbitMQ's ``rabbit_password_hashing_sha256`` format."""
+    salt = os.urandom(4) if salt is None else salt
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode("utf-8")).digest()).decode()
+
+
+def check_password_hash(password: str, encoded: str) -> bool:
+    raw = base64.b64decode(encoded)
+    return len(raw) > 4 and password_hash(password, raw[:4]) == encoded
+
+
+def export_definitions(backend: Backend, users: dict[str, str], vhost: str | None = None) -> dict[str, Any]:
+    """The definitions document for the whole broker, or for one ``vhost``."""
+    info = backend.node_info()
+    vhosts = [v for v in backend.vhosts() if vhost is None or v == vhost]
+    queues = [
+        {
+            "name": q.name,
+            "vhost": q.vhost,
+            "durable": q.durable,
+            "auto_delete": q.auto_delete,
+            "arguments": jsonable(q.arguments),
+            "type": q.type,
+        }
+        for q in backend.queues(vhost)
+        if not q.exclusive
+    ]
+    exchanges = [
+        {
+            "name": x.name,
+            "vhost": x.vhost,
+            "type": x.type,
+            "durable": x.durable,
+            "auto_delete": x.auto_delete,
+            "internal": x.internal,
+            "arguments": jsonable(x.arguments),
+        }
+        for x in backend.exchanges(vhost)
+        if x.name != "" and not x.name.startswith("amq.")
+    ]
+    bindings = [
+        {
+            "source": b.source,
+            "vhost": b.vhost,
+            "destination": b.destination,
+            "destination_type": b.destination_type,
+            "routing_key": b.routing_key,
+            "arguments": jsonable(b.arguments),
+        }
+        for b in backend.bindings(vhost)
+        if b.source != ""
+    ]
+    doc: dict[str, Any] = {
+        "rabbit_version": RABBITMQ_COMPAT_VERSION,
+        "rabbitmq_version": RABBITMQ_COMPAT_VERSION,
+        "product_name": info.product_name,
+        "product_version": info.product_version,
+    }
+    if vhost is None:
+        doc.update(
+            users=[
+                {
+                    "name": name,
+                    "password_hash": password_hash(pw),
+                    "hashing_algorithm": HASHING_ALGORITHM,
+                    "tags": ["administrator"],
+                    "limits": {},
+                }
+                for name, pw in sorted(users.items())
+            ],
+            vhosts=[{"name": v, "limits": [], "metadata": {"description": "", "tags": []}} for v in vhosts],
+            permissions=[
+                {"user": u, "vhost": v, "configure": ".*", "write": ".*", "read": ".*"}
+                for u in sorted(users)
+                for v in vhosts
+            ],
+            topic_permissions=[],
+            parameters=[],
+            global_parameters=[{"name": "cluster_name", "value": info.node}],
+        )
+    doc.update(policies=[], queues=queues, exchanges=exchanges, bindings=bindings)
+    return doc
+
+
+@dataclass(slots=True)
+class ImportReport:
+    exchanges: int = 0
+    queues: int = 0
+    bindings: int = 0
+    ignored: list[str] = field(default_factory=list)
+
+
+def _bad(detail: str) -> AMQPError:
+    return AMQPError(ReplyCode.PRECONDITION_FAILED, detail)
+
+
+def _items(doc: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    value = doc.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise _bad(f"definitions key '{key}' must be a list of objects")
+    return value
+
+
+def import_definitions(backend: Backend, doc: Any, vhost: str | None = None) -> ImportReport:
+    """Declare everything in ``doc``; ``vhost`` (per-vhost import) overrides each item's vhost.
+
+    Raises AMQPError: 406 for a malformed document or an inequivalent redeclaration,
+    404 for an unknown vhost.
+    """
+    if not isinstance(doc, dict):
+        raise _bad("definitions must be a JSON object")
+    report = ImportReport()
+    known = set(backend.vhosts())
+    for key in ("users", "permissions", "topic_permissions", "policies", "parameters", "global_parameters"):
+        if doc.get(key):
+            report.ignored.append(key)
+    for v in _items(doc, "vhosts"):
+        if str(v.get("name")) not in known:
+            raise AMQPError(ReplyCode.NOT_FOUND, f"no vhost '{v.get('name')}' (Leveret cannot create vhosts)")
+
+    def vh(item: dict[str, Any]) -> str:
+        name = vhost if vhost is not None else str(item.get("vhost", "/"))
+        if name not in known:
+            raise AMQPError(ReplyCode.NOT_FOUND, f"no vhost '{name}'")
+        return name
+
+    try:
+        for x in _items(doc, "exchanges"):
+            if str(x["name"]).startswith("amq.") or x["name"] == "":
+                continue
+            backend.declare_exchange(
+                vh(x),
+                str(x["name"]),
+                str(x.get("type", "direct")),
+                bool(x.get("durable", True)),
+                bool(x.get("auto_delete", False)),
+                bool(x.get("internal", False)),
+                dict(x.get("arguments") or {}),
+            )
+            report.exchanges += 1
+        for q in _items(doc, "queues"):
+            args = dict(q.get("arguments") or {})
+            if q.get("type") and "x-queue-type" not in args and q["type"] != "classic":
+                args["x-queue-type"] = q["type"]
+            backend.declare_queue(
+                vh(q), str(q["name"]), bool(q.get("durable", True)), bool(q.get("auto_delete", False)), args
+            )
+            report.queues += 1
+        for b in _items(doc, "bindings"):
+            backend.bind(
+                vh(b),
+                str(b["source"]),
+                str(b["destination"]),
+                str(b.get("destination_type", "queue")),
+                str(b.get("routing_key", "")),
+                dict(b.get("arguments") or {}),
+            )
+            report.bindings += 1
+    except (KeyError, TypeError, ValueError) as e:
+        raise _bad(f"malformed definitions: {e!r}") from e
+    return report

@@ -1,0 +1,605 @@
+"""The management HTTP API (RabbitMQ's paths and JSON shapes) and the dashboard.
+
+``build_app(backend, users=...)`` returns an :class:`aiohttp.web.Application` that the
+broker runs in its own event loop (port 15672 by default). Contract:
+
+* Every ``/api/...`` route needs HTTP basic auth against ``users``; a user in
+  ``loopback_users`` (``guest``) is accepted only from a loopback peer. Failures are
+  401 ``{"error": "not_authorised", "reason": ...}``.
+* Backend errors map as RabbitMQ's do: AMQPError 404 -> 404
+  ``{"error": "Object Not Found", "reason": "Not Found"}``; 405/406 (and other soft
+  codes) -> 400 ``{"error": "bad_request", "reason": <reply text>}``. A malformed request
+  body is 400 too. Anything else escaping a handler is a bug: 500, logged.
+* ``{vhost}`` and ``{name}`` in paths are URL-encoded (``%2F`` is the vhost ``/``).
+* Rates come from a :class:`~leveret.management.rates.RateSampler` that the app
+  ticks every ``rates_interval`` seconds while it runs (``app[RATES]``).
+* ``GET /`` serves the dashboard (``static/index.html``); static files need no auth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hmac
+import ipaddress
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from leveret.errors import AMQPError, ReplyCode
+from leveret.management import definitions as defs
+from leveret.management import shapes
+from leveret.management.backend import Backend, GotMessage
+from leveret.management.rates import TOTALS_STATS, RateSampler, Sample
+
+log = logging.getLogger("leveret.management")
+
+STATIC_DIR = Path(__file__).with_name("static")
+BACKEND: web.AppKey[Backend] = web.AppKey("backend", Backend)
+RATES: web.AppKey[RateSampler] = web.AppKey("rates", RateSampler)
+USERS: web.AppKey[dict[str, str]] = web.AppKey("users", dict)
+LOOPBACK_USERS: web.AppKey[tuple[str, ...]] = web.AppKey("loopback_users", tuple)
+INTERVAL: web.AppKey[float] = web.AppKey("rates_interval", float)
+TICKER: web.AppKey[asyncio.Task[None]] = web.AppKey("ticker", asyncio.Task)
+
+JSON = dict[str, Any]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ACKMODES = {"ack_requeue_true": True, "reject_requeue_true": True,
+            "ack_requeue_false": False, "reject_requeue_false": False}  # fmt: skip
+
+
+def _error(status: int, error: str, reason: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": error, "reason": reason}, status=status, headers=headers)
+
+
+def _bad_request(reason: str) -> web.HTTPException:
+    return web.HTTPBadRequest(
+        text=json.dumps({"error": "bad_request", "reason": reason}), content_type="application/json"
+    )
+
+
+# ---- middlewares --------------------------------------------------------------------
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except AMQPError as e:
+        if e.code == ReplyCode.NOT_FOUND:
+            return _error(404, "Object Not Found", "Not Found")
+        if e.code in (ReplyCode.ACCESS_REFUSED, ReplyCode.NOT_ALLOWED):
+            return _error(403, "access_refused", e.text)
+        return _error(400, "bad_request", e.text)
+    except web.HTTPException as e:
+        if e.content_type == "application/json" or e.status < 400:
+            raise
+        if e.status == 404:
+            return _error(404, "Object Not Found", "Not Found")
+        return _error(e.status, e.reason, e.reason)
+    except Exception:
+        log.exception("management handler failed: %s %s", request.method, request.path)
+        return _error(500, "internal_server_error", "see the broker log")
+
+
+def _is_loopback(remote: str | None) -> bool:
+    if not remote:
+        return False
+    try:
+        addr = ipaddress.ip_address(remote.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped.is_loopback
+    return addr.is_loopback
+
+
+def authenticate(
+    header: str | None, remote: str | None, users: dict[str, str], loopback_users: Iterable[str]
+) -> tuple[str | None, str]:
+    """Check a basic ``Authorization`` header. Returns (user, "") or (None, reason)."""
+    if not header or not header.lower().startswith("basic "):
+        return None, "Not management user"
+    try:
+        user, _, password = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None, "Malformed Authorization header"
+    expected = users.get(user)
+    if expected is None or not hmac.compare_digest(expected.encode(), password.encode()):
+        return None, "Login failed"
+    if user in loopback_users and not _is_loopback(remote):
+        return None, f"User '{user}' can only connect via localhost"
+    return user, ""
+
+
+@web.middleware
+async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith("/api/"):
+        return await handler(request)
+    app = request.app
+    loopback: tuple[str, ...] = app[LOOPBACK_USERS]
+    user, reason = authenticate(request.headers.get("Authorization"), request.remote, app[USERS], loopback)
+    if user is None:
+        # No WWW-Authenticate for the dashboard's own fetches, so browsers show its login
+        # field instead of a native password dialog.
+        ajax = request.headers.get("X-Requested-With") == "XMLHttpRequest"
+        headers = None if ajax else {"WWW-Authenticate": 'Basic realm="RabbitMQ Management"'}
+        return _error(401, "not_authorised", reason, headers)
+    return await handler(request)
+
+
+# ---- helpers ------------------------------------------------------------------------
+def _backend(request: web.Request) -> Backend:
+    return request.app[BACKEND]
+
+
+def _node(request: web.Request) -> str:
+    return _backend(request).node_info().node
+
+
+def _vhost(request: web.Request) -> str:
+    """The ``{vhost}`` path segment, 404 when the vhost does not exist."""
+    vhost = request.match_info["vhost"]
+    if vhost not in _backend(request).vhosts():
+        raise AMQPError(ReplyCode.NOT_FOUND, f"no vhost '{vhost}'")
+    return vhost
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "false").lower() in ("true", "1", "yes")
+
+
+def _int_param(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise _bad_request(f"{name} must be an integer") from None
+
+
+async def _body(request: web.Request) -> JSON:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json(loads=json.loads)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise _bad_request("body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise _bad_request("body must be a JSON object")
+    return body
+
+
+def _pick(item: JSON, columns: list[str]) -> JSON:
+    out: JSON = {}
+    for col in columns:
+        src: Any = item
+        dst = out
+        parts = col.split(".")
+        for part in parts[:-1]:
+            src = src.get(part) if isinstance(src, dict) else None
+            dst = dst.setdefault(part, {})
+        if isinstance(src, dict) and parts[-1] in src:
+            dst[parts[-1]] = src[parts[-1]]
+    return out
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    if value is None:
+        return (0, 0)
+    if isinstance(value, bool | int | float):
+        return (1, value)
+    return (2, str(value))
+
+
+def _listing(request: web.Request, items: list[JSON]) -> web.Response:
+    """RabbitMQ list semantics: ``name``/``use_regex`` filter, ``sort``/``sort_reverse``,
+    ``columns``, and ``page``/``page_size`` pagination (which changes the shape)."""
+    total = len(items)
+    name = request.query.get("name")
+    if name:
+        if _flag(request, "use_regex"):
+            try:
+                rx = re.compile(name)
+            except re.error as e:
+                raise _bad_request(f"bad regex: {e}") from None
+            items = [i for i in items if rx.search(str(i.get("name", "")))]
+        else:
+            items = [i for i in items if name in str(i.get("name", ""))]
+    sort = request.query.get("sort")
+    if sort:
+        items.sort(key=lambda i: _sort_key(_pick(i, [sort]).get(sort.split(".")[0])),
+                   reverse=_flag(request, "sort_reverse"))  # fmt: skip
+    if request.query.get("columns"):
+        cols = [c for c in request.query["columns"].split(",") if c]
+        items = [_pick(i, cols) for i in items]
+    if "page" not in request.query:
+        return web.json_response(items)
+    page = _int_param(request, "page", 1)
+    size = _int_param(request, "page_size", 100)
+    if page < 1 or not 1 <= size <= 500:
+        raise _bad_request("page must be >= 1 and page_size between 1 and 500")
+    filtered = len(items)
+    page_count = max(1, math.ceil(filtered / size))
+    return web.json_response({
+        "filtered_count": filtered, "item_count": len(items[(page - 1) * size: page * size]),
+        "items": items[(page - 1) * size: page * size], "page": page, "page_count": page_count,
+        "page_size": size, "total_count": total,
+    })  # fmt: skip
+
+
+def _samples(samples: list[Sample], incr: float, attr: str | int) -> list[JSON]:
+    """RabbitMQ ``samples`` (newest first, timestamps in ms), at most one per ``incr`` s."""
+    chosen: list[Sample] = []
+    for s in reversed(samples):
+        if not chosen or chosen[-1].t - s.t >= incr - 1e-6:
+            chosen.append(s)
+    return [
+        {"sample": s.counters[attr] if isinstance(attr, int) else getattr(s, attr),
+         "timestamp": int(s.wall * 1000)}
+        for s in chosen
+    ]  # fmt: skip
+
+
+def _age_param(request: web.Request, name: str) -> tuple[float, float] | None:
+    if name not in request.query:
+        return None
+    try:
+        age = float(request.query[name])
+        incr = float(request.query.get(name.replace("_age", "_incr"), "1"))
+    except ValueError:
+        raise _bad_request(f"{name} must be a number") from None
+    return age, max(incr, 0.001)
+
+
+# ---- handlers -----------------------------------------------------------------------
+async def overview(request: web.Request) -> web.Response:
+    b = _backend(request)
+    rates = request.app[RATES]
+    info = b.node_info()
+    queues = b.queues()
+    conns = b.connections()
+    chans = b.channels()
+    depth = rates.depth_rates()
+    queue_totals: JSON = {
+        "messages": sum(q.messages for q in queues),
+        "messages_ready": sum(q.messages_ready for q in queues),
+        "messages_unacknowledged": sum(q.messages_unacknowledged for q in queues),
+    }
+    for key in list(queue_totals):
+        queue_totals[f"{key}_details"] = shapes.details(depth[key])
+    stats = shapes.message_stats(b.totals(), rates)
+    lengths = _age_param(request, "lengths_age")
+    if lengths:
+        samples = rates.samples(lengths[0])
+        for key in ("messages", "messages_ready", "messages_unacknowledged"):
+            queue_totals[f"{key}_details"]["samples"] = _samples(samples, lengths[1], key)
+    msg_rates = _age_param(request, "msg_rates_age")
+    if msg_rates:
+        samples = rates.samples(msg_rates[0])
+        for i, (_, key) in enumerate(TOTALS_STATS):
+            stats[f"{key}_details"]["samples"] = _samples(samples, msg_rates[1], i)
+    return web.json_response({
+        "management_version": shapes.RABBITMQ_COMPAT_VERSION,
+        "rabbitmq_version": shapes.RABBITMQ_COMPAT_VERSION,
+        "product_name": info.product_name,
+        "product_version": info.product_version,
+        "cluster_name": info.node,
+        "erlang_version": "n/a",
+        "rates_mode": "basic",
+        "disable_stats": False,
+        "enable_queue_totals": False,
+        "node": info.node,
+        "listeners": [shapes.listener_json(x, info.node) for x in info.listeners],
+        "contexts": [],
+        "exchange_types": [{"name": t, "enabled": True} for t in ("direct", "fanout", "headers", "topic")],
+        "object_totals": {
+            "connections": len(conns),
+            "channels": len(chans),
+            "exchanges": len(b.exchanges()),
+            "queues": len(queues),
+            "consumers": sum(q.consumers for q in queues),
+        },
+        "queue_totals": queue_totals,
+        "message_stats": stats,
+        "statistics_db_event_queue": 0,
+    })  # fmt: skip
+
+
+async def list_queues(request: web.Request) -> web.Response:
+    vhost = _vhost(request) if "vhost" in request.match_info else None
+    node = _node(request)
+    rates = request.app[RATES]
+    items = [shapes.queue_json(q, node, rates) for q in _backend(request).queues(vhost)]
+    return _listing(request, items)
+
+
+async def get_queue(request: web.Request) -> web.Response:
+    q = _backend(request).queue(_vhost(request), request.match_info["name"])
+    return web.json_response(shapes.queue_json(q, _node(request), request.app[RATES]))
+
+
+async def put_queue(request: web.Request) -> web.Response:
+    b = _backend(request)
+    vhost, name = _vhost(request), request.match_info["name"]
+    body = await _body(request)
+    arguments = body.get("arguments") or {}
+    if not isinstance(arguments, dict):
+        raise _bad_request("arguments must be a JSON object")
+    if body.get("type") and "x-queue-type" not in arguments:
+        arguments["x-queue-type"] = body["type"]
+    existed = any(q.name == name for q in b.queues(vhost))
+    b.declare_queue(
+        vhost, name, bool(body.get("durable", True)), bool(body.get("auto_delete", False)), arguments
+    )
+    return web.Response(status=204 if existed else 201)
+
+
+async def delete_queue(request: web.Request) -> web.Response:
+    deleted = _backend(request).delete_queue(
+        _vhost(request), request.match_info["name"],
+        if_unused=_flag(request, "if-unused"), if_empty=_flag(request, "if-empty"),
+    )  # fmt: skip
+    # Not in RabbitMQ: the count lets leveretctl say how many messages went with the queue.
+    return web.Response(status=204, headers={"X-Messages-Deleted": str(deleted)})
+
+
+async def purge_queue(request: web.Request) -> web.Response:
+    purged = _backend(request).purge_queue(_vhost(request), request.match_info["name"])
+    return web.Response(status=204, headers={"X-Messages-Purged": str(purged)})
+
+
+def _got_json(m: GotMessage, encoding: str, truncate: int | None) -> JSON:
+    payload = m.payload if truncate is None else m.payload[:truncate]
+    text: str | None = None
+    if encoding == "auto":
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+    return {
+        "payload_bytes": len(m.payload),
+        "redelivered": m.redelivered,
+        "exchange": m.exchange,
+        "routing_key": m.routing_key,
+        "message_count": m.message_count,
+        "properties": shapes.jsonable(m.properties),
+        "payload": text if text is not None else base64.b64encode(payload).decode(),
+        "payload_encoding": "string" if text is not None else "base64",
+    }
+
+
+async def get_messages(request: web.Request) -> web.Response:
+    vhost, name = _vhost(request), request.match_info["name"]
+    body = await _body(request)
+    ackmode = body.get("ackmode")
+    if ackmode not in ACKMODES:
+        raise _bad_request(f"ackmode must be one of {', '.join(ACKMODES)}")
+    encoding = body.get("encoding", "auto")
+    if encoding not in ("auto", "base64"):
+        raise _bad_request("encoding must be auto or base64")
+    try:
+        count = int(body.get("count", 1))
+        truncate = None if body.get("truncate") in (None, "") else int(body["truncate"])
+    except (TypeError, ValueError):
+        raise _bad_request("count and truncate must be integers") from None
+    if count < 1:
+        raise _bad_request("count must be at least 1")
+    got = _backend(request).get_messages(vhost, name, count, ACKMODES[ackmode])
+    return web.json_response([_got_json(m, encoding, truncate) for m in got])
+
+
+async def queue_bindings(request: web.Request) -> web.Response:
+    vhost, name = _vhost(request), request.match_info["name"]
+    b = _backend(request)
+    b.queue(vhost, name)
+    items = [shapes.binding_json(x) for x in b.bindings(vhost)
+             if x.destination == name and x.destination_type == "queue"]  # fmt: skip
+    return web.json_response(items)
+
+
+async def list_connections(request: web.Request) -> web.Response:
+    node = _node(request)
+    return _listing(request, [shapes.connection_json(c, node) for c in _backend(request).connections()])
+
+
+async def get_connection(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    for c in _backend(request).connections():
+        if c.name == name:
+            return web.json_response(shapes.connection_json(c, _node(request)))
+    raise AMQPError(ReplyCode.NOT_FOUND, f"no connection '{name}'")
+
+
+async def close_connection(request: web.Request) -> web.Response:
+    reason = request.headers.get("X-Reason", "Closed via management plugin")
+    if not _backend(request).close_connection(request.match_info["name"], reason):
+        raise AMQPError(ReplyCode.NOT_FOUND, "no such connection")
+    return web.Response(status=204)
+
+
+async def list_channels(request: web.Request) -> web.Response:
+    b = _backend(request)
+    peers = {c.name: c for c in b.connections()}
+    node = _node(request)
+    return _listing(request, [shapes.channel_json(ch, node, peers) for ch in b.channels()])
+
+
+async def list_consumers(request: web.Request) -> web.Response:
+    vhost = _vhost(request) if "vhost" in request.match_info else None
+    b = _backend(request)
+    peers = {c.name: c for c in b.connections()}
+    node = _node(request)
+    return web.json_response([shapes.consumer_json(c, node, peers) for c in b.consumers(vhost)])
+
+
+async def list_exchanges(request: web.Request) -> web.Response:
+    vhost = _vhost(request) if "vhost" in request.match_info else None
+    return _listing(request, [shapes.exchange_json(x) for x in _backend(request).exchanges(vhost)])
+
+
+async def get_exchange(request: web.Request) -> web.Response:
+    vhost, name = _vhost(request), request.match_info["name"]
+    for x in _backend(request).exchanges(vhost):
+        if x.name == name:
+            return web.json_response(shapes.exchange_json(x))
+    raise AMQPError(ReplyCode.NOT_FOUND, f"no exchange '{name}'")
+
+
+async def list_bindings(request: web.Request) -> web.Response:
+    vhost = _vhost(request) if "vhost" in request.match_info else None
+    return web.json_response([shapes.binding_json(x) for x in _backend(request).bindings(vhost)])
+
+
+async def get_definitions(request: web.Request) -> web.Response:
+    vhost = _vhost(request) if "vhost" in request.match_info else None
+    doc = defs.export_definitions(_backend(request), request.app[USERS], vhost)
+    headers = {}
+    if _flag(request, "download") or "download" in request.query:
+        headers["Content-Disposition"] = 'attachment; filename="leveret_definitions.json"'
+    return web.json_response(doc, headers=headers)
+
+
+async def post_definitions(request: web.Request) -> web.Response:
+    vhost = _vhost(request) if "vhost" in request.match_info else None
+    report = defs.import_definitions(_backend(request), await _body(request), vhost)
+    if report.ignored:
+        log.info("definitions import ignored: %s", ", ".join(report.ignored))
+    return web.Response(status=204)
+
+
+async def healthcheck(request: web.Request) -> web.Response:
+    _backend(request).node_info()
+    return web.json_response({"status": "ok"})
+
+
+async def aliveness(request: web.Request) -> web.Response:
+    _vhost(request)
+    return web.json_response({"status": "ok"})
+
+
+async def whoami(request: web.Request) -> web.Response:
+    # The auth middleware already accepted this header; decode it again rather than stash
+    # the user on the request (request storage keys differ across aiohttp versions).
+    loopback: tuple[str, ...] = request.app[LOOPBACK_USERS]
+    user, _ = authenticate(request.headers.get("Authorization"), request.remote, request.app[USERS], loopback)
+    return web.json_response({"name": user, "tags": ["administrator"]})
+
+
+def _vhost_json(request: web.Request, vhost: str) -> JSON:
+    qs = _backend(request).queues(vhost)
+    return {
+        "name": vhost, "description": "", "tags": [], "default_queue_type": "classic", "tracing": False,
+        "metadata": {"description": "", "tags": []}, "cluster_state": {_node(request): "running"},
+        "messages": sum(q.messages for q in qs), "messages_ready": sum(q.messages_ready for q in qs),
+        "messages_unacknowledged": sum(q.messages_unacknowledged for q in qs),
+    }  # fmt: skip
+
+
+async def list_vhosts(request: web.Request) -> web.Response:
+    return web.json_response([_vhost_json(request, v) for v in _backend(request).vhosts()])
+
+
+async def get_vhost(request: web.Request) -> web.Response:
+    return web.json_response(_vhost_json(request, _vhost(request)))
+
+
+async def list_nodes(request: web.Request) -> web.Response:
+    return web.json_response([shapes.node_json(_backend(request).node_info(), time.time())])
+
+
+async def get_node(request: web.Request) -> web.Response:
+    info = _backend(request).node_info()
+    if request.match_info["node"] != info.node:
+        raise AMQPError(ReplyCode.NOT_FOUND, "no such node")
+    return web.json_response(shapes.node_json(info, time.time()))
+
+
+async def dashboard(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+# ---- rate ticker --------------------------------------------------------------------
+def sample_once(app: web.Application) -> None:
+    """Feed the app's sampler one sample from the backend (the ticker calls this)."""
+    b = app[BACKEND]
+    app[RATES].tick(time.monotonic(), time.time(), b.totals(), b.queues())
+
+
+async def _tick_forever(app: web.Application) -> None:
+    while True:
+        try:
+            sample_once(app)
+        except Exception:
+            log.exception("rate sampling failed")
+        await asyncio.sleep(app[INTERVAL])
+
+
+async def _ticker(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.get_running_loop().create_task(_tick_forever(app))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+# ---- assembly -----------------------------------------------------------------------
+def build_app(
+    backend: Backend,
+    *,
+    users: dict[str, str],
+    loopback_users: Iterable[str] = ("guest",),
+    rates_interval: float = 1.0,
+    rates: RateSampler | None = None,
+) -> web.Application:
+    """The management app; run it with ``aiohttp.web.AppRunner`` in the broker's loop."""
+    app = web.Application(middlewares=[_errors, _auth], client_max_size=64 * 1024 * 1024)
+    app[BACKEND] = backend
+    app[RATES] = rates if rates is not None else RateSampler()
+    app[USERS] = users
+    app[LOOPBACK_USERS] = tuple(loopback_users)
+    app[INTERVAL] = rates_interval
+    app.cleanup_ctx.append(_ticker)
+    r = app.router
+    r.add_get("/", dashboard)
+    r.add_static("/static/", STATIC_DIR, show_index=False)
+    r.add_get("/api/overview", overview)
+    r.add_get("/api/whoami", whoami)
+    r.add_get("/api/healthchecks/node", healthcheck)
+    r.add_get("/api/aliveness-test/{vhost}", aliveness)
+    r.add_get("/api/nodes", list_nodes)
+    r.add_get("/api/nodes/{node}", get_node)
+    r.add_get("/api/vhosts", list_vhosts)
+    r.add_get("/api/vhosts/{vhost}", get_vhost)
+    r.add_get("/api/queues", list_queues)
+    r.add_get("/api/queues/{vhost}", list_queues)
+    r.add_get("/api/queues/{vhost}/{name}", get_queue)
+    r.add_put("/api/queues/{vhost}/{name}", put_queue)
+    r.add_delete("/api/queues/{vhost}/{name}", delete_queue)
+    r.add_delete("/api/queues/{vhost}/{name}/contents", purge_queue)
+    r.add_post("/api/queues/{vhost}/{name}/get", get_messages)
+    r.add_get("/api/queues/{vhost}/{name}/bindings", queue_bindings)
+    r.add_get("/api/connections", list_connections)
+    r.add_get("/api/connections/{name}", get_connection)
+    r.add_delete("/api/connections/{name}", close_connection)
+    r.add_get("/api/channels", list_channels)
+    r.add_get("/api/consumers", list_consumers)
+    r.add_get("/api/consumers/{vhost}", list_consumers)
+    r.add_get("/api/exchanges", list_exchanges)
+    r.add_get("/api/exchanges/{vhost}", list_exchanges)
+    r.add_get("/api/exchanges/{vhost}/{name}", get_exchange)
+    r.add_get("/api/bindings", list_bindings)
+    r.add_get("/api/bindings/{vhost}", list_bindings)
+    r.add_get("/api/definitions", get_definitions)
+    r.add_post("/api/definitions", post_definitions)
+    r.add_get("/api/definitions/{vhost}", get_definitions)
+    r.add_post("/api/definitions/{vhost}", post_definitions)
+    return app

@@ -1,0 +1,164 @@
+"""Message rates from cumulative counters, sampled over time.
+
+The model only keeps cumulative counters (:class:`~leveret.model.snapshots.Totals`
+and the per-queue ``published``/``delivered``/``acked``/``redelivered``). A
+:class:`RateSampler` is ticked about once a second (the HTTP app does it); it keeps a
+bounded history of samples and turns deltas into per-second rates, the way
+RabbitMQ's management database turns its counters into ``*_details.rate``.
+
+Contract:
+
+* :meth:`RateSampler.tick` takes ``now`` (monotonic seconds) explicitly, so tests
+  drive it with a fake clock. Calling it with a ``now`` not greater than the last
+  sample's is ignored.
+* Rates are computed over the most recent ``window`` seconds of history (RabbitMQ's
+  default sample interval is 5 s). With fewer than two samples every rate is 0.0.
+* Counters that go backwards (a queue deleted and re-declared under the same
+  name) restart that queue's history instead of producing negative rates.
+* History is bounded to ``history`` seconds; nothing grows without bound.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from leveret.model.snapshots import QueueSnapshot, Totals
+
+#: Fields of :class:`Totals` turned into rates, with the RabbitMQ ``message_stats`` key for each.
+TOTALS_STATS: tuple[tuple[str, str], ...] = (
+    ("published", "publish"),
+    ("delivered", "deliver_get"),
+    ("acked", "ack"),
+    ("redelivered", "redeliver"),
+    ("confirmed", "confirm"),
+    ("returned", "return_unroutable"),
+)
+
+#: Per-queue counter fields of :class:`QueueSnapshot`, with their ``message_stats`` key.
+QUEUE_STATS: tuple[tuple[str, str], ...] = (
+    ("published", "publish"),
+    ("delivered", "deliver_get"),
+    ("acked", "ack"),
+    ("redelivered", "redeliver"),
+)
+
+QueueKey = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One tick: cumulative counters plus queue depth totals at time ``t``."""
+
+    t: float
+    wall: float  # unix seconds, for RabbitMQ's ``samples[].timestamp`` (ms)
+    counters: tuple[int, ...]
+    messages: int
+    messages_ready: int
+    messages_unacknowledged: int
+
+
+def _rate(first: tuple[float, tuple[int, ...]], last: tuple[float, tuple[int, ...]], i: int) -> float:
+    dt = last[0] - first[0]
+    if dt <= 0:
+        return 0.0
+    return max(0.0, (last[1][i] - first[1][i]) / dt)
+
+
+class RateSampler:
+    """Keeps a bounded history of counters and answers "how fast, lately?"."""
+
+    def __init__(self, window: float = 5.0, history: float = 600.0) -> None:
+        if window <= 0 or history < window:
+            raise ValueError("need 0 < window <= history")
+        self.window = window
+        self.history = history
+        self._samples: deque[Sample] = deque()
+        self._queues: dict[QueueKey, deque[tuple[float, tuple[int, ...]]]] = {}
+
+    # ---- feeding -----------------------------------------------------------------
+    def tick(self, now: float, wall: float, totals: Totals, queues: Iterable[QueueSnapshot]) -> None:
+        """Record one sample of ``totals`` and every queue's counters at monotonic ``now``."""
+        if self._samples and now <= self._samples[-1].t:
+            return
+        qs = list(queues)
+        self._samples.append(
+            Sample(
+                t=now,
+                wall=wall,
+                counters=tuple(int(getattr(totals, f)) for f, _ in TOTALS_STATS),
+                messages=sum(q.messages for q in qs),
+                messages_ready=sum(q.messages_ready for q in qs),
+                messages_unacknowledged=sum(q.messages_unacknowledged for q in qs),
+            )
+        )
+        horizon = now - self.history
+        while self._samples and self._samples[0].t < horizon:
+            self._samples.popleft()
+        seen: set[QueueKey] = set()
+        # Per-queue history only needs the rate window, not the whole chart history.
+        qhorizon = now - self.window - 1.0
+        for q in qs:
+            key = (q.vhost, q.name)
+            seen.add(key)
+            counters = tuple(int(getattr(q, f)) for f, _ in QUEUE_STATS)
+            hist = self._queues.get(key)
+            if hist is None or (hist and any(c < p for c, p in zip(counters, hist[-1][1], strict=True))):
+                hist = self._queues[key] = deque()
+            hist.append((now, counters))
+            while len(hist) > 2 and hist[0][0] < qhorizon:
+                hist.popleft()
+        for key in [k for k in self._queues if k not in seen]:
+            del self._queues[key]
+
+    # ---- reading -----------------------------------------------------------------
+    def _window_pair(
+        self, hist: Iterable[tuple[float, tuple[int, ...]]]
+    ) -> tuple[tuple[float, tuple[int, ...]], tuple[float, tuple[int, ...]]] | None:
+        items = list(hist)
+        if len(items) < 2:
+            return None
+        last = items[-1]
+        first = items[-2]
+        for item in reversed(items[:-1]):
+            first = item
+            if last[0] - item[0] >= self.window:
+                break
+        return first, last
+
+    def totals_rates(self) -> dict[str, float]:
+        """``{"publish": r, "deliver_get": r, ...}`` in messages per second."""
+        pair = self._window_pair((s.t, s.counters) for s in self._samples)
+        return {key: (_rate(*pair, i) if pair else 0.0) for i, (_, key) in enumerate(TOTALS_STATS)}
+
+    def queue_rates(self, vhost: str, name: str) -> dict[str, float]:
+        """Per-queue rates keyed like :data:`QUEUE_STATS`; zeros for an unknown queue."""
+        hist = self._queues.get((vhost, name))
+        pair = self._window_pair(hist) if hist else None
+        return {key: (_rate(*pair, i) if pair else 0.0) for i, (_, key) in enumerate(QUEUE_STATS)}
+
+    def depth_rates(self) -> dict[str, float]:
+        """Rate of change of queue depth totals (messages, messages_ready, messages_unacknowledged)."""
+        items = list(self._samples)
+        out = {"messages": 0.0, "messages_ready": 0.0, "messages_unacknowledged": 0.0}
+        if len(items) < 2:
+            return out
+        last = items[-1]
+        first = items[-2]
+        for s in reversed(items[:-1]):
+            first = s
+            if last.t - s.t >= self.window:
+                break
+        dt = last.t - first.t
+        if dt > 0:
+            for k in out:
+                out[k] = (getattr(last, k) - getattr(first, k)) / dt
+        return out
+
+    def samples(self, age: float | None = None) -> list[Sample]:
+        """Samples from the last ``age`` seconds (all kept history when None), oldest first."""
+        if age is None or not self._samples:
+            return list(self._samples)
+        horizon = self._samples[-1].t - age
+        return [s for s in self._samples if s.t >= horizon]

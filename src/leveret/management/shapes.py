@@ -1,0 +1,273 @@
+"""Snapshots -> RabbitMQ-shaped JSON objects (rabbit_mgmt_format.erl's job).
+
+Every function here is pure: it takes frozen snapshots (and rates from a
+:class:`~leveret.management.rates.RateSampler`) and returns plain ``dict``/``list``
+values that :func:`json.dumps` accepts. Field names and value types follow
+RabbitMQ's management API (3.13), so scripts written against RabbitMQ keep working.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+from leveret.management.backend import NodeInfo
+from leveret.management.rates import QUEUE_STATS, TOTALS_STATS, RateSampler
+from leveret.model.snapshots import (
+    BindingSnapshot,
+    ChannelSnapshot,
+    ConnectionSnapshot,
+    ConsumerSnapshot,
+    ExchangeSnapshot,
+    QueueSnapshot,
+    Totals,
+)
+
+#: The RabbitMQ release whose management API and CLI output Leveret mirrors. Tools
+#: that gate features on ``rabbitmq_version`` see a version they know.
+RABBITMQ_COMPAT_VERSION = "3.13.7"
+
+# Memory estimate per queue: RabbitMQ reports the Erlang process memory; we report a
+# fixed overhead plus the bytes held plus a per-message bookkeeping cost.
+QUEUE_BASE_MEMORY = 10_000
+PER_MESSAGE_MEMORY = 200
+
+JSON = dict[str, Any]
+
+
+def jsonable(value: Any) -> Any:
+    """Make AMQP field-table values JSON-safe (bytes -> str, decimals/other -> str)."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return str(value)
+
+
+def details(rate: float) -> JSON:
+    return {"rate": round(rate, 2)}
+
+
+def channel_name(connection: str, number: int) -> str:
+    """RabbitMQ names a channel ``"<connection name> (<number>)"``."""
+    return f"{connection} ({number})"
+
+
+def queue_memory(q: QueueSnapshot) -> int:
+    return QUEUE_BASE_MEMORY + q.message_bytes + PER_MESSAGE_MEMORY * q.messages
+
+
+def queue_json(q: QueueSnapshot, node: str, rates: RateSampler | None) -> JSON:
+    """One element of ``GET /api/queues``."""
+    r = rates.queue_rates(q.vhost, q.name) if rates else {k: 0.0 for _, k in QUEUE_STATS}
+    stats: JSON = {}
+    for field_name, key in QUEUE_STATS:
+        stats[key] = int(getattr(q, field_name))
+        stats[f"{key}_details"] = details(r[key])
+    # RabbitMQ reports plain "deliver" beside "deliver_get"; the model counts them together.
+    stats["deliver"] = stats["deliver_get"]
+    stats["deliver_details"] = stats["deliver_get_details"]
+    out: JSON = {
+        "name": q.name,
+        "vhost": q.vhost,
+        "durable": q.durable,
+        "auto_delete": q.auto_delete,
+        "exclusive": q.exclusive,
+        "arguments": jsonable(q.arguments),
+        "type": q.type,
+        "state": "running",
+        "node": node,
+        "leader": node,
+        "members": [node],
+        "policy": None,
+        "operator_policy": None,
+        "effective_policy_definition": {},
+        "exclusive_consumer_tag": None,
+        "head_message_timestamp": None,
+        "messages": q.messages,
+        "messages_details": details(0.0),
+        "messages_ready": q.messages_ready,
+        "messages_ready_details": details(0.0),
+        "messages_unacknowledged": q.messages_unacknowledged,
+        "messages_unacknowledged_details": details(0.0),
+        "messages_ram": q.messages,
+        "messages_ready_ram": q.messages_ready,
+        "messages_unacknowledged_ram": q.messages_unacknowledged,
+        "messages_persistent": q.messages if q.durable else 0,
+        "messages_paged_out": 0,
+        "message_bytes": q.message_bytes,
+        "message_bytes_ready": q.message_bytes_ready,
+        "message_bytes_unacknowledged": q.message_bytes_unacknowledged,
+        "message_bytes_ram": q.message_bytes,
+        "message_bytes_persistent": q.message_bytes if q.durable else 0,
+        "message_bytes_paged_out": 0,
+        "consumers": q.consumers,
+        "consumer_capacity": 1.0 if q.consumers else 0.0,
+        "consumer_utilisation": 1.0 if q.consumers else 0.0,
+        "consumer_timeout": q.consumer_timeout,
+        "memory": queue_memory(q),
+        "storage_version": 2,
+        "message_stats": stats,
+    }
+    if q.exclusive_owner is not None:
+        out["owner_pid_details"] = {"name": q.exclusive_owner}
+    return out
+
+
+def exchange_json(x: ExchangeSnapshot) -> JSON:
+    return {
+        "name": x.name,
+        "vhost": x.vhost,
+        "type": x.type,
+        "durable": x.durable,
+        "auto_delete": x.auto_delete,
+        "internal": x.internal,
+        "arguments": jsonable(x.arguments),
+        "user_who_performed_action": "rmq-internal",
+        "policy": None,
+    }
+
+
+def properties_key(routing_key: str, arguments: Mapping[str, Any]) -> str:
+    """RabbitMQ's binding ``properties_key``: ``~`` for an empty key without arguments."""
+    if not arguments:
+        return "~" if routing_key == "" else quote(routing_key, safe="")
+    digest = base64.urlsafe_b64encode(repr(sorted(arguments.items())).encode()).decode().rstrip("=")
+    return f"{quote(routing_key, safe='')}~{digest[:22]}"
+
+
+def binding_json(b: BindingSnapshot) -> JSON:
+    return {
+        "source": b.source,
+        "vhost": b.vhost,
+        "destination": b.destination,
+        "destination_type": b.destination_type,
+        "routing_key": b.routing_key,
+        "arguments": jsonable(b.arguments),
+        "properties_key": properties_key(b.routing_key, b.arguments),
+    }
+
+
+def connection_json(c: ConnectionSnapshot, node: str) -> JSON:
+    return {
+        "name": c.name,
+        "node": node,
+        "vhost": c.vhost,
+        "user": c.user,
+        "user_who_performed_action": c.user,
+        "state": c.state,
+        "type": "network",
+        "protocol": "AMQP 0-9-1",
+        "auth_mechanism": "PLAIN",
+        "ssl": False,
+        "peer_host": c.peer_host,
+        "peer_port": c.peer_port,
+        "host": c.host,
+        "port": c.port,
+        "channels": c.channels,
+        "channel_max": c.channel_max,
+        "frame_max": c.frame_max,
+        "timeout": c.heartbeat,
+        "connected_at": int(c.connected_at * 1000),
+        "client_properties": jsonable(c.client_properties),
+        "recv_oct": c.recv_oct,
+        "send_oct": c.send_oct,
+        "recv_oct_details": details(0.0),
+        "send_oct_details": details(0.0),
+    }
+
+
+def channel_json(ch: ChannelSnapshot, node: str, peers: Mapping[str, ConnectionSnapshot]) -> JSON:
+    conn = peers.get(ch.connection)
+    return {
+        "name": channel_name(ch.connection, ch.number),
+        "number": ch.number,
+        "node": node,
+        "vhost": ch.vhost,
+        "user": ch.user,
+        "user_who_performed_action": ch.user,
+        "state": ch.state,
+        "connection_details": {
+            "name": ch.connection,
+            "peer_host": conn.peer_host if conn else None,
+            "peer_port": conn.peer_port if conn else None,
+        },
+        "consumer_count": ch.consumer_count,
+        "messages_unacknowledged": ch.messages_unacknowledged,
+        "messages_unconfirmed": 0,
+        "messages_uncommitted": 0,
+        "acks_uncommitted": 0,
+        "prefetch_count": ch.prefetch_count,
+        "global_prefetch_count": ch.global_prefetch_count,
+        "confirm": ch.confirm,
+        "transactional": False,
+    }
+
+
+def consumer_json(c: ConsumerSnapshot, node: str, peers: Mapping[str, ConnectionSnapshot]) -> JSON:
+    conn = peers.get(c.connection)
+    return {
+        "consumer_tag": c.consumer_tag,
+        "queue": {"name": c.queue, "vhost": c.vhost},
+        "channel_details": {
+            "name": channel_name(c.connection, c.channel),
+            "number": c.channel,
+            "connection_name": c.connection,
+            "peer_host": conn.peer_host if conn else None,
+            "peer_port": conn.peer_port if conn else None,
+            "user": conn.user if conn else None,
+            "node": node,
+        },
+        "ack_required": c.ack_required,
+        "exclusive": c.exclusive,
+        "prefetch_count": c.prefetch_count,
+        "arguments": jsonable(c.arguments),
+        "consumer_timeout": c.consumer_timeout,
+        "active": True,
+        "activity_status": "up",
+    }
+
+
+def message_stats(totals: Totals, rates: RateSampler | None) -> JSON:
+    """Overview ``message_stats``: cumulative counts plus ``*_details.rate``."""
+    r = rates.totals_rates() if rates else {k: 0.0 for _, k in TOTALS_STATS}
+    out: JSON = {}
+    for field_name, key in TOTALS_STATS:
+        out[key] = int(getattr(totals, field_name))
+        out[f"{key}_details"] = details(r[key])
+    out["deliver"] = out["deliver_get"]
+    out["deliver_details"] = out["deliver_get_details"]
+    return out
+
+
+def listener_json(listener: Mapping[str, Any], node: str) -> JSON:
+    out = {"node": node, "socket_opts": {}}
+    out.update(jsonable(listener))
+    return out
+
+
+def node_json(info: NodeInfo, now: float) -> JSON:
+    """One element of ``GET /api/nodes`` (the fields leveretctl status reads)."""
+    return {
+        "name": info.node,
+        "type": "disc",
+        "running": True,
+        "os_pid": str(info.pid),
+        "mem_used": info.rss_bytes,
+        "uptime": max(0, int((now - info.started_at) * 1000)),
+        "product_name": info.product_name,
+        "product_version": info.product_version,
+        "rabbitmq_version": RABBITMQ_COMPAT_VERSION,
+        "data_dir": info.data_dir,
+        "consumer_timeout": info.consumer_timeout,
+        "listeners": [listener_json(x, info.node) for x in info.listeners],
+    }

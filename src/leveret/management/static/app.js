@@ -1,0 +1,402 @@
+/* Leveret dashboard: polls /api/overview and /api/queues, draws two live charts and the queue table.
+ *
+ * No build step and no dependencies. Test hooks: window.leveretChartPoints (points in the chart
+ * history), window.leveretState (last API answers), data-testid attributes, and each canvas's
+ * data-points attribute (visible to `chromium --dump-dom`).
+ * Query parameters: ?interval=<ms> (default 1000), ?window=<seconds> (default 300).
+ */
+(function () {
+  "use strict";
+
+  const params = new URLSearchParams(location.search);
+  const INTERVAL_MS = Math.max(250, Number(params.get("interval")) || 1000);
+  const WINDOW_MS = Math.max(30, Number(params.get("window")) || 300) * 1000;
+  const COLORS = {};
+  const css = getComputedStyle(document.documentElement);
+  for (const k of ["ready", "unacked", "publish", "deliver", "ack", "line", "muted", "text"]) {
+    COLORS[k] = css.getPropertyValue("--" + k).trim() || "#888";
+  }
+
+  const state = {
+    user: sessionStorage.getItem("leveret.user") || "guest",
+    pass: sessionStorage.getItem("leveret.pass") || "guest",
+    history: [],        // [{t, ready, unacked, publish, deliver, ack}]
+    queueHist: new Map(), // "vhost\u0000name" -> [{t, messages}]
+    sortKey: "name",
+    sortAsc: true,
+    filter: "",
+    prefilled: false,
+    lastOverview: null,
+    lastQueues: [],
+    polls: 0,
+    errors: 0,
+  };
+  window.leveretState = state;
+  window.leveretChartPoints = 0;
+
+  const $ = (id) => document.getElementById(id);
+
+  // ---- API ------------------------------------------------------------------------------
+  async function api(path) {
+    const resp = await fetch(path, {
+      headers: {
+        "Authorization": "Basic " + btoa(state.user + ":" + state.pass),
+        "X-Requested-With": "XMLHttpRequest",  // no native password dialog on 401
+        "Accept": "application/json",
+      },
+      cache: "no-store",
+    });
+    if (resp.status === 401) {
+      const body = await resp.json().catch(() => ({}));
+      const err = new Error(body.reason || "login failed");
+      err.auth = true;
+      throw err;
+    }
+    if (!resp.ok) throw new Error("HTTP " + resp.status);
+    return resp.json();
+  }
+
+  function setStatus(text, ok) {
+    const el = $("status");
+    el.textContent = text;
+    el.className = "status " + (ok ? "ok" : "bad");
+  }
+
+  // ---- formatting ----------------------------------------------------------------------
+  function fmtInt(n) {
+    if (n === null || n === undefined) return "–";
+    return Number(n).toLocaleString("en-US");
+  }
+  function fmtRate(r) {
+    if (r === null || r === undefined) return "–";
+    if (r === 0) return "0";
+    if (r < 10) return r.toFixed(1);
+    return Math.round(r).toLocaleString("en-US");
+  }
+  function fmtAxis(v) {
+    if (v >= 1e6) return (v / 1e6).toFixed(v % 1e6 ? 1 : 0) + "M";
+    if (v >= 1e3) return (v / 1e3).toFixed(v % 1e3 ? 1 : 0) + "k";
+    return String(Math.round(v * 10) / 10);
+  }
+  function rate(stats, key) {
+    return stats && stats[key + "_details"] ? stats[key + "_details"].rate : 0;
+  }
+
+  // ---- history ---------------------------------------------------------------------------
+  function trim(arr, now) {
+    while (arr.length && arr[0].t < now - WINDOW_MS) arr.shift();
+  }
+
+  /** Fill the chart with the server's recent samples so a reload doesn't start empty. */
+  function prefill(ov) {
+    const qt = ov.queue_totals || {};
+    const ms = ov.message_stats || {};
+    const depth = (qt.messages_ready_details || {}).samples || [];
+    const unacked = (qt.messages_unacknowledged_details || {}).samples || [];
+    if (depth.length < 2) return;
+    const shift = Date.now() - depth[0].timestamp;  // server clock -> browser clock
+    const counter = (key) => {
+      const s = ((ms[key + "_details"] || {}).samples || []).slice().reverse();  // oldest first
+      const out = new Map();
+      for (let i = 1; i < s.length; i++) {
+        const dt = (s[i].timestamp - s[i - 1].timestamp) / 1000;
+        out.set(s[i].timestamp, dt > 0 ? Math.max(0, (s[i].sample - s[i - 1].sample) / dt) : 0);
+      }
+      return out;
+    };
+    const pub = counter("publish"), del = counter("deliver_get"), ack = counter("ack");
+    const un = new Map(unacked.map((s) => [s.timestamp, s.sample]));
+    const points = depth.slice().reverse().slice(1).map((s) => ({
+      t: s.timestamp + shift,
+      ready: s.sample,
+      unacked: un.get(s.timestamp) || 0,
+      publish: pub.get(s.timestamp) || 0,
+      deliver: del.get(s.timestamp) || 0,
+      ack: ack.get(s.timestamp) || 0,
+    }));
+    state.history = points.concat(state.history);
+  }
+
+  function record(ov, queues) {
+    const now = Date.now();
+    const qt = ov.queue_totals || {};
+    const ms = ov.message_stats || {};
+    state.history.push({
+      t: now,
+      ready: qt.messages_ready || 0,
+      unacked: qt.messages_unacknowledged || 0,
+      publish: rate(ms, "publish"),
+      deliver: rate(ms, "deliver_get"),
+      ack: rate(ms, "ack"),
+    });
+    trim(state.history, now);
+    const seen = new Set();
+    for (const q of queues) {
+      const key = q.vhost + "\u0000" + q.name;
+      seen.add(key);
+      if (!state.queueHist.has(key)) state.queueHist.set(key, []);
+      const h = state.queueHist.get(key);
+      h.push({ t: now, messages: q.messages || 0 });
+      trim(h, now);
+    }
+    for (const key of Array.from(state.queueHist.keys())) if (!seen.has(key)) state.queueHist.delete(key);
+  }
+
+  // ---- chart -----------------------------------------------------------------------------
+  function niceMax(v) {
+    if (v <= 0) return 1;
+    const p = Math.pow(10, Math.floor(Math.log10(v)));
+    for (const m of [1, 2, 2.5, 5, 10]) if (v <= m * p) return m * p;
+    return 10 * p;
+  }
+
+  /**
+   * Draw series over the shared history on a canvas.
+   * series: [{key, color, fill}]; returns the number of points drawn per series.
+   */
+  function drawChart(canvas, series) {
+    const dpr = window.devicePixelRatio || 1;
+    const w = canvas.clientWidth || 600, h = canvas.clientHeight || 220;
+    if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
+      canvas.width = Math.round(w * dpr);
+      canvas.height = Math.round(h * dpr);
+    }
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, w, h);
+    const pad = { l: 46, r: 10, t: 8, b: 22 };
+    const pw = w - pad.l - pad.r, ph = h - pad.t - pad.b;
+    const pts = state.history;
+    const tEnd = pts.length ? pts[pts.length - 1].t : Date.now();
+    // The x axis grows with the history from one minute up to the full window.
+    const span = Math.min(WINDOW_MS, Math.max(60000, pts.length ? tEnd - pts[0].t : 0));
+    const tStart = tEnd - span;
+    let max = 0;
+    for (const p of pts) for (const s of series) max = Math.max(max, p[s.key]);
+    max = niceMax(max * 1.1);
+    const x = (t) => pad.l + ((t - tStart) / span) * pw;
+    const y = (v) => pad.t + ph - (v / max) * ph;
+
+    // grid + labels
+    ctx.font = "11px system-ui, sans-serif";
+    ctx.fillStyle = COLORS.muted;
+    ctx.strokeStyle = COLORS.line;
+    ctx.lineWidth = 1;
+    ctx.textAlign = "right";
+    ctx.textBaseline = "middle";
+    for (let i = 0; i <= 4; i++) {
+      const v = (max * i) / 4, yy = Math.round(y(v)) + 0.5;
+      ctx.beginPath(); ctx.moveTo(pad.l, yy); ctx.lineTo(w - pad.r, yy); ctx.stroke();
+      ctx.fillText(fmtAxis(v), pad.l - 6, yy);
+    }
+    ctx.textAlign = "center";
+    ctx.textBaseline = "top";
+    const stepS = span <= 60000 ? 10 : span <= 150000 ? 30 : span <= 360000 ? 60 : 120;
+    for (let sec = 0; sec * 1000 <= span; sec += stepS) {
+      const label = sec === 0 ? "now" : sec % 60 === 0 ? "-" + sec / 60 + "m" : "-" + sec + "s";
+      ctx.fillText(label, Math.max(pad.l + 8, x(tEnd - sec * 1000)), h - pad.b + 6);
+    }
+    window.leveretChartSpanMs = span;
+
+    // series
+    const visible = pts.filter((p) => p.t >= tStart);
+    for (const s of series) {
+      if (!visible.length) continue;
+      ctx.beginPath();
+      visible.forEach((p, i) => (i ? ctx.lineTo(x(p.t), y(p[s.key])) : ctx.moveTo(x(p.t), y(p[s.key]))));
+      ctx.strokeStyle = s.color;
+      ctx.lineWidth = 2;
+      ctx.lineJoin = "round";
+      ctx.stroke();
+      if (s.fill) {
+        ctx.lineTo(x(visible[visible.length - 1].t), y(0));
+        ctx.lineTo(x(visible[0].t), y(0));
+        ctx.closePath();
+        ctx.globalAlpha = 0.12;
+        ctx.fillStyle = s.color;
+        ctx.fill();
+        ctx.globalAlpha = 1;
+      }
+      const last = visible[visible.length - 1];
+      ctx.beginPath();
+      ctx.arc(x(last.t), y(last[s.key]), 3, 0, Math.PI * 2);
+      ctx.fillStyle = s.color;
+      ctx.fill();
+    }
+    canvas.dataset.points = String(visible.length);
+    return visible.length;
+  }
+
+  function drawCharts() {
+    const n1 = drawChart($("depth-chart"), [
+      { key: "ready", color: COLORS.ready, fill: true },
+      { key: "unacked", color: COLORS.unacked, fill: true },
+    ]);
+    const n2 = drawChart($("rate-chart"), [
+      { key: "publish", color: COLORS.publish },
+      { key: "deliver", color: COLORS.deliver },
+      { key: "ack", color: COLORS.ack },
+    ]);
+    window.leveretChartPoints = Math.min(n1, n2);
+    const span = window.leveretChartSpanMs || 60000;
+    $("window-label").textContent = span < 120000 ? "last " + Math.round(span / 1000) + " s"
+      : "last " + Math.round(span / 60000) + " min";
+  }
+
+  // ---- table -----------------------------------------------------------------------------
+  function sparkline(hist) {
+    const ns = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("width", "90");
+    svg.setAttribute("height", "20");
+    svg.setAttribute("class", "spark");
+    if (hist && hist.length > 1) {
+      const max = Math.max(1, ...hist.map((p) => p.messages));
+      const t0 = hist[0].t, span = Math.max(1, hist[hist.length - 1].t - t0);
+      const pl = document.createElementNS(ns, "polyline");
+      pl.setAttribute("points", hist.map((p) =>
+        ((p.t - t0) / span * 88 + 1).toFixed(1) + "," + (19 - (p.messages / max) * 17).toFixed(1)).join(" "));
+      pl.setAttribute("fill", "none");
+      pl.setAttribute("stroke", COLORS.ready);
+      pl.setAttribute("stroke-width", "1.5");
+      svg.appendChild(pl);
+    }
+    return svg;
+  }
+
+  function sortValue(q, key) {
+    const ms = q.message_stats || {};
+    if (key === "publish") return rate(ms, "publish");
+    if (key === "deliver") return rate(ms, "deliver_get");
+    if (key === "ack") return rate(ms, "ack");
+    return q[key];
+  }
+
+  function renderTable(queues) {
+    const body = $("queue-rows");
+    const f = state.filter.toLowerCase();
+    const rows = queues.filter((q) => !f || q.name.toLowerCase().includes(f));
+    rows.sort((a, b) => {
+      const va = sortValue(a, state.sortKey), vb = sortValue(b, state.sortKey);
+      const c = typeof va === "number" && typeof vb === "number" ? va - vb : String(va).localeCompare(String(vb));
+      return state.sortAsc ? c : -c;
+    });
+    const frag = document.createDocumentFragment();
+    for (const q of rows) {
+      const ms = q.message_stats || {};
+      const tr = document.createElement("tr");
+      tr.dataset.testid = "queue-row";
+      tr.setAttribute("data-testid", "queue-row");
+      tr.dataset.vhost = q.vhost;
+      tr.dataset.name = q.name;
+      const hist = state.queueHist.get(q.vhost + "\u0000" + q.name);
+      const growing = hist && hist.length > 2 && hist[hist.length - 1].messages > hist[0].messages;
+      if (q.consumers === 0 && q.messages_ready > 0 && growing) tr.className = "filling";
+      const cell = (cls, text, testid) => {
+        const td = document.createElement("td");
+        if (cls) td.className = cls;
+        td.textContent = text;
+        if (testid) td.setAttribute("data-testid", testid);
+        tr.appendChild(td);
+        return td;
+      };
+      cell("", q.vhost, "q-vhost");
+      const name = cell("name", q.name, "q-name");
+      for (const [flag, label] of [["durable", "D"], ["auto_delete", "AD"], ["exclusive", "Excl"]]) {
+        if (q[flag]) {
+          const tag = document.createElement("span");
+          tag.className = "tag";
+          tag.title = flag.replace("_", "-");
+          tag.textContent = label;
+          name.appendChild(tag);
+        }
+      }
+      cell("", q.type, "q-type");
+      cell("num ready", fmtInt(q.messages_ready), "q-ready");
+      cell("num unacked", fmtInt(q.messages_unacknowledged), "q-unacked");
+      cell("num", fmtInt(q.messages), "q-messages");
+      cell("", "", "q-spark").appendChild(sparkline(hist));
+      cell("num", fmtInt(q.consumers), "q-consumers");
+      cell("num", fmtRate(rate(ms, "publish")), "q-publish");
+      cell("num", fmtRate(rate(ms, "deliver_get")), "q-deliver");
+      cell("num", fmtRate(rate(ms, "ack")), "q-ack");
+      frag.appendChild(tr);
+    }
+    body.replaceChildren(frag);
+    $("queue-count").textContent = "(" + queues.length + ")";
+    $("no-queues").hidden = queues.length > 0;
+    for (const th of document.querySelectorAll("th[data-sort]")) {
+      th.classList.toggle("sorted", th.dataset.sort === state.sortKey);
+      th.classList.toggle("asc", th.dataset.sort === state.sortKey && state.sortAsc);
+    }
+  }
+
+  function renderCards(ov) {
+    const qt = ov.queue_totals || {}, ot = ov.object_totals || {}, ms = ov.message_stats || {};
+    $("t-ready").textContent = fmtInt(qt.messages_ready);
+    $("t-unacked").textContent = fmtInt(qt.messages_unacknowledged);
+    $("t-consumers").textContent = fmtInt(ot.consumers);
+    $("t-connections").textContent = fmtInt(ot.connections);
+    $("t-publish").textContent = fmtRate(rate(ms, "publish"));
+    $("t-deliver").textContent = fmtRate(rate(ms, "deliver_get"));
+    $("t-ack").textContent = fmtRate(rate(ms, "ack"));
+    $("node-name").textContent = ov.node || "";
+    $("node-version").textContent = (ov.product_name || "") + " " + (ov.product_version || "") +
+      " · RabbitMQ API " + (ov.rabbitmq_version || "");
+    document.title = "Leveret · " + fmtInt(qt.messages_ready) + " ready";
+  }
+
+  // ---- loop ------------------------------------------------------------------------------
+  async function poll() {
+    try {
+      const ovPath = state.prefilled ? "/api/overview"
+        : "/api/overview?lengths_age=" + WINDOW_MS / 1000 + "&lengths_incr=1&msg_rates_age=" +
+          WINDOW_MS / 1000 + "&msg_rates_incr=1";
+      const [ov, queues] = await Promise.all([api(ovPath), api("/api/queues")]);
+      if (!state.prefilled) {
+        state.prefilled = true;
+        try { prefill(ov); } catch (e) { console.warn("prefill failed", e); }
+      }
+      state.lastOverview = ov;
+      state.lastQueues = queues;
+      state.polls += 1;
+      record(ov, queues);
+      renderCards(ov);
+      renderTable(queues);
+      drawCharts();
+      setStatus("live · " + (INTERVAL_MS / 1000) + "s", true);
+      $("updated").textContent = "Updated " + new Date().toLocaleTimeString();
+    } catch (e) {
+      state.errors += 1;
+      setStatus(e.auth ? "login failed" : "disconnected", false);
+    } finally {
+      setTimeout(poll, INTERVAL_MS);
+    }
+  }
+
+  $("login-user").value = state.user;
+  $("login-pass").value = state.pass;
+  $("login").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    state.user = $("login-user").value;
+    state.pass = $("login-pass").value;
+    sessionStorage.setItem("leveret.user", state.user);
+    sessionStorage.setItem("leveret.pass", state.pass);
+    setStatus("connecting…", true);
+  });
+  $("filter").addEventListener("input", (ev) => {
+    state.filter = ev.target.value;
+    renderTable(state.lastQueues);
+  });
+  for (const th of document.querySelectorAll("th[data-sort]")) {
+    th.addEventListener("click", () => {
+      const key = th.dataset.sort;
+      state.sortAsc = state.sortKey === key ? !state.sortAsc : key === "name" || key === "vhost";
+      state.sortKey = key;
+      renderTable(state.lastQueues);
+    });
+  }
+  window.addEventListener("resize", drawCharts);
+  drawCharts();
+  poll();
+})();

@@ -1,0 +1,138 @@
+"""A :class:`~leveret.storage.base.Store` that keeps everything in dicts.
+
+Nothing reaches a disk: the store survives a broker "restart" only as an object
+(tests reuse one instance across a close and an open, which is how it passes the
+shared contract suite). ``sync`` calls its callback at once, on the calling thread.
+It is the reference the SQLite store is tested against, so it favours plain,
+obviously correct code; it is still cheap enough for the broker's hot path.
+
+Not thread-safe: like every store, it is called from the broker's loop thread only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+
+from leveret.storage.base import (
+    BindingRecord,
+    ExchangeRecord,
+    MessageRecord,
+    QueueRecord,
+    Recovered,
+)
+from leveret.storage.codec import decode_arguments, encode_arguments
+
+log = logging.getLogger("leveret.storage")
+
+_BindingKey = tuple[str, str, str, str, str, str]
+
+
+class MemoryStore:
+    """In-memory store; ``open`` returns what the object holds."""
+
+    __slots__ = ("_bindings", "_exchanges", "_messages", "_queues")
+
+    def __init__(self) -> None:
+        self._queues: dict[tuple[str, str], QueueRecord] = {}
+        self._exchanges: dict[tuple[str, str], ExchangeRecord] = {}
+        self._bindings: dict[_BindingKey, BindingRecord] = {}
+        # (vhost, queue) -> msg_id -> record; dicts keep insertion (= publish) order.
+        self._messages: dict[tuple[str, str], dict[int, MessageRecord]] = {}
+
+    def open(self) -> Recovered:
+        """Return (copies of) the held contents, in the same order the SQLite store uses."""
+        start = time.perf_counter()
+        messages: dict[tuple[str, str], list[MessageRecord]] = {}
+        next_id = 1
+        for key in sorted(self._messages):
+            held = self._messages[key]
+            if not held:
+                continue
+            records = sorted(held.values(), key=lambda m: m.msg_id)
+            messages[key] = records
+            next_id = max(next_id, records[-1].msg_id + 1)
+        return Recovered(
+            queues=[self._queues[k] for k in sorted(self._queues)],
+            exchanges=[self._exchanges[k] for k in sorted(self._exchanges)],
+            bindings=[self._bindings[k] for k in sorted(self._bindings)],
+            messages=messages,
+            next_msg_id=next_id,
+            seconds=time.perf_counter() - start,
+        )
+
+    def close(self) -> None:
+        """Nothing to flush; the contents stay for the next :meth:`open`."""
+
+    def save_queue(self, q: QueueRecord) -> None:
+        self._queues[q.vhost, q.name] = replace(q, arguments=_copy_arguments(q.arguments))
+
+    def delete_queue(self, vhost: str, name: str) -> None:
+        self._queues.pop((vhost, name), None)
+        self._messages.pop((vhost, name), None)
+        for key in [k for k in self._bindings if k[0] == vhost and k[2] == name and k[3] == "queue"]:
+            del self._bindings[key]
+
+    def save_exchange(self, x: ExchangeRecord) -> None:
+        self._exchanges[x.vhost, x.name] = replace(x, arguments=_copy_arguments(x.arguments))
+
+    def delete_exchange(self, vhost: str, name: str) -> None:
+        self._exchanges.pop((vhost, name), None)
+        doomed = [
+            k
+            for k in self._bindings
+            if k[0] == vhost and (k[1] == name or (k[2] == name and k[3] == "exchange"))
+        ]
+        for key in doomed:
+            del self._bindings[key]
+
+    def save_binding(self, b: BindingRecord) -> None:
+        text = encode_arguments(b.arguments)
+        self._bindings[_binding_key(b, text)] = replace(b, arguments=decode_arguments(text))
+
+    def delete_binding(self, b: BindingRecord) -> None:
+        self._bindings.pop(_binding_key(b, encode_arguments(b.arguments)), None)
+
+    def append(self, vhost: str, queue: str, msg: MessageRecord) -> None:
+        held = self._messages.get((vhost, queue))
+        if held is None:
+            held = self._messages[vhost, queue] = {}
+        held[msg.msg_id] = msg
+
+    def remove(self, vhost: str, queue: str, msg_ids: Iterable[int]) -> None:
+        held = self._messages.get((vhost, queue))
+        if held is None:
+            return
+        for msg_id in msg_ids:
+            held.pop(msg_id, None)
+
+    def mark_delivered(self, vhost: str, queue: str, msg_ids: Iterable[int]) -> None:
+        held = self._messages.get((vhost, queue))
+        if held is None:
+            return
+        for msg_id in msg_ids:
+            msg = held.get(msg_id)
+            if msg is not None and not msg.delivered:
+                held[msg_id] = replace(msg, delivered=True)
+
+    def sync(self, callback: Callable[[], None]) -> None:
+        """Everything is as durable as it will ever be: call ``callback`` now."""
+        try:
+            callback()
+        except Exception:
+            log.exception("storage sync callback failed")
+
+    def pending(self) -> int:
+        return 0
+
+
+def _copy_arguments(arguments: dict[str, object]) -> dict[str, object]:
+    # Round-trip through the SQLite store's codec: the caller cannot mutate what we
+    # hold, and both stores accept and return exactly the same values.
+    return decode_arguments(encode_arguments(arguments))
+
+
+def _binding_key(b: BindingRecord, arguments_text: str) -> _BindingKey:
+    return (b.vhost, b.source, b.destination, b.destination_type, b.routing_key, arguments_text)

@@ -1,0 +1,612 @@
+"""The durable store: SQLite in WAL mode behind one writer thread, with group commit.
+
+Threads. The broker's loop thread calls the mutating methods; each only puts a
+tuple on a :class:`queue.SimpleQueue` (a C-level append, well under a microsecond,
+no I/O, no lock held across I/O). One writer thread owns the SQLite connection. It
+blocks for the first operation, drains whatever else is pending (up to
+``batch_max``), applies it all in one transaction, commits, and then calls the
+``sync`` callbacks that were part of that batch. There is no timer: a batch is
+flushed as soon as the input goes idle or the batch is full, so a lone publisher
+waits for one fsync and a thousand concurrent ones share one.
+
+Durability. A commit that backs at least one ``sync`` (or ``close``) runs with
+``synchronous=FULL``: the WAL is fsynced before the callbacks run. Other commits
+(typically acks only) run with ``synchronous=NORMAL`` and skip the fsync; they are
+still atomic and survive a process crash, and the next FULL commit's fsync covers
+their frames too, since the WAL is appended to sequentially.
+
+Batching. An ``append`` and a ``remove`` of the same message in one batch cancel
+out and never touch the disk (a consumer that keeps up acks before the flush).
+Appends, deliveries and removals are written with ``executemany``.
+
+WAL size. Automatic checkpoints are off; after a commit the writer checks the WAL
+file size and runs a PASSIVE checkpoint past ``checkpoint_pages``, off the confirm
+path (after the callbacks). ``journal_size_limit=0`` makes SQLite truncate the WAL
+when it restarts it, which keeps the file size an honest measure of what is in it.
+``close`` runs a TRUNCATE checkpoint.
+
+Failure. An exception in the writer (disk full, I/O error) rolls the batch back,
+is logged on ``leveret.storage`` and passed to ``on_error`` (on the writer thread).
+The store is then failed for good: later operations are dropped and no further
+``sync`` callback is ever called, because one would claim durability for
+operations that were lost. The broker is expected to stop confirming and restart.
+
+Recovery. SQLite drops a torn WAL tail itself (frames after the last valid commit
+frame, checked by checksums). A main database file that is not a database or is
+malformed (SQLITE_NOTADB, SQLITE_CORRUPT at open) is moved aside with an error
+log and the store starts empty, unless ``quarantine_corrupt=False``; a broker that
+crash-loops on a bad file helps nobody, and the bad file is kept for inspection.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from leveret.storage.base import (
+    BindingRecord,
+    ExchangeRecord,
+    MessageRecord,
+    QueueRecord,
+    Recovered,
+)
+from leveret.storage.codec import decode_arguments, encode_arguments
+
+log = logging.getLogger("leveret.storage")
+
+SCHEMA_VERSION = 1
+
+# _MIGRATIONS[v] takes a database from user_version v to v + 1, in one transaction.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE queues (
+            vhost TEXT NOT NULL, name TEXT NOT NULL,
+            durable INTEGER NOT NULL, auto_delete INTEGER NOT NULL, arguments TEXT NOT NULL,
+            PRIMARY KEY (vhost, name))""",
+        """CREATE TABLE exchanges (
+            vhost TEXT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL,
+            durable INTEGER NOT NULL, auto_delete INTEGER NOT NULL, internal INTEGER NOT NULL,
+            arguments TEXT NOT NULL,
+            PRIMARY KEY (vhost, name))""",
+        # A binding's identity is all of its fields, arguments (canonical JSON) included.
+        """CREATE TABLE bindings (
+            vhost TEXT NOT NULL, source TEXT NOT NULL, destination TEXT NOT NULL,
+            destination_type TEXT NOT NULL, routing_key TEXT NOT NULL, arguments TEXT NOT NULL,
+            PRIMARY KEY (vhost, source, destination, destination_type, routing_key, arguments))""",
+        "CREATE INDEX bindings_by_destination ON bindings (vhost, destination, destination_type)",
+        # Messages name their queue by a small integer: it keeps every message row and
+        # the (queue, msg_id) index short. Independent of `queues`, so a message
+        # appended to a queue that was never saved is still kept, as in MemoryStore.
+        """CREATE TABLE queue_ids (
+            id INTEGER PRIMARY KEY, vhost TEXT NOT NULL, name TEXT NOT NULL,
+            UNIQUE (vhost, name))""",
+        """CREATE TABLE messages (
+            queue INTEGER NOT NULL, msg_id INTEGER NOT NULL,
+            exchange TEXT NOT NULL, routing_key TEXT NOT NULL,
+            properties BLOB NOT NULL, body BLOB NOT NULL, delivered INTEGER NOT NULL,
+            PRIMARY KEY (queue, msg_id))""",
+    ),
+)
+
+# Operation codes: the first element of every tuple on the writer's queue.
+_APPEND = 0  # (_APPEND, vhost, queue, MessageRecord)
+_REMOVE = 1  # (_REMOVE, vhost, queue, tuple[int, ...])
+_DELIVERED = 2  # (_DELIVERED, vhost, queue, tuple[int, ...])
+_EXEC = 3  # (_EXEC, ((sql, params), ...)): metadata changes, encoded by the caller
+_DELETE_QUEUE = 4  # (_DELETE_QUEUE, vhost, name)
+_SYNC = 5  # (_SYNC, callback)
+_CLOSE = 6  # (_CLOSE,)
+
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (queue, msg_id, exchange, routing_key, properties, body, delivered)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_MARK_DELIVERED = "UPDATE messages SET delivered = 1 WHERE queue = ? AND msg_id = ?"
+_DELETE_MESSAGE = "DELETE FROM messages WHERE queue = ? AND msg_id = ?"
+
+# SQLite primary result codes that mean "this file is damaged", as opposed to busy,
+# locked, I/O or permission errors, which a restart may cure and which must never
+# cause files to be moved.
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+
+_Row = tuple[int, int, str, str, bytes, bytes, bool]
+
+
+def disk_free_bytes(path: Path) -> int:
+    """Free bytes, for unprivileged users, on the file system holding ``path`` (a file or dir)."""
+    target = path if path.is_dir() else path.parent
+    return shutil.disk_usage(target).free
+
+
+class SqliteStore:
+    """A :class:`~leveret.storage.base.Store` in one SQLite file (``path``), WAL mode.
+
+    ``checkpoint_pages``: WAL size, in database pages, past which the writer
+    checkpoints. ``batch_max``: most operations applied in one transaction.
+    ``on_error(exc)`` is called on the writer thread if writing fails; the store is
+    failed from then on (see the module docstring). Call :meth:`open` before any
+    other method, from the thread that will call the others.
+    """
+
+    __slots__ = (
+        "_batch_max",
+        "_checkpoint_bytes",
+        "_checkpoint_pages",
+        "_closed",
+        "_conn",
+        "_error",
+        "_full_sync",
+        "_next_checkpoint",
+        "_on_error",
+        "_ops",
+        "_path",
+        "_put",
+        "_qids",
+        "_quarantine",
+        "_thread",
+        "_wal_path",
+    )
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        checkpoint_pages: int = 8192,
+        batch_max: int = 10_000,
+        on_error: Callable[[BaseException], None] | None = None,
+        quarantine_corrupt: bool = True,
+    ) -> None:
+        if checkpoint_pages < 1 or batch_max < 1:
+            raise ValueError("checkpoint_pages and batch_max must be positive")
+        self._path = Path(path)
+        self._wal_path = Path(f"{self._path}-wal")
+        self._batch_max = batch_max
+        self._checkpoint_pages = checkpoint_pages
+        self._checkpoint_bytes = 0  # known once open() has read the page size
+        self._next_checkpoint = 0
+        self._on_error = on_error
+        self._quarantine = quarantine_corrupt
+        self._ops: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._put = self._ops.put  # bound once: the hot-path methods are one call
+        self._conn: sqlite3.Connection | None = None
+        self._thread: threading.Thread | None = None
+        self._qids: dict[tuple[str, str], int] = {}
+        self._full_sync = True
+        self._error: BaseException | None = None
+        self._closed = False
+
+    # -- life cycle ---------------------------------------------------------------
+
+    def open(self) -> Recovered:
+        """Open or create the database, recover, start the writer, return the contents.
+
+        Blocks (it reads everything). Raises :class:`sqlite3.Error` or
+        :class:`OSError` if the file cannot be used, and :class:`RuntimeError` if it
+        was written by a newer schema version.
+        """
+        if self._thread is not None or self._closed:
+            raise RuntimeError("SqliteStore.open() may be called once")
+        start = time.perf_counter()
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            recovered = self._open_and_read()
+        except sqlite3.DatabaseError as exc:
+            if not (self._quarantine and _is_corruption(exc)):
+                raise
+            self._move_aside(exc)
+            recovered = self._open_and_read()
+        self._thread = threading.Thread(target=self._run, name="leveret-storage-writer", daemon=True)
+        self._thread.start()
+        recovered.seconds = time.perf_counter() - start
+        return recovered
+
+    def close(self) -> None:
+        """Write everything submitted so far (fsynced), checkpoint, stop the writer, close the file.
+
+        Idempotent. After ``close``, :meth:`sync` raises :class:`RuntimeError`.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        thread = self._thread
+        if thread is None:
+            return
+        self._put((_CLOSE,))
+        thread.join()
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception that failed the store, or ``None`` while it is healthy."""
+        return self._error
+
+    def disk_free_bytes(self) -> int:
+        """Free bytes on the file system holding the database (for the disk-free alarm)."""
+        return disk_free_bytes(self._path.parent)
+
+    def pending(self) -> int:
+        return self._ops.qsize()
+
+    # -- the hot path: enqueue a tuple, nothing else -----------------------------
+
+    def append(self, vhost: str, queue: str, msg: MessageRecord) -> None:
+        self._put((_APPEND, vhost, queue, msg))
+
+    def remove(self, vhost: str, queue: str, msg_ids: Iterable[int]) -> None:
+        # tuple(): the caller may reuse its list; tuple(a_tuple) is the same object.
+        self._put((_REMOVE, vhost, queue, tuple(msg_ids)))
+
+    def mark_delivered(self, vhost: str, queue: str, msg_ids: Iterable[int]) -> None:
+        self._put((_DELIVERED, vhost, queue, tuple(msg_ids)))
+
+    def sync(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on the writer thread once everything submitted before is fsynced."""
+        if self._closed:
+            raise RuntimeError("sync() on a closed SqliteStore")
+        self._put((_SYNC, callback))
+
+    # -- metadata: encoded here so a bad argument raises TypeError at the caller ----
+
+    def save_queue(self, q: QueueRecord) -> None:
+        sql = "INSERT OR REPLACE INTO queues VALUES (?, ?, ?, ?, ?)"
+        params = (q.vhost, q.name, q.durable, q.auto_delete, encode_arguments(q.arguments))
+        self._put((_EXEC, ((sql, params),)))
+
+    def delete_queue(self, vhost: str, name: str) -> None:
+        self._put((_DELETE_QUEUE, vhost, name))
+
+    def save_exchange(self, x: ExchangeRecord) -> None:
+        sql = "INSERT OR REPLACE INTO exchanges VALUES (?, ?, ?, ?, ?, ?, ?)"
+        args = encode_arguments(x.arguments)
+        params = (x.vhost, x.name, x.type, x.durable, x.auto_delete, x.internal, args)
+        self._put((_EXEC, ((sql, params),)))
+
+    def delete_exchange(self, vhost: str, name: str) -> None:
+        self._put(
+            (
+                _EXEC,
+                (
+                    ("DELETE FROM exchanges WHERE vhost = ? AND name = ?", (vhost, name)),
+                    (
+                        "DELETE FROM bindings WHERE vhost = ?1 AND (source = ?2"
+                        " OR (destination = ?2 AND destination_type = 'exchange'))",
+                        (vhost, name),
+                    ),
+                ),
+            )
+        )
+
+    def save_binding(self, b: BindingRecord) -> None:
+        sql = "INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, ?, ?)"
+        self._put((_EXEC, ((sql, _binding_params(b)),)))
+
+    def delete_binding(self, b: BindingRecord) -> None:
+        sql = (
+            "DELETE FROM bindings WHERE vhost = ? AND source = ? AND destination = ?"
+            " AND destination_type = ? AND routing_key = ? AND arguments = ?"
+        )
+        self._put((_EXEC, ((sql, _binding_params(b)),)))
+
+    # -- opening and recovery (caller's thread, before the writer starts) ---------
+
+    def _open_and_read(self) -> Recovered:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise RuntimeError(f"{self._path}: SQLite refused WAL mode (got {mode!r})")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # we checkpoint, off the confirm path
+            conn.execute("PRAGMA journal_size_limit = 0")
+            conn.execute("PRAGMA cache_size = -16384")  # 16 MiB: keeps the message index hot
+            self._migrate(conn)
+            recovered = self._read(conn)
+        except BaseException:
+            conn.close()
+            raise
+        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        self._checkpoint_bytes = self._checkpoint_pages * page_size
+        self._next_checkpoint = self._checkpoint_bytes
+        self._conn = conn
+        return recovered
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self._path} has schema version {version}; this leveret knows up to {SCHEMA_VERSION}"
+            )
+        for v in range(version, SCHEMA_VERSION):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _MIGRATIONS[v]:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {v + 1}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            log.info("storage %s: schema version %d -> %d", self._path, v, v + 1)
+
+    def _read(self, conn: sqlite3.Connection) -> Recovered:
+        queues = [
+            QueueRecord(vhost, name, bool(durable), bool(auto_delete), decode_arguments(args))
+            for vhost, name, durable, auto_delete, args in conn.execute(
+                "SELECT vhost, name, durable, auto_delete, arguments FROM queues ORDER BY vhost, name"
+            )
+        ]
+        exchanges = [
+            ExchangeRecord(vhost, name, type_, bool(durable), bool(ad), bool(internal), decode_arguments(a))
+            for vhost, name, type_, durable, ad, internal, a in conn.execute(
+                "SELECT vhost, name, type, durable, auto_delete, internal, arguments"
+                " FROM exchanges ORDER BY vhost, name"
+            )
+        ]
+        bindings = [
+            BindingRecord(vhost, source, dest, dest_type, key, decode_arguments(args))
+            for vhost, source, dest, dest_type, key, args in conn.execute(
+                "SELECT vhost, source, destination, destination_type, routing_key, arguments"
+                " FROM bindings ORDER BY vhost, source, destination, destination_type, routing_key, arguments"
+            )
+        ]
+        names = {
+            qid: (vhost, name) for qid, vhost, name in conn.execute("SELECT id, vhost, name FROM queue_ids")
+        }
+        self._qids = {key: qid for qid, key in names.items()}
+
+        messages: dict[tuple[str, str], list[MessageRecord]] = {}
+        next_id = 1
+        # Exchange names and routing keys repeat across messages: share one str each.
+        shared: dict[str, str] = {}
+        share = shared.setdefault
+        select = (
+            "SELECT msg_id, exchange, routing_key, properties, body, delivered"
+            " FROM messages WHERE queue = ? ORDER BY msg_id"
+        )
+        for qid, key in sorted(names.items(), key=lambda item: item[1]):
+            records = [
+                MessageRecord(msg_id, share(ex, ex), share(rk, rk), props, body, delivered != 0)
+                for msg_id, ex, rk, props, body, delivered in conn.execute(select, (qid,))
+            ]
+            if records:
+                messages[key] = records
+                next_id = max(next_id, records[-1].msg_id + 1)
+        return Recovered(queues, exchanges, bindings, messages, next_id)
+
+    def _move_aside(self, exc: sqlite3.DatabaseError) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        moved = []
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{self._path}{suffix}")
+            if src.exists():
+                dst = Path(f"{self._path}.corrupt-{stamp}{suffix}")
+                src.rename(dst)
+                moved.append(str(dst))
+        log.error(
+            "storage %s is damaged (%s); moved it aside to %s and starting EMPTY: durable queues "
+            "and messages in it are not recovered. Inspect or restore the moved files by hand.",
+            self._path,
+            exc,
+            ", ".join(moved) or "(nothing)",
+        )
+
+    # -- the writer thread ------------------------------------------------------
+
+    def _run(self) -> None:
+        get = self._ops.get
+        get_nowait = self._ops.get_nowait
+        batch_max = self._batch_max
+        running = True
+        try:
+            while running:
+                op = get()
+                batch = [op]
+                durable = op[0] >= _SYNC
+                try:
+                    while len(batch) < batch_max:
+                        op = get_nowait()
+                        batch.append(op)
+                        if op[0] >= _SYNC:
+                            durable = True
+                except queue.Empty:
+                    pass
+                running = self._process(batch, durable)
+        except BaseException as exc:  # a bug in the writer itself: never die silently
+            self._fail(exc)
+        finally:
+            self._shutdown()
+
+    def _process(self, batch: list[tuple[Any, ...]], durable: bool) -> bool:
+        """Apply one batch, run its callbacks, maybe checkpoint; return False after a close op."""
+        closing = any(op[0] == _CLOSE for op in batch) if durable else False
+        if self._error is not None:
+            return not closing  # failed: drop everything, call nothing
+        try:
+            callbacks = self._apply(batch, durable)
+        except Exception as exc:
+            self._fail(exc)
+            return not closing
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("storage sync callback failed")
+        if not closing:
+            self._maybe_checkpoint()
+        return not closing
+
+    def _apply(self, batch: list[tuple[Any, ...]], durable: bool) -> list[Callable[[], None]]:
+        conn = self._conn
+        assert conn is not None
+        if durable != self._full_sync:
+            # Cannot be changed inside a transaction, hence decided while draining.
+            conn.execute("PRAGMA synchronous = FULL" if durable else "PRAGMA synchronous = NORMAL")
+            self._full_sync = durable
+        qids = self._qids
+        callbacks: list[Callable[[], None]] = []
+        # Pending message changes, applied at the end (or before a delete_queue). Under
+        # the append contract (an id is not re-appended while present), inserting
+        # first, then updating, then deleting gives the same result as call order.
+        inserts: dict[tuple[int, int], _Row] = {}
+        delivered: list[tuple[int, int]] = []
+        deletes: list[tuple[int, int]] = []
+        deleted: set[tuple[int, int]] = set()  # ids with a pending delete or delivered mark
+        conn.execute("BEGIN")
+        try:
+            for op in batch:
+                kind = op[0]
+                if kind == _APPEND:
+                    msg = op[3]
+                    qid = qids.get((op[1], op[2])) or self._new_qid(conn, op[1], op[2])
+                    if (qid, msg.msg_id) in deleted:
+                        # Appended after a remove/deliver of the same id in this batch: those
+                        # changes are applied first so they cannot overtake the insert.
+                        _write_messages(conn, inserts, delivered, deletes)
+                        inserts, delivered, deletes, deleted = {}, [], [], set()
+                    inserts[qid, msg.msg_id] = (
+                        qid,
+                        msg.msg_id,
+                        msg.exchange,
+                        msg.routing_key,
+                        msg.properties,
+                        msg.body,
+                        msg.delivered,
+                    )
+                elif kind == _REMOVE:
+                    known = qids.get((op[1], op[2]))
+                    if known is not None:
+                        # An id appended in this batch is cancelled: never written at all.
+                        pop = inserts.pop
+                        gone = [(known, i) for i in op[3] if pop((known, i), None) is None]
+                        deletes.extend(gone)
+                        deleted.update(gone)
+                elif kind == _DELIVERED:
+                    known = qids.get((op[1], op[2]))
+                    if known is not None:
+                        for msg_id in op[3]:
+                            row = inserts.get((known, msg_id))
+                            if row is None:
+                                delivered.append((known, msg_id))
+                                deleted.add((known, msg_id))
+                            else:
+                                inserts[known, msg_id] = (*row[:6], True)
+                elif kind == _SYNC:
+                    callbacks.append(op[1])
+                elif kind == _EXEC:
+                    for sql, params in op[1]:
+                        conn.execute(sql, params)
+                elif kind == _DELETE_QUEUE:
+                    # A barrier: earlier message changes go first (they may add rows
+                    # to this queue), then everything of the queue goes.
+                    _write_messages(conn, inserts, delivered, deletes)
+                    inserts, delivered, deletes, deleted = {}, [], [], set()
+                    self._delete_queue(conn, op[1], op[2])
+                elif kind == _CLOSE:
+                    break  # anything after close() was called is not ours to write
+            _write_messages(conn, inserts, delivered, deletes)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return callbacks
+
+    def _new_qid(self, conn: sqlite3.Connection, vhost: str, name: str) -> int:
+        qid = conn.execute("INSERT INTO queue_ids (vhost, name) VALUES (?, ?)", (vhost, name)).lastrowid
+        assert qid is not None
+        self._qids[vhost, name] = qid
+        return qid
+
+    def _delete_queue(self, conn: sqlite3.Connection, vhost: str, name: str) -> None:
+        qid = self._qids.pop((vhost, name), None)
+        if qid is not None:
+            conn.execute("DELETE FROM messages WHERE queue = ?", (qid,))
+            conn.execute("DELETE FROM queue_ids WHERE id = ?", (qid,))
+        conn.execute("DELETE FROM queues WHERE vhost = ? AND name = ?", (vhost, name))
+        conn.execute(
+            "DELETE FROM bindings WHERE vhost = ? AND destination = ? AND destination_type = 'queue'",
+            (vhost, name),
+        )
+
+    def _maybe_checkpoint(self) -> None:
+        try:
+            size = os.stat(self._wal_path).st_size
+        except FileNotFoundError:
+            return
+        if size < self._next_checkpoint:
+            return
+        assert self._conn is not None
+        busy, wal_pages, done = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if busy or done < wal_pages:
+            # Someone else is reading the file and pins the WAL; do not retry after
+            # every commit, wait until it has grown by another checkpoint's worth.
+            self._next_checkpoint = size + self._checkpoint_bytes
+        else:
+            self._next_checkpoint = self._checkpoint_bytes
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._error is not None:
+            return
+        self._error = exc
+        log.error(
+            "storage %s: write failed; the store is now failed, nothing more will be written "
+            "and pending confirms are withheld",
+            self._path,
+            exc_info=exc,
+        )
+        if self._on_error is not None:
+            try:
+                self._on_error(exc)
+            except Exception:
+                log.exception("storage on_error handler failed")
+
+    def _shutdown(self) -> None:
+        conn = self._conn
+        self._conn = None
+        if conn is None:
+            return
+        try:
+            if self._error is None:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            log.warning("storage %s: final checkpoint failed: %s", self._path, exc)
+        finally:
+            conn.close()
+
+
+def _write_messages(
+    conn: sqlite3.Connection,
+    inserts: dict[tuple[int, int], _Row],
+    delivered: list[tuple[int, int]],
+    deletes: list[tuple[int, int]],
+) -> None:
+    if inserts:
+        conn.executemany(_INSERT_MESSAGE, inserts.values())
+    if delivered:
+        conn.executemany(_MARK_DELIVERED, delivered)
+    if deletes:
+        conn.executemany(_DELETE_MESSAGE, deletes)
+
+
+def _binding_params(b: BindingRecord) -> tuple[str, str, str, str, str, str]:
+    return (
+        b.vhost,
+        b.source,
+        b.destination,
+        b.destination_type,
+        b.routing_key,
+        encode_arguments(b.arguments),
+    )
+
+
+def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
