@@ -6,10 +6,13 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import time
 from typing import Any
 
+from leveret import __version__
 from leveret.config import Settings
+from leveret.management.backend import NodeInfo
 from leveret.model.broker import Broker
 from leveret.server.server import Server
 from leveret.storage.base import Store
@@ -77,7 +80,7 @@ class App:
             log.warning("management API not available in this build")
             return
         assert self.broker is not None and self.server is not None
-        backend = LiveBackend(self)
+        backend = LiveBackend(self.broker, self.node_info)
         if s.http_port is not None:
             from leveret.management.http import build_app
 
@@ -99,6 +102,24 @@ class App:
             self._runners.append(runner)
             log.info("Prometheus metrics listening on %s:%d", s.host, self.prometheus_port)
 
+    def node_info(self) -> NodeInfo:
+        listeners = [{"protocol": "amqp", "ip_address": self.settings.host, "port": self.server.port if self.server else 0}]
+        if self.http_port is not None:
+            listeners.append({"protocol": "http", "ip_address": self.settings.host, "port": self.http_port})
+        if self.prometheus_port is not None:
+            listeners.append({"protocol": "http/prometheus", "ip_address": self.settings.host, "port": self.prometheus_port})
+        return NodeInfo(
+            node=f"leveret@{socket.gethostname()}",
+            product_name="Leveret",
+            product_version=__version__,
+            started_at=self.started_at,
+            listeners=listeners,
+            data_dir=str(self.settings.data_dir) if self.settings.storage != "memory" else "",
+            pid=os.getpid(),
+            rss_bytes=_rss_bytes(),
+            consumer_timeout=self.settings.consumer_timeout,
+        )
+
     async def stop(self) -> None:
         for r in self._runners:
             await r.cleanup()
@@ -109,6 +130,14 @@ class App:
         if self._lock is not None:
             self._lock.release()
         log.info("broker stopped")
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _site_port(site: Any) -> int:
@@ -124,16 +153,10 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("Leveret %s started (pid %d); press Ctrl-C to stop", _version(), os.getpid())
+    log.info("Leveret %s started (pid %d); press Ctrl-C to stop", __version__, os.getpid())
     await stop.wait()
     log.info("shutting down")
     await app.stop()
-
-
-def _version() -> str:
-    from leveret import __version__
-
-    return __version__
 
 
 def run(settings: Settings) -> None:

@@ -46,6 +46,8 @@ class Broker:
         self.next_msg_id = 1
         # broker-wide counters (management rates)
         self.published = self.confirmed = self.returned = 0
+        # counters of deleted queues, so broker-wide totals never go backwards
+        self.delivered_deleted = self.acked_deleted = self.redelivered_deleted = 0
 
     # ---- recovery ------------------------------------------------------------------------------
 
@@ -83,6 +85,13 @@ class Broker:
         vh = self.vhosts.get(name)
         if vh is None:
             raise ConnectionError_(ReplyCode.NOT_ALLOWED, f"vhost {name} not found")
+        return vh
+
+    def vhost_or_404(self, name: str) -> VHost:
+        """For management: a missing vhost is 404 rather than a connection error."""
+        vh = self.vhosts.get(name)
+        if vh is None:
+            raise ChannelError(ReplyCode.NOT_FOUND, f"no vhost '{name}'")
         return vh
 
     def connect(self, conn: ClientConnection) -> None:
@@ -138,6 +147,9 @@ class Broker:
             c.channel.consumers.pop(c.tag, None)
             if c.channel.connection.cancel_notify and not c.channel.closed:
                 c.channel.sink.cancel_consumer(c.tag)
+        self.delivered_deleted += q.delivered
+        self.acked_deleted += q.acked
+        self.redelivered_deleted += q.redelivered
         return vh.delete_queue(q)
 
     def purge_queue(self, vhost: str, name: str, conn: ClientConnection | None) -> int:

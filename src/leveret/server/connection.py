@@ -95,6 +95,7 @@ class ServerChannel:
     def send_confirm(self, upto: int) -> None:
         if upto > self.confirmed and not self.model.closed:
             self.conn.write(codec.encode_ack(self.number, upto, upto - self.confirmed > 1))
+            self.conn.broker.confirmed += upto - self.confirmed
             self.confirmed = upto
 
 

@@ -1,0 +1,143 @@
+"""The :class:`Backend` over a live broker model (what ``leveret server`` serves)."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from pamqp.header import ContentHeader
+
+from leveret.errors import ChannelError, ReplyCode
+from leveret.management.backend import GotMessage, NodeInfo
+from leveret.model import stats
+from leveret.model.broker import Broker
+from leveret.model.snapshots import (
+    BindingSnapshot,
+    ChannelSnapshot,
+    ConnectionSnapshot,
+    ConsumerSnapshot,
+    ExchangeSnapshot,
+    QueueSnapshot,
+    Totals,
+)
+
+PROPERTY_NAMES = {
+    "content_type": "content_type", "content_encoding": "content_encoding", "headers": "headers",
+    "delivery_mode": "delivery_mode", "priority": "priority", "correlation_id": "correlation_id",
+    "reply_to": "reply_to", "expiration": "expiration", "message_id": "message_id", "timestamp": "timestamp",
+    "message_type": "type", "user_id": "user_id", "app_id": "app_id", "cluster_id": "cluster_id",
+}  # fmt: skip
+
+
+def decode_properties(raw: bytes) -> dict[str, Any]:
+    """Raw AMQP basic properties -> management's dict (only the properties that are set)."""
+    header = ContentHeader()
+    try:
+        header.unmarshal(struct.pack(">HHQ", 60, 0, 0) + raw)
+    except Exception:
+        return {}
+    out: dict[str, Any] = {}
+    for attr, name in PROPERTY_NAMES.items():
+        v = getattr(header.properties, attr, None)
+        if v is not None:
+            out[name] = int(v.timestamp()) if attr == "timestamp" and hasattr(v, "timestamp") else v
+    return out
+
+
+class LiveBackend:
+    def __init__(self, broker: Broker, node_info: Callable[[], NodeInfo]) -> None:
+        self.broker = broker
+        self._node_info = node_info
+
+    def node_info(self) -> NodeInfo:
+        return self._node_info()
+
+    def vhosts(self) -> list[str]:
+        return list(self.broker.vhosts)
+
+    def queues(self, vhost: str | None = None) -> list[QueueSnapshot]:
+        return stats.queues(self.broker, vhost)
+
+    def queue(self, vhost: str, name: str) -> QueueSnapshot:
+        q = self.broker.vhost_or_404(vhost).get_queue(name)
+        return stats.queue_snapshot(q, self.broker.consumer_timeout)
+
+    def exchanges(self, vhost: str | None = None) -> list[ExchangeSnapshot]:
+        return stats.exchanges(self.broker, vhost)
+
+    def bindings(self, vhost: str | None = None) -> list[BindingSnapshot]:
+        return stats.bindings(self.broker, vhost)
+
+    def consumers(self, vhost: str | None = None) -> list[ConsumerSnapshot]:
+        return stats.consumers(self.broker, vhost)
+
+    def channels(self) -> list[ChannelSnapshot]:
+        return stats.channels(self.broker)
+
+    def connections(self) -> list[ConnectionSnapshot]:
+        return stats.connections(self.broker)
+
+    def totals(self) -> Totals:
+        return stats.totals(self.broker)
+
+    def declare_queue(
+        self, vhost: str, name: str, durable: bool, auto_delete: bool, arguments: dict[str, Any]
+    ) -> QueueSnapshot:
+        q = self.broker.vhost_or_404(vhost).declare_queue(
+            None, name, durable=durable, auto_delete=auto_delete, arguments=arguments
+        )
+        return stats.queue_snapshot(q, self.broker.consumer_timeout)
+
+    def delete_queue(self, vhost: str, name: str, if_unused: bool = False, if_empty: bool = False) -> int:
+        self.broker.vhost_or_404(vhost).get_queue(name)
+        return self.broker.delete_queue(vhost, name, if_unused=if_unused, if_empty=if_empty, conn=None)
+
+    def purge_queue(self, vhost: str, name: str) -> int:
+        self.broker.vhost_or_404(vhost)
+        return self.broker.purge_queue(vhost, name, None)
+
+    def get_messages(self, vhost: str, name: str, count: int, requeue: bool) -> list[GotMessage]:
+        q = self.broker.vhost_or_404(vhost).get_queue(name)
+        taken = []
+        for _ in range(max(0, count)):
+            m = q.take()
+            if m is None:
+                break
+            taken.append(m)
+        out = [
+            GotMessage(m.body, decode_properties(m.properties), m.exchange, m.routing_key, m.redelivered,
+                       len(q.ready) + len(taken) - i - 1)  # fmt: skip
+            for i, m in enumerate(taken)
+        ]
+        if requeue:
+            q.unacked += len(taken)
+            q.unacked_bytes += sum(len(m.body) for m in taken)
+            q.requeue(taken)
+        else:
+            for m in taken:
+                q.drop(m)
+        return out
+
+    def declare_exchange(
+        self, vhost: str, name: str, type: str, durable: bool, auto_delete: bool, internal: bool,
+        arguments: dict[str, Any],
+    ) -> None:  # fmt: skip
+        self.broker.vhost_or_404(vhost).declare_exchange(
+            name, type, durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments
+        )
+
+    def bind(
+        self, vhost: str, source: str, destination: str, destination_type: str, routing_key: str,
+        arguments: dict[str, Any],
+    ) -> None:  # fmt: skip
+        if destination_type != "queue":
+            raise ChannelError(ReplyCode.NOT_IMPLEMENTED, "exchange-to-exchange bindings are not supported yet")
+        self.broker.vhost_or_404(vhost).bind(None, destination, source, routing_key, arguments)
+
+    def close_connection(self, name: str, reason: str) -> bool:
+        conn = self.broker.connections.get(name)
+        if conn is None:
+            return False
+        conn.sink.force_close(ReplyCode.CONNECTION_FORCED, reason)
+        return True
