@@ -9,6 +9,7 @@ protocol or model layers is a bug.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 
 class ReplyCode(IntEnum):
@@ -47,7 +48,7 @@ class AMQPError(Exception):
     ) -> None:
         self.code = ReplyCode(code)
         self.channel = channel  # the channel a soft error closes (set by whoever knows it)
-        self.events: list[object] = []  # protocol events parsed before the error (see protocol.connection)
+        self.events: list[Any] = []  # protocol events parsed before the error (see protocol.connection)
         self.detail = detail
         self.class_id = class_id
         self.method_id = method_id

@@ -12,7 +12,7 @@ from typing import Any
 
 from leveret.errors import ChannelError, ConnectionError_, ReplyCode
 from leveret.model import arguments as A
-from leveret.model.channel import Channel, ChannelSink, Consumer
+from leveret.model.channel import Channel, ChannelSink, Consumer, Delivery
 from leveret.model.connection import ClientConnection
 from leveret.model.exchange import TYPES
 from leveret.model.message import Message
@@ -74,9 +74,9 @@ class Broker:
                 q.restore(Message(m.msg_id, m.exchange, m.routing_key, m.properties, m.body, True, m.delivered))
                 nmsg += 1
         for b in rec.bindings:
-            vh = self.vhosts.get(b.vhost)
-            if vh and b.source in vh.exchanges and b.destination in vh.queues:
-                vh.exchanges[b.source].bind(b.destination, b.routing_key, dict(b.arguments))
+            bvh = self.vhosts.get(b.vhost)
+            if bvh and b.source in bvh.exchanges and b.destination in bvh.queues:
+                bvh.exchanges[b.source].bind(b.destination, b.routing_key, dict(b.arguments))
         return len(rec.queues), nmsg
 
     # ---- connections and channels --------------------------------------------------------------
@@ -243,7 +243,7 @@ class Broker:
                     self._check_channel(ch, now)
 
     def _check_channel(self, ch: Channel, now: float) -> None:
-        expired = None
+        expired: Delivery | None = None
         for c in list(ch.consumers.values()):
             if c.deliveries:
                 d = next(iter(c.deliveries.values()))
@@ -257,18 +257,18 @@ class Broker:
             break  # oldest get only
         if expired is None:
             return
-        c = expired.consumer
+        stuck = expired.consumer
         log.warning(
             "Consumer '%s' on channel %d and queue '%s' in vhost '%s' has timed out waiting for a consumer "
             "acknowledgement of a delivery with delivery tag = %d. Timeout used: %d ms. Connection: %s",
-            c.tag if c else "(basic.get)", ch.number, expired.queue.name, expired.queue.vhost, expired.tag,
+            stuck.tag if stuck else "(basic.get)", ch.number, expired.queue.name, expired.queue.vhost, expired.tag,
             expired.timeout, ch.connection.name,
         )  # fmt: skip
-        if self.consumer_timeout_action == "cancel" and c is not None and ch.connection.cancel_notify:
-            ch.consumers.pop(c.tag, None)
-            c.queue.remove_consumer(c)
-            ch.requeue_consumer(c)
-            ch.sink.cancel_consumer(c.tag)
+        if self.consumer_timeout_action == "cancel" and stuck is not None and ch.connection.cancel_notify:
+            ch.consumers.pop(stuck.tag, None)
+            stuck.queue.remove_consumer(stuck)
+            ch.requeue_consumer(stuck)
+            ch.sink.cancel_consumer(stuck.tag)
             return
         ch.sink.close_channel(ReplyCode.PRECONDITION_FAILED, TIMEOUT_TEXT.format(channel=ch.number, ms=expired.timeout))
 

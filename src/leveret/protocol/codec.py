@@ -93,7 +93,7 @@ def _content(channel: int, properties: bytes, body: bytes, frame_max: int) -> by
         return b"".join(
             (head, properties, FRAME_END_BYTE, _frame_head.pack(FRAME_BODY, channel, n), body, FRAME_END_BYTE)
         )
-    parts = [head, properties, FRAME_END_BYTE]
+    parts: list[bytes | memoryview] = [head, properties, FRAME_END_BYTE]
     mv = memoryview(body)
     for i in range(0, n, chunk):
         piece = mv[i : i + chunk]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import struct
 from enum import Enum, auto
+from typing import Any
 
 from pamqp import commands
 from pamqp.base import Frame
@@ -84,8 +85,8 @@ _HOT = {codec.BASIC_PUBLISH, codec.BASIC_ACK, codec.BASIC_NACK, codec.BASIC_REJE
 
 
 def _method_name(index: int) -> str:
-    cls = commands.INDEX_MAPPING.get(index)
-    return cls.name if cls is not None else f"{index >> 16}.{index & 0xFFFF}"
+    cls: Any = commands.INDEX_MAPPING.get(index)
+    return str(cls.name) if cls is not None else f"{index >> 16}.{index & 0xFFFF}"
 
 
 class _PendingContent:
@@ -237,10 +238,10 @@ class AMQPConnection:
 
     @staticmethod
     def _decode(index: int, payload: bytes) -> Frame:
-        cls = commands.INDEX_MAPPING.get(index)
+        cls: Any = commands.INDEX_MAPPING.get(index)
         if cls is None:
             raise ConnectionError_(ReplyCode.NOT_IMPLEMENTED, f"unknown method {index >> 16}.{index & 0xFFFF}")
-        method = cls()
+        method: Frame = cls()
         try:
             method.unmarshal(payload[4:])
         except Exception as exc:  # pamqp raises struct.error, ValueError, IndexError, its own errors

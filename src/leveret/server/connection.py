@@ -279,7 +279,11 @@ class AMQPServerProtocol(asyncio.Protocol):
         self.confirm_dirty.clear()
         if need_sync:
             loop = self.loop
-            self.broker.store.sync(lambda: loop.call_soon_threadsafe(self._synced, need_sync))
+
+            def durable() -> None:  # runs on the store's writer thread
+                loop.call_soon_threadsafe(self._synced, need_sync)
+
+            self.broker.store.sync(durable)
 
     def _synced(self, done: list[tuple[ServerChannel, int]]) -> None:
         for ch, upto in done:

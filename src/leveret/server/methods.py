@@ -211,7 +211,7 @@ def basic_consume(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Basic
 @handles(C.Basic.Cancel)
 def basic_cancel(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Basic.Cancel) -> None:
     assert ch is not None
-    conn.broker.cancel(ch.model, m.consumer_tag)
+    conn.broker.cancel(ch.model, m.consumer_tag or "")
     if not m.nowait:
         conn.write(codec.encode_method(ch.number, codec.unchecked(C.Basic.CancelOk, consumer_tag=m.consumer_tag)))
 
