@@ -103,8 +103,9 @@ class ProcessBroker:
 
     def _drain(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.log.append(line)
+        with self.proc.stdout:  # closed at EOF, so no ResourceWarning once the process exits
+            for line in self.proc.stdout:
+                self.log.append(line)
 
     @property
     def url(self) -> str:
