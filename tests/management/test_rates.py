@@ -59,3 +59,15 @@ def test_queue_recreated_does_not_go_negative_and_deleted_is_forgotten() -> None
 def test_bad_window() -> None:
     with pytest.raises(ValueError):
         RateSampler(window=10.0, history=5.0)
+
+
+def test_queue_appearing_between_ticks_has_a_rate_at_once() -> None:
+    # Declared and used between two ticks: its counters were zero at the previous tick.
+    r = RateSampler(window=5.0)
+    r.tick(0.0, 0.0, Totals(), [])
+    r.tick(1.0, 1.0, Totals(published=40), [q("new", 40)])
+    assert r.queue_rates("/", "new")["publish"] == pytest.approx(40.0)
+    # A queue seen at the very first tick has no earlier tick to start from.
+    r2 = RateSampler(window=5.0)
+    r2.tick(0.0, 0.0, Totals(), [q("old", 40)])
+    assert r2.queue_rates("/", "old")["publish"] == 0.0

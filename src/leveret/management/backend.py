@@ -45,6 +45,7 @@ class NodeInfo:
     pid: int = 0
     rss_bytes: int = 0
     consumer_timeout: int | None = None
+    exchange_types: tuple[str, ...] = ("direct", "fanout", "headers", "topic")  # declarable types
 
 
 class Backend(Protocol):

@@ -300,7 +300,7 @@ async def overview(request: web.Request) -> web.Response:
         "node": info.node,
         "listeners": [shapes.listener_json(x, info.node) for x in info.listeners],
         "contexts": [],
-        "exchange_types": [{"name": t, "enabled": True} for t in ("direct", "fanout", "headers", "topic")],
+        "exchange_types": [{"name": t, "enabled": True} for t in info.exchange_types],
         "object_totals": {
             "connections": len(conns),
             "channels": len(chans),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +13,7 @@ from leveret.errors import ChannelError, ReplyCode
 from leveret.management.backend import GotMessage, NodeInfo
 from leveret.model import stats
 from leveret.model.broker import Broker
+from leveret.model.exchange import TYPES as EXCHANGE_TYPES
 from leveret.model.snapshots import (
     BindingSnapshot,
     ChannelSnapshot,
@@ -35,10 +37,14 @@ def decode_properties(raw: bytes) -> dict[str, Any]:
     header = ContentHeader()
     try:
         header.unmarshal(struct.pack(">HHQ", 60, 0, 0) + raw)
+        (flags,) = struct.unpack_from(">H", raw)
     except Exception:
         return {}
     out: dict[str, Any] = {}
-    for attr, name in PROPERTY_NAMES.items():
+    # Only the properties whose flag bit is set (pamqp defaults some unset ones, e.g. cluster_id to "").
+    for bit, (attr, name) in zip(range(15, 1, -1), PROPERTY_NAMES.items(), strict=True):
+        if not flags & (1 << bit):
+            continue
         v = getattr(header.properties, attr, None)
         if v is not None:
             out[name] = int(v.timestamp()) if attr == "timestamp" and hasattr(v, "timestamp") else v
@@ -51,7 +57,7 @@ class LiveBackend:
         self._node_info = node_info
 
     def node_info(self) -> NodeInfo:
-        return self._node_info()
+        return dataclasses.replace(self._node_info(), exchange_types=tuple(sorted(EXCHANGE_TYPES)))
 
     def vhosts(self) -> list[str]:
         return list(self.broker.vhosts)
@@ -105,6 +111,12 @@ class LiveBackend:
             if m is None:
                 break
             taken.append(m)
+            # Counted like the basic.get RabbitMQ's management plugin does on its own channel.
+            q.delivered += 1
+            if m.redelivered:
+                q.redelivered += 1
+            elif requeue and m.stored:
+                q.store.mark_delivered(q.vhost, q.name, (m.msg_id,))
         out = [
             GotMessage(m.body, decode_properties(m.properties), m.exchange, m.routing_key, m.redelivered,
                        len(q.ready) + len(taken) - i - 1)  # fmt: skip

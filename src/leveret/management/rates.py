@@ -15,6 +15,8 @@ Contract:
   default sample interval is 5 s). With fewer than two samples every rate is 0.0.
 * Counters that go backwards (a queue deleted and re-declared under the same
   name) restart that queue's history instead of producing negative rates.
+* A queue that appears between two ticks starts from zero counters at the previous
+  tick, so a queue declared and used straight away has a rate after one tick.
 * History is bounded to ``history`` seconds; nothing grows without bound.
 """
 
@@ -82,6 +84,9 @@ class RateSampler:
         """Record one sample of ``totals`` and every queue's counters at monotonic ``now``."""
         if self._samples and now <= self._samples[-1].t:
             return
+        # A queue first seen now did not exist at the previous tick: its counters were zero
+        # then, so what it did since counts toward its rate at once.
+        prev_t = self._samples[-1].t if self._samples else None
         qs = list(queues)
         self._samples.append(
             Sample(
@@ -104,7 +109,11 @@ class RateSampler:
             seen.add(key)
             counters = tuple(int(getattr(q, f)) for f, _ in QUEUE_STATS)
             hist = self._queues.get(key)
-            if hist is None or (hist and any(c < p for c, p in zip(counters, hist[-1][1], strict=True))):
+            if hist is None:
+                hist = self._queues[key] = deque()
+                if prev_t is not None:
+                    hist.append((prev_t, (0,) * len(counters)))
+            elif hist and any(c < p for c, p in zip(counters, hist[-1][1], strict=True)):
                 hist = self._queues[key] = deque()
             hist.append((now, counters))
             while len(hist) > 2 and hist[0][0] < qhorizon:
