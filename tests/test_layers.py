@@ -38,8 +38,9 @@ def _imports(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
 def test_layer_imports(package: str) -> None:
-    bad = []
-    for f in sorted((SRC / package).rglob("*.py")):
-        for imported in _imports(f) & FORBIDDEN[package]:
-            bad.append(f"{f.relative_to(SRC)} imports leveret.{imported}")
+    bad = [
+        f"{f.relative_to(SRC)} imports leveret.{imported}"
+        for f in sorted((SRC / package).rglob("*.py"))
+        for imported in _imports(f) & FORBIDDEN[package]
+    ]
     assert not bad, "\n".join(bad)
