@@ -1,4 +1,4 @@
-"""`leveret`: run the broker (and, later, `leveret perf`)."""
+"""`leveret`: run the broker (`leveret server`) or measure one (`leveret perf`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from pathlib import Path
 import click
 
 from leveret import __version__
+from leveret.cli.perf import perf
 from leveret.config import Settings, default_data_dir
+from leveret.storage.lock import DataDirLocked
 
 
 def _port(value: str | None) -> int | None:
@@ -62,10 +64,20 @@ def main() -> None:
 @click.option("--frame-max", default=131072, show_default=True, type=int, help="Largest frame the broker accepts.")
 @click.option("--heartbeat", default=60, show_default=True, type=int, help="Heartbeat interval proposed to clients (s).")
 @click.option("--max-message-size", default=16 * 1024 * 1024, show_default=True, type=int, help="Largest message body in bytes.")
+@click.option("--channel-max", default=2047, show_default=True, type=click.IntRange(0, 65535), help="Most channels a connection may open (negotiated with the client); over it: 530.")
+@click.option("--handshake-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Seconds a client has to complete the AMQP handshake before its socket is closed.")
+@click.option("--max-connections", default=None, type=click.IntRange(min=0), help="Most client connections; over it connection.open gets 530. [default: unlimited]")
+@click.option("--max-consumers-per-channel", default=None, type=click.IntRange(min=0), help="Most consumers on one channel; over it: 530. [default: unlimited]")
+@click.option(
+    "--disk-free-limit", default=50_000_000, show_default=True, type=click.IntRange(min=0), envvar="LEVERET_DISK_FREE_LIMIT",
+    help="Free bytes on the data dir's disk below which publishers are blocked (connection.blocked); 0 disables.",
+)  # fmt: skip
+@click.option("--max-queues", default=None, type=click.IntRange(min=0), help="Most queues in a vhost; over it queue.declare gets 406. [default: unlimited]")
 def server(
     host: str, amqp_port: int, http_port: str, prometheus_port: str, data_dir: Path | None, storage: str,
     log_level: str, consumer_timeout: str, consumer_timeout_action: str, frame_max: int, heartbeat: int,
-    max_message_size: int,
+    max_message_size: int, channel_max: int, handshake_timeout: float, max_connections: int | None,
+    max_consumers_per_channel: int | None, disk_free_limit: int, max_queues: int | None,
 ) -> None:  # fmt: skip
     """Run the broker until Ctrl-C or SIGTERM.
 
@@ -93,6 +105,12 @@ def server(
         frame_max=frame_max,
         heartbeat=heartbeat,
         max_message_size=max_message_size,
+        channel_max=channel_max,
+        handshake_timeout=handshake_timeout,
+        max_connections=max_connections,
+        max_consumers_per_channel=max_consumers_per_channel,
+        max_queues=max_queues,
+        disk_free_limit=disk_free_limit,
     )
     from leveret.app import run
 
@@ -100,6 +118,9 @@ def server(
         run(settings)
     except KeyboardInterrupt:
         pass
-    except OSError as exc:
+    except (OSError, DataDirLocked) as exc:
         click.echo(f"leveret: cannot start: {exc}", err=True)
         sys.exit(1)
+
+
+main.add_command(perf)
