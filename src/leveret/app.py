@@ -52,6 +52,7 @@ class App:
 
             s.data_dir.mkdir(parents=True, exist_ok=True)
             self._lock = DataDirLock(s.data_dir)
+            self._lock.acquire()  # raises DataDirLocked naming the holder's PID
             log.info("data directory: %s", s.data_dir)
         self.store = open_store(s)
         recovered = self.store.open()
@@ -62,8 +63,8 @@ class App:
             consumer_timeout_action=s.consumer_timeout_action,
         )
         nq, nm = self.broker.recover(recovered)
-        if nq or nm:
-            log.info("recovered %d durable queues and %d messages in %.2f s", nq, nm, recovered.seconds)
+        if s.storage != "memory" or nq or nm:
+            log.info("recovered %d durable queues and %d messages in %.3f s", nq, nm, recovered.seconds)
         self.server = Server(s, self.broker)
         await self.server.start()
         await self._start_management()

@@ -29,6 +29,12 @@ class Settings:
     handshake_timeout: float = 10.0
     max_message_size: int = 16 * 1024 * 1024
 
+    # Limits; None means unlimited (RabbitMQ's defaults). Hitting one is a clear AMQP error with
+    # RabbitMQ's code and text: 530 on connection.open, 530 on basic.consume, 406 on queue.declare.
+    max_connections: int | None = None
+    max_consumers_per_channel: int | None = None  # RabbitMQ's consumer_max_per_channel
+    max_queues: int | None = None  # per vhost, like RabbitMQ's vhost max-queues limit
+
     # Users: name -> password. guest works from loopback only (RabbitMQ's loopback_users).
     users: dict[str, str] = field(default_factory=lambda: {"guest": "guest"})
     loopback_users: tuple[str, ...] = ("guest",)

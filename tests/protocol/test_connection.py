@@ -160,10 +160,17 @@ def test_second_channel_open() -> None:
     assert _code(F.marshal(C.Channel.Open(), 1)) == (ReplyCode.CHANNEL_ERROR, True)
 
 
-def test_channel_above_channel_max() -> None:
+def test_channels_counted_against_channel_max() -> None:
+    """As RabbitMQ 3.10: the number of open channels is limited, not the channel number."""
     conn = _open()
-    conn.tune(4096, 10)
-    assert _code(F.marshal(C.Channel.Open(), 11), conn) == (ReplyCode.CHANNEL_ERROR, True)
+    conn.tune(4096, 3)
+    (ev,) = conn.receive_data(F.marshal(C.Channel.Open(), 11))  # number above channel_max: allowed
+    assert isinstance(ev.method, C.Channel.Open)
+    conn.receive_data(F.marshal(C.Channel.Open(), 2))
+    with pytest.raises(ConnectionError_) as info:
+        conn.receive_data(F.marshal(C.Channel.Open(), 3))
+    assert info.value.code == ReplyCode.NOT_ALLOWED
+    assert info.value.text == "NOT_ALLOWED - number of channels opened (3) has reached the negotiated channel_max (3)"
 
 
 def test_content_out_of_sequence() -> None:
@@ -183,7 +190,11 @@ def test_unknown_method() -> None:
 
 
 def test_non_connection_method_on_channel_zero() -> None:
-    assert _code(F.marshal(C.Basic.Qos(0, 1, False), 0)) == (ReplyCode.COMMAND_INVALID, True)
+    assert _code(F.marshal(C.Basic.Qos(0, 1, False), 0)) == (ReplyCode.CHANNEL_ERROR, True)
+    assert _code(codec.PROTOCOL_HEADER + F.marshal(C.Basic.Qos(0, 1, False), 0), AMQPConnection()) == (
+        ReplyCode.COMMAND_INVALID,
+        True,
+    )
 
 
 def test_message_too_large_is_a_channel_error_and_body_dropped() -> None:
@@ -245,3 +256,19 @@ def test_fuzz_well_framed_garbage(frames: list[tuple[int, int, bytes]]) -> None:
         conn.receive_data(data)
     except AMQPError:
         pass
+
+
+def test_after_our_close_only_close_and_close_ok_count() -> None:
+    """Once we sent connection.close, anything else (content, garbage methods, channel 0 junk) is dropped,
+    so the client's close-ok behind it is still seen."""
+    conn = _open()
+    conn.close(501, "FRAME_ERROR - x")
+    junk = (
+        F.marshal(ContentBody(b"x"), 1)
+        + F.marshal(ContentHeader(0, 1, C.Basic.Properties()), 1)
+        + F.marshal(C.Basic.Qos(0, 1, False), 0)
+        + bytes([1, 0, 0, 0, 0, 0, 4]) + (60 << 16 | 999).to_bytes(4, "big") + b"\xce"
+    )
+    (ev,) = conn.receive_data(junk + F.marshal(C.Connection.CloseOk(), 0))
+    assert isinstance(ev.method, C.Connection.CloseOk)
+    assert conn.state is ConnState.CLOSED

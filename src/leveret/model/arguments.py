@@ -62,39 +62,112 @@ def check_equivalent_args(name: str, vhost: str, received: dict[str, Any], curre
         raise precondition_failed(f"inequivalent arg '{arg}' for queue '{name}' in vhost '{vhost}': received {rs} but current is {cs}")
 
 
+def wire_type(v: Any) -> str:
+    """The field-table type RabbitMQ names in argument errors, as pamqp-based clients encode ``v``."""
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int):
+        for bits, name in ((8, "byte"), (16, "short"), (32, "signedint")):
+            if -(1 << (bits - 1)) <= v < 1 << (bits - 1):
+                return name
+        return "long"
+    if isinstance(v, float):
+        return "float"
+    return amqp_type(v)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _invalid(key: str, where: str, error: str) -> ChannelError:
+    return precondition_failed(f"invalid arg '{key}' for {where}: {error}")
+
+
+MAX_EXPIRY = 4294967295  # RabbitMQ's ?MAX_EXPIRY_TIMER (ms)
+
+
+def check_int(key: str, v: Any, where: str, *, positive: bool = False, maximum: int | None = None) -> int:
+    """An integer argument, checked as rabbit_amqqueue does, with its error terms as reply text."""
+    if not _is_int(v):
+        raise _invalid(key, where, f'"expected integer, got {wire_type(v)}"')
+    if v < 0:
+        raise _invalid(key, where, f"{{value_negative,{v}}}")
+    if positive and v == 0:
+        raise _invalid(key, where, f"{{value_zero,{v}}}")
+    if maximum is not None and v > maximum:
+        raise _invalid(key, where, f"{{value_too_large,{v}}}")
+    return int(v)
+
+
 def ms_argument(arguments: dict[str, Any], key: str, where: str) -> int | None:
     """A non-negative integer (milliseconds) argument, or None if absent. 0 means off."""
     if key not in arguments:
         return None
-    v = arguments[key]
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise precondition_failed(
-            f"invalid arg '{key}' for {where}: {_show(v)!r} of type '{amqp_type(v)}' is not a non-negative integer"
-        )
-    return v or None
+    return check_int(key, arguments[key], where, maximum=MAX_EXPIRY) or None
+
+
+def _text(v: Any) -> str | None:
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    return v if isinstance(v, str) else None
 
 
 def validate_queue(name: str, vhost: str, durable: bool, exclusive: bool, auto_delete: bool, args: dict[str, Any]) -> None:
+    """queue.declare arguments, with RabbitMQ 3.10's codes and texts (checked against a real broker)."""
+    where = f"queue '{name}' in vhost '{vhost}'"
     qtype = args.get("x-queue-type", "classic")
-    if isinstance(qtype, bytes):
-        qtype = qtype.decode("utf-8", "replace")
+    if _text(qtype) is None:
+        raise _invalid("x-queue-type", where, f"{{unacceptable_type,{wire_type(qtype)}}}")
+    qtype = _text(qtype)
     if qtype not in QUEUE_TYPES:
-        raise precondition_failed(
-            f"invalid arg 'x-queue-type' for queue '{name}' in vhost '{vhost}': "
-            f"\"{_show(qtype)}\" is not a supported queue type (supported: classic, quorum)"
-        )
+        raise _invalid("x-queue-type", where, f"\"unsupported queue type '{qtype}'\"")
     if qtype == "quorum":
         for prop, bad in (("non-durable", not durable), ("exclusive-declare", exclusive), ("auto-delete", auto_delete)):
             if bad:
                 raise precondition_failed(f"invalid property '{prop}' for queue '{name}' in vhost '{vhost}'")
-    ms_argument(args, "x-consumer-timeout", f"queue '{name}' in vhost '{vhost}'")
-    for key in ("x-message-ttl", "x-expires", "x-max-length", "x-max-length-bytes", "x-max-priority"):
+    ms_argument(args, "x-consumer-timeout", where)
+    if "x-expires" in args:
+        check_int("x-expires", args["x-expires"], where, positive=True, maximum=MAX_EXPIRY)
+    if "x-message-ttl" in args:
+        check_int("x-message-ttl", args["x-message-ttl"], where, maximum=MAX_EXPIRY)
+    for key in ("x-max-length", "x-max-length-bytes"):
         if key in args:
-            v = args[key]
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise precondition_failed(
-                    f"invalid arg '{key}' for queue '{name}' in vhost '{vhost}': {_show(v)!r} is not a non-negative integer"
-                )
+            check_int(key, args[key], where)
+    if "x-max-priority" in args:
+        v = check_int("x-max-priority", args["x-max-priority"], where)
+        if v > 255:
+            raise _invalid("x-max-priority", where, f"{{max_value_exceeded,{v}}}")
+    if "x-overflow" in args:
+        v = args["x-overflow"]
+        if _text(v) is None:
+            raise _invalid("x-overflow", where, f"{{unacceptable_type,{wire_type(v)}}}")
+        if _text(v) not in ("drop-head", "reject-publish", "reject-publish-dlx"):
+            raise _invalid("x-overflow", where, "invalid_overflow")
+    if "x-queue-mode" in args:
+        v = args["x-queue-mode"]
+        if _text(v) is None:
+            raise _invalid("x-queue-mode", where, f"{{unacceptable_type,{wire_type(v)}}}")
+        if _text(v) not in ("default", "lazy"):
+            raise _invalid("x-queue-mode", where, f"\"unsupported queue mode '{_text(v)}'\"")
+    if "x-single-active-consumer" in args and not isinstance(args["x-single-active-consumer"], bool):
+        v = args["x-single-active-consumer"]
+        raise _invalid("x-single-active-consumer", where, f"{{unacceptable_type,{wire_type(v)}}}")
+    if "x-dead-letter-exchange" in args and _text(args["x-dead-letter-exchange"]) is None:
+        v = args["x-dead-letter-exchange"]
+        raise precondition_failed(f"invalid type '{wire_type(v)}' for arg 'x-dead-letter-exchange' in {where}")
+    if "x-dead-letter-routing-key" in args:
+        v = args["x-dead-letter-routing-key"]
+        if _text(v) is None:
+            raise precondition_failed(f"invalid type '{wire_type(v)}' for arg 'x-dead-letter-routing-key' in {where}")
+        if "x-dead-letter-exchange" not in args:
+            raise _invalid("x-dead-letter-routing-key", where, "routing_key_but_no_dlx_defined")
+
+
+def validate_consume(queue: str, vhost: str, args: dict[str, Any]) -> None:
+    """basic.consume arguments (RabbitMQ checks x-priority is an integer)."""
+    if "x-priority" in args and not _is_int(args["x-priority"]):
+        raise _invalid("x-priority", f"queue '{queue}' in vhost '{vhost}'", f'"expected integer, got {wire_type(args["x-priority"])}"')
 
 
 def check_name(kind: str, name: str) -> None:

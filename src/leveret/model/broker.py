@@ -202,6 +202,7 @@ class Broker:
             raise ConnectionError_(ReplyCode.NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'", 60, 20)
         if q.consumers and (exclusive or q.exclusive_consumer):
             raise ChannelError(ReplyCode.ACCESS_REFUSED, f"queue '{queue}' in vhost '{conn.vhost}' in exclusive use", 60, 20)
+        A.validate_consume(queue, conn.vhost, arguments)
         own = A.ms_argument(arguments, "x-consumer-timeout", f"consumer on queue '{queue}' in vhost '{conn.vhost}'")
         timeout = _smallest(self.consumer_timeout, q.consumer_timeout, own)
         c = Consumer(

@@ -81,7 +81,28 @@ _CONN_TRANSITIONS: dict[tuple[ConnState, type[Frame]], ConnState] = {
     (ConnState.AWAIT_START_OK, commands.Connection.Close): ConnState.CLOSED,
 }
 
+_CLOSE_OR_CLOSE_OK = (b"\x00\x0a\x00\x32", b"\x00\x0a\x00\x33")  # connection.close, close-ok
+# Connection states in which frames on channels other than 0 are allowed.
+_CHANNELS_ALLOWED = (ConnState.OPEN, ConnState.CLOSING)
+# RabbitMQ's texts for content frames out of sequence (rabbit_command_assembler).
+_NO_METHOD = "expected method frame, got non method frame instead"
+_NO_HEADER = "expected content header for class 60, got non content header frame instead"
+
 _HOT = {codec.BASIC_PUBLISH, codec.BASIC_ACK, codec.BASIC_NACK, codec.BASIC_REJECT}
+
+
+def erl_binary(data: bytes, printable: bool = True) -> str:
+    """``data`` as Erlang prints a binary (``<<"abc">>`` or ``<<0,60>>``), for RabbitMQ's reply texts."""
+    if printable and data and all(32 <= b < 127 for b in data):
+        return '<<"' + data.decode("ascii").replace("\\", "\\\\").replace('"', '\\"') + '">>'
+    return "<<" + ",".join(map(str, data)) + ">>"
+
+
+def _snippet(ftype: int, payload: bytes) -> str:
+    """RabbitMQ's ``payload_snippet``: the frame type and at most its first 16 octets."""
+    if len(payload) <= 16:
+        return f"type {ftype}, all octets = {erl_binary(payload)}"
+    return f"type {ftype}, first 16 octets = {erl_binary(payload[:16])}"
 
 
 def _method_name(index: int) -> str:
@@ -143,17 +164,27 @@ class AMQPConnection:
                 if size + 8 > frame_max:
                     raise ConnectionError_(
                         ReplyCode.FRAME_ERROR,
-                        f"frame size {size + 8} exceeds negotiated frame_max {frame_max}",
+                        f"{_snippet(ftype, b'')}: {{frame_too_large,{size},{frame_max - 8}}}",
                     )
                 end = pos + 7 + size
                 if n - end < 1:
                     break
                 if buf[end] != codec.FRAME_END:
-                    raise ConnectionError_(ReplyCode.FRAME_ERROR, f"bad frame end octet {buf[end]:#04x}")
+                    raise ConnectionError_(
+                        ReplyCode.FRAME_ERROR,
+                        f"{_snippet(ftype, bytes(buf[pos + 7 : end]))}: {{invalid_frame_end_marker,{buf[end]}}}",
+                    )
                 payload = bytes(buf[pos + 7 : end])
                 pos = end + 1
                 if self.state is ConnState.CLOSED:
                     continue
+                if self.state is ConnState.CLOSING and (
+                    channel or ftype != codec.FRAME_METHOD or payload[:4] not in _CLOSE_OR_CLOSE_OK
+                ):
+                    continue  # we sent connection.close: only connection.close / close-ok count now
+                if channel and ftype != codec.FRAME_HEARTBEAT and self.state not in _CHANNELS_ALLOWED:
+                    # RabbitMQ: nothing but connection methods before connection.open
+                    raise ConnectionError_(ReplyCode.UNEXPECTED_FRAME, _snippet(ftype, payload))
                 if ftype == codec.FRAME_METHOD:
                     self._on_method(channel, payload, events)
                 elif ftype == codec.FRAME_HEADER:
@@ -162,10 +193,10 @@ class AMQPConnection:
                     self._on_body(channel, payload, events)
                 elif ftype == codec.FRAME_HEARTBEAT:
                     if channel != 0:
-                        raise ConnectionError_(ReplyCode.COMMAND_INVALID, "heartbeat frame on non-zero channel")
+                        raise ConnectionError_(ReplyCode.UNEXPECTED_FRAME, _snippet(ftype, payload))
                     events.append(Heartbeat())
                 else:
-                    raise ConnectionError_(ReplyCode.FRAME_ERROR, f"unknown frame type {ftype}")
+                    raise ConnectionError_(ReplyCode.FRAME_ERROR, f"{_snippet(ftype, payload)}: unknown_frame")
         except AMQPError as err:
             err.events = events  # what came before the bad frame still counts
             raise
@@ -176,13 +207,10 @@ class AMQPConnection:
 
     def _on_method(self, channel: int, payload: bytes, events: list[Event]) -> None:
         if len(payload) < 4:
-            raise ConnectionError_(ReplyCode.FRAME_ERROR, "method frame too short")
+            raise ConnectionError_(ReplyCode.FRAME_ERROR, f"{_snippet(codec.FRAME_METHOD, payload)}: unknown_frame")
         index = _u32.unpack_from(payload, 0)[0]
         if channel in self._pending and self.channels.get(channel) is ChanState.OPEN:
-            raise ConnectionError_(
-                ReplyCode.UNEXPECTED_FRAME,
-                "expected content header for class 60, got non content header frame instead",
-            )
+            raise ConnectionError_(ReplyCode.UNEXPECTED_FRAME, _NO_HEADER, 60, 40)
         if channel == 0:
             self._on_connection_method(index, payload, events)
             return
@@ -190,8 +218,6 @@ class AMQPConnection:
             if self.state is ConnState.CLOSING:
                 return  # we are closing: drop everything but connection.close(-ok)
             raise ConnectionError_(ReplyCode.CHANNEL_ERROR, f"expected 'connection.open', got {_method_name(index)}")
-        if channel > self.channel_max:
-            raise ConnectionError_(ReplyCode.CHANNEL_ERROR, f"channel number {channel} exceeds channel_max {self.channel_max}")
         state = self.channels.get(channel)
         if state is ChanState.CLOSING:
             # Only close / close-ok matter on a channel we are closing.
@@ -203,12 +229,19 @@ class AMQPConnection:
             return
         if state is None:
             if index != 0x0014000A:  # channel.open
+                raise ConnectionError_(ReplyCode.CHANNEL_ERROR, "expected 'channel.open'", index >> 16, index & 0xFFFF)
+            # RabbitMQ counts open channels against channel_max; it does not check the number itself.
+            if self.channel_max and len(self.channels) >= self.channel_max:
                 raise ConnectionError_(
-                    ReplyCode.CHANNEL_ERROR, f"expected 'channel.open' on channel {channel}, got {_method_name(index)}"
+                    ReplyCode.NOT_ALLOWED,
+                    f"number of channels opened ({len(self.channels)}) has reached the negotiated channel_max "
+                    f"({self.channel_max})",
+                    20,
+                    10,
                 )
             self.channels[channel] = ChanState.OPEN
         elif index == 0x0014000A:
-            raise ConnectionError_(ReplyCode.CHANNEL_ERROR, f"second 'channel.open' seen on channel {channel}")
+            raise ConnectionError_(ReplyCode.CHANNEL_ERROR, "second 'channel.open' seen", 20, 10)
         if index in _HOT:
             self._on_hot(channel, index, payload, events)
             return
@@ -216,14 +249,16 @@ class AMQPConnection:
         if index == 0x00140028:  # channel.close from the client: the channel is gone once we reply
             del self.channels[channel]
             self._pending.pop(channel, None)
-        elif index == 0x00140029:  # close-ok for a close we never sent
-            raise ConnectionError_(ReplyCode.CHANNEL_ERROR, f"unexpected 'channel.close_ok' on channel {channel}")
-        elif index >> 16 == 10:
-            raise ConnectionError_(ReplyCode.COMMAND_INVALID, f"connection method {method.name} on channel {channel}")
+        elif index == 0x00140029 or index >> 16 == 10:  # close-ok for a close we never sent; connection.*
+            raise ConnectionError_(ReplyCode.COMMAND_INVALID, "unimplemented method", index >> 16, index & 0xFFFF)
         events.append(MethodReceived(channel, method))
 
     def _on_connection_method(self, index: int, payload: bytes, events: list[Event]) -> None:
         if index >> 16 != 10:
+            if self.state is ConnState.OPEN:
+                raise ConnectionError_(
+                    ReplyCode.CHANNEL_ERROR, "unexpected method in connection state running", index >> 16, index & 0xFFFF
+                )
             raise ConnectionError_(
                 ReplyCode.COMMAND_INVALID, f"{_method_name(index)} on channel 0 (only connection methods are allowed)"
             )
@@ -244,9 +279,12 @@ class AMQPConnection:
         method: Frame = cls()
         try:
             method.unmarshal(payload[4:])
-        except Exception as exc:  # pamqp raises struct.error, ValueError, IndexError, its own errors
+        except UnicodeDecodeError:
+            raise ConnectionError_(ReplyCode.FRAME_ERROR, "Malformed UTF-8 in shortstr") from None
+        except Exception:  # pamqp raises struct.error, ValueError, IndexError, its own errors
+            # RabbitMQ's text: the argument octets as an Erlang binary
             raise ConnectionError_(
-                ReplyCode.FRAME_ERROR, f"cannot decode {cls.name} arguments: {exc}", index >> 16, index & 0xFFFF
+                ReplyCode.FRAME_ERROR, f"cannot decode {erl_binary(payload[4:68], False)}", index >> 16, index & 0xFFFF
             ) from None
         return method
 
@@ -257,9 +295,11 @@ class AMQPConnection:
                 self._pending[channel] = _PendingContent(exchange, rk, mandatory, immediate)
                 return
             tag, bits = codec.decode_tag_bits(payload[4:])
-        except (ValueError, IndexError) as exc:
+        except UnicodeDecodeError:
+            raise ConnectionError_(ReplyCode.FRAME_ERROR, "Malformed UTF-8 in shortstr") from None
+        except (ValueError, IndexError):
             raise ConnectionError_(
-                ReplyCode.FRAME_ERROR, f"cannot decode {_method_name(index)} arguments: {exc}", 60, index & 0xFFFF
+                ReplyCode.FRAME_ERROR, f"cannot decode {erl_binary(payload[4:68], False)}", 60, index & 0xFFFF
             ) from None
         if index == codec.BASIC_ACK:
             events.append(Ack(channel, tag, bool(bits & 1)))
@@ -273,12 +313,17 @@ class AMQPConnection:
         if p is None or p.properties is not None:
             if self.channels.get(channel) is ChanState.CLOSING:
                 return
-            raise ConnectionError_(ReplyCode.UNEXPECTED_FRAME, f"unexpected content header frame on channel {channel}")
+            raise ConnectionError_(ReplyCode.UNEXPECTED_FRAME, _NO_METHOD)
         if len(payload) < 14:
-            raise ConnectionError_(ReplyCode.FRAME_ERROR, "content header frame too short")
+            raise ConnectionError_(ReplyCode.FRAME_ERROR, f"{_snippet(codec.FRAME_HEADER, payload)}: unknown_frame")
         class_id, _weight, body_size = _header_body_size.unpack_from(payload, 0)
         if class_id != 60:
-            raise ConnectionError_(ReplyCode.FRAME_ERROR, f"content header for class {class_id}, expected 60")
+            raise ConnectionError_(
+                ReplyCode.UNEXPECTED_FRAME,
+                f"expected content header for class 60, got one for class {class_id} instead",
+                60,
+                40,
+            )
         if body_size > self.max_message_size:
             # RabbitMQ: channel error 406 with this text, then the body frames are dropped.
             del self._pending[channel]
@@ -302,7 +347,9 @@ class AMQPConnection:
         if p is None or p.properties is None:
             if self.channels.get(channel) is ChanState.CLOSING:
                 return
-            raise ConnectionError_(ReplyCode.UNEXPECTED_FRAME, f"unexpected content body frame on channel {channel}")
+            if p is None:
+                raise ConnectionError_(ReplyCode.UNEXPECTED_FRAME, _NO_METHOD)
+            raise ConnectionError_(ReplyCode.UNEXPECTED_FRAME, _NO_HEADER, 60, 40)
         p.got += len(payload)
         if p.got > p.body_size:
             raise ConnectionError_(ReplyCode.FRAME_ERROR, f"content body exceeds declared size {p.body_size}")

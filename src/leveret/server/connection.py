@@ -123,6 +123,12 @@ class AMQPServerProtocol(asyncio.Protocol):
         self.closing = False
         self.paused = False
         self.loop = asyncio.get_running_loop()
+        # Durable declares: their -ok waits for the store's fsync; input after them waits too.
+        self.awaiting_sync: list[tuple[int, bytes]] | None = None
+        self.deferred: tuple[list[Any], AMQPError | None] | None = None
+        self.read_pauses: set[str] = set()  # why reading is paused: "sync", "disk"
+        self.has_published = False
+        self.blocked = False  # by the disk alarm
 
     # ---- transport callbacks -------------------------------------------------------------------
 
@@ -162,6 +168,22 @@ class AMQPServerProtocol(asyncio.Protocol):
             ch.model.set_paused(False)
 
     def data_received(self, data: bytes) -> None:
+        try:
+            self._data_received(data)
+        except Exception as exc:  # a bug: log it, close this connection with 541, keep serving the rest
+            self.internal_error(exc, "reading")
+
+    def internal_error(self, exc: BaseException, doing: str) -> None:
+        """An exception that is not a protocol error: log its traceback, close with 541 INTERNAL_ERROR."""
+        log.error("internal error on connection %s while %s", self.name, doing, exc_info=exc)
+        try:
+            self.out.clear()  # half-written replies would only confuse the client
+            self._handle_error(ConnectionError_(ReplyCode.INTERNAL_ERROR, f"internal error while {doing}: {type(exc).__name__}"))
+        except Exception:
+            log.exception("cannot close connection %s after an internal error", self.name)
+            self.abort()
+
+    def _data_received(self, data: bytes) -> None:
         self.last_recv = time.monotonic()
         if self.client is not None:
             self.client.recv_oct += len(data)
@@ -177,20 +199,31 @@ class AMQPServerProtocol(asyncio.Protocol):
             error: AMQPError | None = err
         else:
             error = None
+        if self.deferred is not None:  # read before pause_reading took effect: keep the order
+            self.deferred = (self.deferred[0] + events, error or self.deferred[1])
+            return
+        self._process(events, error)
+
+    def _process(self, events: list[Any], error: AMQPError | None) -> None:
         try:
             self._handle_events(events)
             if error is not None:
-                self._handle_error(error)
+                if self.deferred is not None:
+                    self.deferred = (self.deferred[0], error)
+                else:
+                    self._handle_error(error)
         finally:
             if self.confirm_dirty:
                 self._flush_confirms()
+            if self.has_published and self.server.disk_alarm.active and not self.blocked:
+                self.set_blocked(True)
             self.flush()
 
     def _handle_events(self, events: list[Any]) -> None:
         broker = self.broker
         channels = self.channels
         closed: set[int] = set()  # channels closed by an error earlier in this batch
-        for ev in events:
+        for i, ev in enumerate(events):
             try:
                 t = type(ev)
                 if closed and getattr(ev, "channel", 0) in closed:
@@ -219,10 +252,14 @@ class AMQPServerProtocol(asyncio.Protocol):
                         )
                     if ch.model.confirm:
                         ch.confirm_publish(stored)
+                    self.has_published = True
                 elif t is Ack:
                     channels[ev.channel].model.ack(ev.delivery_tag, ev.multiple)
                 elif t is MethodReceived:
                     self._on_method(ev.channel, ev.method)
+                    if self.awaiting_sync is not None:  # a durable declare: the rest waits for its -ok
+                        self.deferred = (events[i + 1 :], None)
+                        return
                 elif t is Nack:
                     channels[ev.channel].model.reject(ev.delivery_tag, ev.multiple, ev.requeue)
                 elif t is Reject:
@@ -241,8 +278,8 @@ class AMQPServerProtocol(asyncio.Protocol):
                     return
                 closed.add(err.channel)
             except Exception as exc:  # a bug: never let it take the broker down
-                log.exception("internal error on connection %s handling %r", self.name, type(ev).__name__)
-                self._handle_error(ConnectionError_(ReplyCode.INTERNAL_ERROR, f"internal error: {type(exc).__name__}"))
+                what = ev.method.name if t is MethodReceived else t.__name__
+                self.internal_error(exc, f"handling {what}")
                 return
 
     # ---- output --------------------------------------------------------------------------------
@@ -291,6 +328,78 @@ class AMQPServerProtocol(asyncio.Protocol):
             ch.send_confirm(upto)
         self.flush()
 
+    # ---- durable declares and reading pauses ----------------------------------------------------
+
+    def reply_when_durable(self, channel: int, data: bytes) -> None:
+        """Send ``data`` (the -ok of a durable declare/bind/delete) once the store has fsynced it.
+
+        The connection's later input is held (and reading paused) until then, so every
+        reply keeps its order and a client that saw the -ok can rely on the object
+        surviving a crash.
+        """
+        if self.awaiting_sync is not None:
+            self.awaiting_sync.append((channel, data))
+            return
+        self.awaiting_sync = [(channel, data)]
+        self.pause_input("sync")
+        loop = self.loop
+
+        def durable() -> None:  # runs on the store's writer thread
+            loop.call_soon_threadsafe(self._declare_synced)
+
+        self.broker.store.sync(durable)
+
+    def _declare_synced(self) -> None:
+        replies, self.awaiting_sync = self.awaiting_sync or [], None
+        deferred, self.deferred = self.deferred, None
+        if self.client is None or self.transport is None or self.transport.is_closing():
+            return
+        for channel, data in replies:
+            if channel in self.channels:
+                self.write(data)
+        if deferred is not None:
+            try:
+                self._process(*deferred)
+            except Exception as exc:
+                self.internal_error(exc, "handling input held for a durable declare")
+        if self.awaiting_sync is None:
+            self.resume_input("sync")
+        self.flush()
+
+    def pause_input(self, reason: str) -> None:
+        if not self.read_pauses and self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+        self.read_pauses.add(reason)
+
+    def resume_input(self, reason: str) -> None:
+        if reason not in self.read_pauses:
+            return
+        self.read_pauses.discard(reason)
+        if not self.read_pauses and self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def set_blocked(self, blocked: bool) -> None:
+        """Disk alarm: stop (or resume) reading from this publishing connection.
+
+        ``connection.blocked``/``unblocked`` go only to clients that announced the
+        ``connection.blocked`` capability. Reading stops, so acks on this connection
+        wait too (as in RabbitMQ: publish and consume on separate connections).
+        """
+        if blocked == self.blocked or self.client is None:
+            return
+        self.blocked = blocked
+        caps = self.client_properties.get("capabilities")
+        notify = isinstance(caps, dict) and bool(caps.get("connection.blocked"))
+        if blocked:
+            if notify:
+                self.write(codec.encode_method(0, C.Connection.Blocked(reason="low on disk")))
+            self.pause_input("disk")
+        else:
+            if notify:
+                self.write(codec.encode_method(0, C.Connection.Unblocked()))
+            self.last_recv = time.monotonic()  # heartbeats were not read while blocked
+            self.resume_input("disk")
+
     # ---- errors and closing --------------------------------------------------------------------
 
     def _handle_error(self, err: AMQPError) -> None:
@@ -312,10 +421,17 @@ class AMQPServerProtocol(asyncio.Protocol):
         self.write(self.amqp.close_channel(n, err.code, err.text, err.class_id, err.method_id))
 
     def connection_error(self, err: AMQPError) -> None:
-        if self.amqp.state in (ConnState.CLOSING, ConnState.CLOSED) or self.transport is None:
+        # CLOSED with the transport still open: the client's connection.close was parsed in this batch
+        # but not handled yet (an earlier frame failed); the error still gets its connection.close.
+        if self.amqp.state is ConnState.CLOSING or self.transport is None or self.transport.is_closing():
             return
         log.warning("closing connection %s: %s", self.name, err.text)
         self.write(self.amqp.close(err.code, err.text, err.class_id, err.method_id))
+        if self.read_pauses:  # we must read the close-ok
+            self.read_pauses.clear()
+            self.deferred = None
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
         self._release()
         # close-ok should come quickly; don't wait for it forever
         self.loop.call_later(1.0, self.abort)
@@ -371,7 +487,7 @@ class AMQPServerProtocol(asyncio.Protocol):
                 self.write(codec.encode_method(channel, C.Channel.CloseOk()))
                 return
             if type(m) is not C.Channel.Open:
-                raise ConnectionError_(ReplyCode.CHANNEL_ERROR, f"channel {channel} is not open", *_ids(m))
+                raise ConnectionError_(ReplyCode.CHANNEL_ERROR, "expected 'channel.open'", *_ids(m))
             self.open_channel(channel)
             self.write(codec.encode_method(channel, C.Channel.OpenOk()))
             return

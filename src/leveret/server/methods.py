@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from pamqp import commands as C
 
-from leveret.errors import ConnectionError_, ReplyCode
+from leveret.errors import ChannelError, ConnectionError_, ReplyCode
 from leveret.protocol import codec
 from leveret.server import auth
 
@@ -34,6 +34,31 @@ def handles(*types: type) -> Callable[[Handler], Handler]:
 
 def _table(v: Any) -> dict[str, Any]:
     return dict(v) if isinstance(v, dict) else {}
+
+
+def _reply(conn: AMQPServerProtocol, ch: ServerChannel, method: Any, durable: bool) -> None:
+    """Send a -ok; if it answers a change to durable state, only once the store has fsynced it.
+
+    A client that saw declare-ok (bind-ok, delete-ok) for a durable object can rely on
+    it surviving a crash, as it can on a publisher confirm.
+    """
+    data = codec.encode_method(ch.number, method)
+    if durable:
+        conn.reply_when_durable(ch.number, data)
+    else:
+        conn.write(data)
+
+
+def _durable_queue(conn: AMQPServerProtocol, name: str) -> bool:
+    assert conn.client is not None
+    q = conn.broker.vhost(conn.client.vhost).queues.get(name)
+    return q is not None and q.durable and q.exclusive_owner is None
+
+
+def _durable_exchange(conn: AMQPServerProtocol, name: str) -> bool:
+    assert conn.client is not None
+    x = conn.broker.vhost(conn.client.vhost).exchanges.get(name)
+    return x is not None and x.durable
 
 
 # ---- connection ----------------------------------------------------------------------------------
@@ -68,6 +93,14 @@ def tune_ok(conn: AMQPServerProtocol, _: Any, m: C.Connection.TuneOk) -> None:
 
 @handles(C.Connection.Open)
 def open_(conn: AMQPServerProtocol, _: Any, m: C.Connection.Open) -> None:
+    limit = conn.settings.max_connections
+    if limit is not None and len(conn.broker.connections) >= limit:
+        raise ConnectionError_(
+            ReplyCode.NOT_ALLOWED,
+            f"access to vhost '{m.virtual_host or '/'}' refused for user '{conn.user}': connection limit ({limit}) is reached",
+            10,
+            40,
+        )
     conn.open_client(m.virtual_host or "/")
     conn.write(codec.encode_method(0, C.Connection.OpenOk()))
 
@@ -121,15 +154,16 @@ def exchange_declare(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Ex
         internal=m.internal, arguments=_table(m.arguments),
     )  # fmt: skip
     if not m.nowait:
-        conn.write(codec.encode_method(ch.number, C.Exchange.DeclareOk()))
+        _reply(conn, ch, C.Exchange.DeclareOk(), m.durable and not m.passive)
 
 
 @handles(C.Exchange.Delete)
 def exchange_delete(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Exchange.Delete) -> None:
     assert ch is not None and conn.client is not None
+    durable = _durable_exchange(conn, m.exchange)
     conn.broker.vhost(conn.client.vhost).delete_exchange(m.exchange, m.if_unused)
     if not m.nowait:
-        conn.write(codec.encode_method(ch.number, C.Exchange.DeleteOk()))
+        _reply(conn, ch, C.Exchange.DeleteOk(), durable)
 
 
 # ---- queue ---------------------------------------------------------------------------------------
@@ -137,23 +171,35 @@ def exchange_delete(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Exc
 
 @handles(C.Queue.Declare)
 def queue_declare(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Queue.Declare) -> None:
-    assert ch is not None
+    assert ch is not None and conn.client is not None
+    limit = conn.settings.max_queues
+    if limit is not None and not m.passive:
+        queues = conn.broker.vhost(conn.client.vhost).queues
+        if len(queues) >= limit and m.queue not in queues:
+            raise ChannelError(
+                ReplyCode.PRECONDITION_FAILED,
+                f"cannot declare queue '{m.queue}': queue limit in vhost '{conn.client.vhost}' ({limit}) is reached",
+                50,
+                10,
+            )
     q = conn.broker.declare_queue(
         ch.model, m.queue, passive=m.passive, durable=m.durable, exclusive=m.exclusive,
         auto_delete=m.auto_delete, arguments=_table(m.arguments),
     )  # fmt: skip
     if not m.nowait:
-        conn.write(codec.encode_method(ch.number, codec.unchecked(C.Queue.DeclareOk, queue=q.name, message_count=len(q.ready), consumer_count=len(q.consumers))))
+        ok = codec.unchecked(C.Queue.DeclareOk, queue=q.name, message_count=len(q.ready), consumer_count=len(q.consumers))
+        _reply(conn, ch, ok, q.durable and q.exclusive_owner is None and not m.passive)
 
 
 @handles(C.Queue.Delete)
 def queue_delete(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Queue.Delete) -> None:
     assert ch is not None and conn.client is not None
+    durable = _durable_queue(conn, m.queue)
     n = conn.broker.delete_queue(
         conn.client.vhost, m.queue, if_unused=m.if_unused, if_empty=m.if_empty, conn=conn.client
     )
     if not m.nowait:
-        conn.write(codec.encode_method(ch.number, C.Queue.DeleteOk(n)))
+        _reply(conn, ch, C.Queue.DeleteOk(n), durable)
 
 
 @handles(C.Queue.Purge)
@@ -169,14 +215,14 @@ def queue_bind(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Queue.Bi
     assert ch is not None and conn.client is not None
     conn.broker.vhost(conn.client.vhost).bind(conn.client, m.queue, m.exchange, m.routing_key, _table(m.arguments))
     if not m.nowait:
-        conn.write(codec.encode_method(ch.number, C.Queue.BindOk()))
+        _reply(conn, ch, C.Queue.BindOk(), _durable_queue(conn, m.queue) and _durable_exchange(conn, m.exchange))
 
 
 @handles(C.Queue.Unbind)
 def queue_unbind(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Queue.Unbind) -> None:
     assert ch is not None and conn.client is not None
     conn.broker.vhost(conn.client.vhost).unbind(conn.client, m.queue, m.exchange, m.routing_key)
-    conn.write(codec.encode_method(ch.number, C.Queue.UnbindOk()))
+    _reply(conn, ch, C.Queue.UnbindOk(), _durable_queue(conn, m.queue) and _durable_exchange(conn, m.exchange))
 
 
 # ---- basic ---------------------------------------------------------------------------------------
@@ -185,6 +231,8 @@ def queue_unbind(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Queue.
 @handles(C.Basic.Qos)
 def basic_qos(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Basic.Qos) -> None:
     assert ch is not None
+    if m.prefetch_size:
+        raise ConnectionError_(ReplyCode.NOT_IMPLEMENTED, f"prefetch_size!=0 ({m.prefetch_size})", 60, 10)
     ch.model.set_qos(m.prefetch_count, m.global_)
     conn.write(codec.encode_method(ch.number, C.Basic.QosOk()))
 
@@ -194,6 +242,9 @@ def basic_consume(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Basic
     assert ch is not None
     # consume-ok must precede the first deliver: reply before the consumer starts.
     model = ch.model
+    limit = conn.settings.max_consumers_per_channel
+    if limit is not None and len(model.consumers) >= limit and m.consumer_tag not in model.consumers:
+        raise ConnectionError_(ReplyCode.NOT_ALLOWED, f"reached maximum ({limit}) of consumers per channel", 60, 20)
     paused = model.paused
     model.paused = True
     try:

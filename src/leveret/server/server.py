@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 
@@ -11,6 +12,7 @@ from leveret.errors import ReplyCode
 from leveret.model.broker import Broker
 from leveret.protocol import codec
 from leveret.protocol.connection import ConnState
+from leveret.server.alarms import DiskAlarm, free_bytes
 from leveret.server.connection import AMQPServerProtocol
 
 log = logging.getLogger("leveret.server")
@@ -31,6 +33,9 @@ class Server:
         self._tick: asyncio.TimerHandle | None = None
         self.port = 0
         self.host = settings.host
+        # Only the SQLite store writes to disk; the probe is replaceable (tests).
+        probe = None if settings.storage == "memory" else functools.partial(free_bytes, settings.data_dir)
+        self.disk_alarm = DiskAlarm(settings.disk_free_limit, probe)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -52,6 +57,11 @@ class Server:
     def _on_tick(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
             now = time.monotonic()
+            if self.disk_alarm.check(now):
+                blocked = self.disk_alarm.active
+                for c in list(self.connections):
+                    if c.has_published or not blocked:
+                        c.set_blocked(blocked)
             for c in list(self.connections):
                 self._check_connection(c, now)
             self.broker.check_timeouts(now)
@@ -66,13 +76,17 @@ class Server:
     def _check_connection(self, c: AMQPServerProtocol, now: float) -> None:
         if c.client is None:
             if now - c.opened_at > self.settings.handshake_timeout and c.amqp.state is not ConnState.CLOSING:
-                log.warning("closing connection %s: handshake not completed in %.0f s", c.name, self.settings.handshake_timeout)
-                c.abort()
+                if c.transport is not None and not c.transport.is_closing():
+                    log.warning("closing connection %s: handshake not completed in %g s", c.name, self.settings.handshake_timeout)
+                    c.close_transport()  # as RabbitMQ: the socket is closed, no connection.close
+                    c.loop.call_later(1.0, c.abort)  # in case the peer does not read what is pending
             return
         hb = c.heartbeat
         if hb <= 0:
             return
-        if now - c.last_recv > 2 * hb:
+        if c.read_pauses:  # not reading (disk alarm, durable declare): the client's heartbeats wait unread
+            c.last_recv = now
+        elif now - c.last_recv > 2 * hb:
             log.warning("closing connection %s: missed heartbeats from client, timeout: %ds", c.name, hb)
             c.abort()
             return
