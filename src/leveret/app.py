@@ -19,6 +19,8 @@ from leveret.storage.base import Store
 
 log = logging.getLogger("leveret")
 
+CLEAN_STOP_MARKER = "clean-stop"  # written after the store is closed; absent after a crash
+
 
 def open_store(settings: Settings) -> Store:
     if settings.storage == "memory":
@@ -54,6 +56,14 @@ class App:
             self._lock = DataDirLock(s.data_dir)
             self._lock.acquire()  # raises DataDirLocked naming the holder's PID
             log.info("data directory: %s", s.data_dir)
+        # Delivered marks are journalled in the batch after the delivery, so after a crash a
+        # message may have reached a consumer without its mark on disk. Without the clean-stop
+        # marker every recovered message is flagged redelivered: never a duplicate that looks new.
+        marker = s.data_dir / CLEAN_STOP_MARKER
+        had_store = s.storage != "memory" and (s.data_dir / "leveret.db").exists()
+        unclean = had_store and not marker.exists()
+        if s.storage != "memory":
+            marker.unlink(missing_ok=True)
         self.store = open_store(s)
         recovered = self.store.open()
         self.broker = Broker(
@@ -62,9 +72,12 @@ class App:
             consumer_timeout=s.consumer_timeout,
             consumer_timeout_action=s.consumer_timeout_action,
         )
-        nq, nm = self.broker.recover(recovered)
+        nq, nm = self.broker.recover(recovered, assume_delivered=unclean)
         if s.storage != "memory" or nq or nm:
-            log.info("recovered %d durable queues and %d messages in %.3f s", nq, nm, recovered.seconds)
+            log.info(
+                "recovered %d durable queues and %d messages in %.3f s%s", nq, nm, recovered.seconds,
+                " after an unclean stop: all recovered messages are flagged redelivered" if unclean and nm else "",
+            )  # fmt: skip
         self.server = Server(s, self.broker)
         await self.server.start()
         await self._start_management()
@@ -128,6 +141,8 @@ class App:
             await self.server.stop()
         if self.store is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.store.close)
+            if self.settings.storage != "memory":
+                (self.settings.data_dir / CLEAN_STOP_MARKER).touch()
         if self._lock is not None:
             self._lock.release()
         log.info("broker stopped")

@@ -35,6 +35,12 @@ class Settings:
     max_consumers_per_channel: int | None = None  # RabbitMQ's consumer_max_per_channel
     max_queues: int | None = None  # per vhost, like RabbitMQ's vhost max-queues limit
 
+    # Backpressure. Above the memory high watermark (a fraction of RAM when <= 1, else bytes; 0: off)
+    # publishers are blocked, as by the disk alarm; the same when the store's writer lags by more
+    # than store_backlog_limit operations (0: off).
+    memory_high_watermark: float = 0.4
+    store_backlog_limit: int = 100_000
+
     # Users: name -> password. guest works from loopback only (RabbitMQ's loopback_users).
     users: dict[str, str] = field(default_factory=lambda: {"guest": "guest"})
     loopback_users: tuple[str, ...] = ("guest",)

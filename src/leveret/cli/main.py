@@ -72,12 +72,15 @@ def main() -> None:
     "--disk-free-limit", default=50_000_000, show_default=True, type=click.IntRange(min=0), envvar="LEVERET_DISK_FREE_LIMIT",
     help="Free bytes on the data dir's disk below which publishers are blocked (connection.blocked); 0 disables.",
 )  # fmt: skip
+@click.option("--memory-high-watermark", default=0.4, show_default=True, type=click.FloatRange(min=0), help="Block publishers above this much resident memory: a fraction of RAM if <= 1, else bytes; 0 disables.")
+@click.option("--store-backlog-limit", default=100_000, show_default=True, type=click.IntRange(min=0), help="Pause reading publishers while the store's writer lags by more operations than this; 0 disables.")
 @click.option("--max-queues", default=None, type=click.IntRange(min=0), help="Most queues in a vhost; over it queue.declare gets 406. [default: unlimited]")
 def server(
     host: str, amqp_port: int, http_port: str, prometheus_port: str, data_dir: Path | None, storage: str,
     log_level: str, consumer_timeout: str, consumer_timeout_action: str, frame_max: int, heartbeat: int,
     max_message_size: int, channel_max: int, handshake_timeout: float, max_connections: int | None,
-    max_consumers_per_channel: int | None, disk_free_limit: int, max_queues: int | None,
+    max_consumers_per_channel: int | None, disk_free_limit: int, memory_high_watermark: float,
+    store_backlog_limit: int, max_queues: int | None,
 ) -> None:  # fmt: skip
     """Run the broker until Ctrl-C or SIGTERM.
 
@@ -111,6 +114,8 @@ def server(
         max_consumers_per_channel=max_consumers_per_channel,
         max_queues=max_queues,
         disk_free_limit=disk_free_limit,
+        memory_high_watermark=memory_high_watermark,
+        store_backlog_limit=store_backlog_limit,
     )
     from leveret.app import run
 

@@ -51,8 +51,12 @@ class Broker:
 
     # ---- recovery ------------------------------------------------------------------------------
 
-    def recover(self, rec: Recovered) -> tuple[int, int]:
-        """Rebuild durable state from the store. Returns (queues, messages) recovered."""
+    def recover(self, rec: Recovered, *, assume_delivered: bool = False) -> tuple[int, int]:
+        """Rebuild durable state from the store. Returns (queues, messages) recovered.
+
+        ``assume_delivered`` (after a crash) flags every message redelivered, since the
+        delivered marks of the last moments may not have reached the disk.
+        """
         self.next_msg_id = max(self.next_msg_id, rec.next_msg_id)
         for x in rec.exchanges:
             vh = self.vhosts.setdefault(x.vhost, VHost(x.vhost, self.store))
@@ -71,7 +75,11 @@ class Broker:
             vh.queues[qr.name] = q
             vh.exchanges[""].bind(qr.name, qr.name, {})
             for m in rec.messages.get((qr.vhost, qr.name), ()):
-                q.restore(Message(m.msg_id, m.exchange, m.routing_key, m.properties, m.body, True, m.delivered))
+                q.restore(
+                    Message(
+                        m.msg_id, m.exchange, m.routing_key, m.properties, m.body, True, m.delivered or assume_delivered
+                    )
+                )
                 nmsg += 1
         for b in rec.bindings:
             bvh = self.vhosts.get(b.vhost)

@@ -11,6 +11,7 @@ probe (a ``statvfs``) runs at most once per ``interval``.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ class DiskAlarm:
     """
 
     __slots__ = ("limit", "probe", "interval", "active", "_next", "_failed")
+    reason = "low on disk"
 
     def __init__(self, limit: int, probe: Callable[[], int] | None, interval: float = 1.0) -> None:
         self.limit = limit
@@ -70,3 +72,110 @@ def free_bytes(path: Path) -> int:
     while not path.exists() and path != path.parent:
         path = path.parent
     return shutil.disk_usage(path).free
+
+
+class MemoryAlarm:
+    """RabbitMQ's memory high watermark: set while the broker's resident memory is above ``limit`` bytes.
+
+    Same interface as :class:`DiskAlarm` (``check(now)``, ``active``, a replaceable ``probe`` returning
+    bytes in use). ``limit`` 0 disables it. Cheap enough (one read of /proc/self/statm) to run every tick.
+    """
+
+    __slots__ = ("limit", "probe", "active", "_failed")
+    reason = "low on memory"
+
+    def __init__(self, limit: int, probe: Callable[[], int] | None) -> None:
+        self.limit = limit
+        self.probe = probe
+        self.active = False
+        self._failed = False
+
+    def check(self, now: float) -> bool:
+        if self.probe is None or self.limit <= 0:
+            return False
+        try:
+            used = self.probe()
+        except Exception as exc:
+            if not self._failed:
+                log.warning("cannot read memory use: %s", exc)
+            self._failed = True
+            return False
+        self._failed = False
+        high = used > self.limit
+        if high == self.active:
+            return False
+        self.active = high
+        log.warning(
+            "memory resource limit alarm %s: %d bytes used, high watermark %d; publishers %s",
+            "set" if high else "cleared", used, self.limit, "are blocked" if high else "resume",
+        )  # fmt: skip
+        return True
+
+
+class BacklogAlarm:
+    """Flow control: set while the store's writer lags by more than ``limit`` operations, cleared when it
+    is back under half of that. ``probe`` is the store's ``pending()``. ``limit`` 0 disables it."""
+
+    __slots__ = ("limit", "probe", "active")
+    reason = "store backlog"
+
+    def __init__(self, limit: int, probe: Callable[[], int] | None) -> None:
+        self.limit = limit
+        self.probe = probe
+        self.active = False
+
+    def check(self, now: float) -> bool:
+        if self.probe is None or self.limit <= 0:
+            return False
+        pending = self.probe()
+        high = pending > self.limit if not self.active else pending > self.limit // 2
+        if high == self.active:
+            return False
+        self.active = high
+        log.info("store backlog %d operations: publishers %s", pending, "paused" if high else "resumed")
+        return True
+
+
+class Alarms:
+    """Several alarm sources behind one switch: publishers are blocked while any source is active.
+
+    ``check(now)`` checks every source and returns True when the combined state changed;
+    :attr:`reason` names the active sources for ``connection.blocked``.
+    """
+
+    __slots__ = ("sources", "active")
+
+    def __init__(self, *sources: DiskAlarm | MemoryAlarm | BacklogAlarm) -> None:
+        self.sources = sources
+        self.active = False
+
+    def check(self, now: float) -> bool:
+        for s in self.sources:
+            s.check(now)
+        active = any(s.active for s in self.sources)
+        changed = active != self.active
+        self.active = active
+        return changed
+
+    @property
+    def reason(self) -> str:
+        return ", ".join(getattr(s, "reason", "low on disk") for s in self.sources if s.active) or "low on disk"
+
+
+def memory_limit(watermark: float) -> int:
+    """The watermark in bytes: a fraction of RAM when <= 1 (RabbitMQ's relative form), else bytes."""
+    if watermark <= 0:
+        return 0
+    if watermark > 1:
+        return int(watermark)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 0
+    return int(total * watermark)
+
+
+def rss_bytes() -> int:
+    """This process's resident set size."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -215,7 +215,7 @@ class AMQPServerProtocol(asyncio.Protocol):
         finally:
             if self.confirm_dirty:
                 self._flush_confirms()
-            if self.has_published and self.server.disk_alarm.active and not self.blocked:
+            if self.has_published and self.server.alarms.active and not self.blocked:
                 self.set_blocked(True)
             self.flush()
 
@@ -379,7 +379,7 @@ class AMQPServerProtocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     def set_blocked(self, blocked: bool) -> None:
-        """Disk alarm: stop (or resume) reading from this publishing connection.
+        """Resource alarm (disk, memory, store backlog): stop (or resume) reading from this publishing connection.
 
         ``connection.blocked``/``unblocked`` go only to clients that announced the
         ``connection.blocked`` capability. Reading stops, so acks on this connection
@@ -392,7 +392,7 @@ class AMQPServerProtocol(asyncio.Protocol):
         notify = isinstance(caps, dict) and bool(caps.get("connection.blocked"))
         if blocked:
             if notify:
-                self.write(codec.encode_method(0, C.Connection.Blocked(reason="low on disk")))
+                self.write(codec.encode_method(0, C.Connection.Blocked(reason=self.server.alarms.reason)))
             self.pause_input("disk")
         else:
             if notify:

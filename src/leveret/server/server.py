@@ -12,7 +12,7 @@ from leveret.errors import ReplyCode
 from leveret.model.broker import Broker
 from leveret.protocol import codec
 from leveret.protocol.connection import ConnState
-from leveret.server.alarms import DiskAlarm, free_bytes
+from leveret.server.alarms import Alarms, BacklogAlarm, DiskAlarm, MemoryAlarm, free_bytes, memory_limit, rss_bytes
 from leveret.server.connection import AMQPServerProtocol
 
 log = logging.getLogger("leveret.server")
@@ -36,6 +36,9 @@ class Server:
         # Only the SQLite store writes to disk; the probe is replaceable (tests).
         probe = None if settings.storage == "memory" else functools.partial(free_bytes, settings.data_dir)
         self.disk_alarm = DiskAlarm(settings.disk_free_limit, probe)
+        self.memory_alarm = MemoryAlarm(memory_limit(settings.memory_high_watermark), rss_bytes)
+        self.backlog_alarm = BacklogAlarm(settings.store_backlog_limit, broker.store.pending)
+        self.alarms = Alarms(self.disk_alarm, self.memory_alarm, self.backlog_alarm)  # any one blocks publishers
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -57,8 +60,8 @@ class Server:
     def _on_tick(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
             now = time.monotonic()
-            if self.disk_alarm.check(now):
-                blocked = self.disk_alarm.active
+            if self.alarms.check(now):
+                blocked = self.alarms.active
                 for c in list(self.connections):
                     if c.has_published or not blocked:
                         c.set_blocked(blocked)
