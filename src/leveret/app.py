@@ -71,6 +71,7 @@ class App:
             clock=time.monotonic,
             consumer_timeout=s.consumer_timeout,
             consumer_timeout_action=s.consumer_timeout_action,
+            page_limit=s.queue_ram_limit if s.storage != "memory" else None,
         )
         nq, nm = self.broker.recover(recovered, assume_delivered=unclean)
         if s.storage != "memory" or nq or nm:

@@ -51,4 +51,7 @@ class Settings:
 
     # Storage
     disk_free_limit: int = 50_000_000
+    # Ready message bytes a durable queue keeps in RAM; past it, bodies of new persistent
+    # messages stay only in the store and are read back as they near the head.
+    queue_ram_limit: int | None = 64 * 1024 * 1024
     shutdown_timeout: float = 5.0

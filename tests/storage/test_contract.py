@@ -525,3 +525,14 @@ def check(r: Recovered, model: dict[str, dict[int, tuple[bytes, bool]]]) -> None
     assert got == want
     highest = max((i for held in model.values() for i in held), default=0)
     assert r.next_msg_id == highest + 1
+
+
+def test_read_bodies_sees_unsynced_appends_and_skips_removed(backend: Backend) -> None:
+    s = backend.store
+    for i in range(1, 6):
+        s.append(V, "q", msg(i, bytes([i]) * i))
+    s.remove(V, "q", [2])
+    # no sync: a read must still see what was submitted before it
+    assert s.read_bodies(V, "q", [1, 2, 3, 5, 99]) == {1: b"\x01", 3: b"\x03" * 3, 5: b"\x05" * 5}
+    assert s.read_bodies(V, "other", [1]) == {}
+    assert s.read_bodies(V, "q", []) == {}

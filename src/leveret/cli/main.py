@@ -63,6 +63,11 @@ def main() -> None:
 )  # fmt: skip
 @click.option("--frame-max", default=131072, show_default=True, type=int, help="Largest frame the broker accepts.")
 @click.option("--heartbeat", default=60, show_default=True, type=int, help="Heartbeat interval proposed to clients (s).")
+@click.option(
+    "--queue-ram-limit", default=64 * 1024 * 1024, show_default=True, type=int,
+    help="Ready message bytes a durable queue keeps in RAM; past it, persistent message bodies are read "
+    "back from disk as they near the head (0: keep everything in RAM).",
+)  # fmt: skip
 @click.option("--max-message-size", default=16 * 1024 * 1024, show_default=True, type=int, help="Largest message body in bytes.")
 @click.option("--channel-max", default=2047, show_default=True, type=click.IntRange(0, 65535), help="Most channels a connection may open (negotiated with the client); over it: 530.")
 @click.option("--handshake-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Seconds a client has to complete the AMQP handshake before its socket is closed.")
@@ -78,7 +83,7 @@ def main() -> None:
 def server(
     host: str, amqp_port: int, http_port: str, prometheus_port: str, data_dir: Path | None, storage: str,
     log_level: str, consumer_timeout: str, consumer_timeout_action: str, frame_max: int, heartbeat: int,
-    max_message_size: int, channel_max: int, handshake_timeout: float, max_connections: int | None,
+    max_message_size: int, queue_ram_limit: int, channel_max: int, handshake_timeout: float, max_connections: int | None,
     max_consumers_per_channel: int | None, disk_free_limit: int, memory_high_watermark: float,
     store_backlog_limit: int, max_queues: int | None,
 ) -> None:  # fmt: skip
@@ -108,6 +113,7 @@ def server(
         frame_max=frame_max,
         heartbeat=heartbeat,
         max_message_size=max_message_size,
+        queue_ram_limit=queue_ram_limit or None,
         channel_max=channel_max,
         handshake_timeout=handshake_timeout,
         max_connections=max_connections,

@@ -118,13 +118,13 @@ class LiveBackend:
             elif requeue and m.stored:
                 q.store.mark_delivered(q.vhost, q.name, (m.msg_id,))
         out = [
-            GotMessage(m.body, decode_properties(m.properties), m.exchange, m.routing_key, m.redelivered,
+            GotMessage(m.body or b"", decode_properties(m.properties), m.exchange, m.routing_key, m.redelivered,
                        len(q.ready) + len(taken) - i - 1)  # fmt: skip
             for i, m in enumerate(taken)
         ]
         if requeue:
             q.unacked += len(taken)
-            q.unacked_bytes += sum(len(m.body) for m in taken)
+            q.unacked_bytes += sum(m.size for m in taken)
             q.requeue(taken)
         else:
             for m in taken:

@@ -36,12 +36,14 @@ class Broker:
         clock: Callable[[], float],
         consumer_timeout: int | None = 1_800_000,
         consumer_timeout_action: str = "close",
+        page_limit: int | None = None,
     ) -> None:
         self.store = store
+        self.page_limit = page_limit  # per durable queue: ready bytes kept in RAM before paging
         self.clock = clock
         self.consumer_timeout = consumer_timeout or None
         self.consumer_timeout_action = consumer_timeout_action
-        self.vhosts: dict[str, VHost] = {"/": VHost("/", store)}
+        self.vhosts: dict[str, VHost] = {"/": VHost("/", store, page_limit)}
         self.connections: dict[str, ClientConnection] = {}
         self.next_msg_id = 1
         # broker-wide counters (management rates)
@@ -59,17 +61,17 @@ class Broker:
         """
         self.next_msg_id = max(self.next_msg_id, rec.next_msg_id)
         for x in rec.exchanges:
-            vh = self.vhosts.setdefault(x.vhost, VHost(x.vhost, self.store))
+            vh = self.vhosts.setdefault(x.vhost, VHost(x.vhost, self.store, self.page_limit))
             if x.name not in vh.exchanges:
                 vh.exchanges[x.name] = TYPES[x.type](
                     x.vhost, x.name, durable=True, auto_delete=x.auto_delete, internal=x.internal, arguments=x.arguments
                 )
         nmsg = 0
         for qr in rec.queues:
-            vh = self.vhosts.setdefault(qr.vhost, VHost(qr.vhost, self.store))
+            vh = self.vhosts.setdefault(qr.vhost, VHost(qr.vhost, self.store, self.page_limit))
             q = Queue(
                 qr.vhost, qr.name, durable=True, exclusive_owner=None, auto_delete=qr.auto_delete,
-                arguments=dict(qr.arguments), store=self.store,
+                arguments=dict(qr.arguments), store=self.store, page_limit=self.page_limit,
                 consumer_timeout=A.ms_argument(qr.arguments, "x-consumer-timeout", f"queue '{qr.name}'"),
             )  # fmt: skip
             vh.queues[qr.name] = q

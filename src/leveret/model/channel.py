@@ -125,7 +125,7 @@ class Channel:
             self.unacked[tag] = d
             consumer.deliveries[tag] = d
             queue.unacked += 1
-            queue.unacked_bytes += len(msg.body)
+            queue.unacked_bytes += msg.size
             if msg.stored and not msg.redelivered:
                 queue.store.mark_delivered(queue.vhost, queue.name, (msg.msg_id,))
         self.sink.deliver(consumer.tag_bytes, tag, msg)
@@ -145,7 +145,7 @@ class Channel:
         else:
             self.unacked[tag] = self.gets[tag] = Delivery(tag, queue, msg, None, self.clock(), timeout)
             queue.unacked += 1
-            queue.unacked_bytes += len(msg.body)
+            queue.unacked_bytes += msg.size
             if msg.stored and not msg.redelivered:
                 queue.store.mark_delivered(queue.vhost, queue.name, (msg.msg_id,))
         return tag, msg

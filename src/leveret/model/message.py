@@ -9,10 +9,13 @@ class Message:
     ``properties`` is the raw content-header property section, forwarded unchanged.
     ``msg_id`` orders the queue: a requeued message goes back to its original place.
     ``stored`` is true when the message is in the durable store (persistent, in a
-    durable queue), so acks and deliveries must be journalled.
+    durable queue), so acks and deliveries must be journalled. ``body`` is None while
+    the message is paged out to the store (a deep queue); ``size`` is always its length.
     """
 
-    __slots__ = ("msg_id", "exchange", "routing_key", "properties", "body", "persistent", "redelivered", "stored")
+    __slots__ = (
+        "msg_id", "exchange", "routing_key", "properties", "body", "size", "persistent", "redelivered", "stored",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -20,7 +23,7 @@ class Message:
         exchange: str,
         routing_key: str,
         properties: bytes,
-        body: bytes,
+        body: bytes | None,
         persistent: bool,
         redelivered: bool = False,
     ) -> None:
@@ -29,14 +32,17 @@ class Message:
         self.routing_key = routing_key
         self.properties = properties
         self.body = body
+        self.size = len(body) if body is not None else 0
         self.persistent = persistent
         self.redelivered = redelivered
         self.stored = False
 
     def copy(self) -> Message:
-        return Message(
+        m = Message(
             self.msg_id, self.exchange, self.routing_key, self.properties, self.body, self.persistent, self.redelivered
         )
+        m.size = self.size
+        return m
 
     def __repr__(self) -> str:
-        return f"<Message {self.msg_id} {len(self.body)}B{' redelivered' if self.redelivered else ''}>"
+        return f"<Message {self.msg_id} {self.size}B{' redelivered' if self.redelivered else ''}>"

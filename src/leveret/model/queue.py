@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from leveret.model.message import Message
 from leveret.storage.base import MessageRecord, Store
 
+PAGE_IN_BATCH = 512  # bodies read back from the store at a time
+
 if TYPE_CHECKING:
     from leveret.model.channel import Consumer
 
@@ -23,7 +25,7 @@ class Queue:
     __slots__ = (
         "vhost", "name", "durable", "exclusive_owner", "auto_delete", "arguments", "type", "consumer_timeout",
         "ready", "ready_bytes", "unacked", "unacked_bytes", "consumers", "_rr", "store", "had_consumer",
-        "published", "delivered", "acked", "redelivered", "deleted", "single_active",
+        "published", "delivered", "acked", "redelivered", "deleted", "single_active", "page_limit",
     )  # fmt: skip
 
     def __init__(
@@ -37,6 +39,7 @@ class Queue:
         arguments: dict[str, Any],
         store: Store,
         consumer_timeout: int | None = None,
+        page_limit: int | None = None,
     ) -> None:
         self.vhost = vhost
         self.name = name
@@ -57,6 +60,8 @@ class Queue:
         self.deleted = False
         self.single_active = False
         self.published = self.delivered = self.acked = self.redelivered = 0
+        # Ready bytes past which new persistent messages keep their body only in the store.
+        self.page_limit: int | None = page_limit
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r} ready={len(self.ready)} unacked={self.unacked}>"
@@ -76,10 +81,12 @@ class Queue:
             self.store.append(
                 self.vhost,
                 self.name,
-                MessageRecord(msg.msg_id, msg.exchange, msg.routing_key, msg.properties, msg.body),
+                MessageRecord(msg.msg_id, msg.exchange, msg.routing_key, msg.properties, msg.body),  # type: ignore[arg-type]
             )
+            if self.page_limit is not None and self.ready_bytes >= self.page_limit:
+                msg.body = None  # a deep queue: the store holds the body until it nears the head
         self.ready.append(msg)
-        self.ready_bytes += len(msg.body)
+        self.ready_bytes += msg.size
         if self.consumers:
             self.dispatch()
         return stored
@@ -87,8 +94,10 @@ class Queue:
     def restore(self, msg: Message) -> None:
         """Put back a message recovered from the store (already journalled)."""
         msg.stored = True
+        if self.page_limit is not None and self.ready_bytes >= self.page_limit:
+            msg.body = None
         self.ready.append(msg)
-        self.ready_bytes += len(msg.body)
+        self.ready_bytes += msg.size
 
     def requeue(self, msgs: list[Message]) -> None:
         """Return unacked messages to their original positions, marked redelivered."""
@@ -96,8 +105,8 @@ class Queue:
             return
         for m in msgs:
             m.redelivered = True
-            self.ready_bytes += len(m.body)
-            self.unacked_bytes -= len(m.body)
+            self.ready_bytes += m.size
+            self.unacked_bytes -= m.size
         self.unacked -= len(msgs)
         if self.deleted:
             return
@@ -115,9 +124,28 @@ class Queue:
         """Pop the head for basic.get; the caller accounts it as unacked or settled."""
         if not self.ready:
             return None
+        if self.ready[0].body is None:
+            self._page_in()
         msg = self.ready.popleft()
-        self.ready_bytes -= len(msg.body)
+        self.ready_bytes -= msg.size
         return msg
+
+    def _page_in(self) -> None:
+        """Read the bodies of the next paged-out messages at the head back from the store."""
+        wanted: dict[int, Message] = {}
+        for m in self.ready:
+            if m.body is None:
+                wanted[m.msg_id] = m
+                if len(wanted) >= PAGE_IN_BATCH:
+                    break
+            elif len(wanted) >= PAGE_IN_BATCH // 2:
+                break
+        bodies = self.store.read_bodies(self.vhost, self.name, list(wanted))
+        for msg_id, m in wanted.items():
+            body = bodies.get(msg_id)
+            if body is None:
+                raise RuntimeError(f"message {msg_id} of queue '{self.name}' is missing from the store")
+            m.body = body
 
     def dispatch(self) -> None:
         """Hand ready messages to consumers with room, round-robin."""
@@ -135,14 +163,16 @@ class Queue:
             else:
                 return
             self._rr = (start + i + 1) % n
+            if ready[0].body is None:
+                self._page_in()
             msg = ready.popleft()
-            self.ready_bytes -= len(msg.body)
+            self.ready_bytes -= msg.size
             c.channel.deliver(c, self, msg)
 
     def settle(self, msg: Message) -> None:
         """An unacked delivery was acked (or rejected without requeue): it leaves the queue."""
         self.unacked -= 1
-        self.unacked_bytes -= len(msg.body)
+        self.unacked_bytes -= msg.size
         self.acked += 1
         if msg.stored and not self.deleted:
             self.store.remove(self.vhost, self.name, (msg.msg_id,))

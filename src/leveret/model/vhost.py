@@ -30,9 +30,10 @@ def server_name(prefix: str) -> str:
 
 
 class VHost:
-    def __init__(self, name: str, store: Store) -> None:
+    def __init__(self, name: str, store: Store, page_limit: int | None = None) -> None:
         self.name = name
         self.store = store
+        self.page_limit = page_limit  # see Queue.page_limit
         self.queues: dict[str, Queue] = {}
         self.exchanges: dict[str, Exchange] = {"": DefaultExchange(name, "")}
         for xname, xtype in STANDARD_EXCHANGES:
@@ -98,6 +99,7 @@ class VHost:
             arguments=args,
             store=self.store,
             consumer_timeout=timeout,
+            page_limit=self.page_limit if durable and not exclusive else None,
         )
         self.queues[name] = q
         if exclusive and conn is not None:

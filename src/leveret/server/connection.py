@@ -70,6 +70,7 @@ class ServerChannel:
 
     # ChannelSink
     def deliver(self, consumer_tag: bytes, delivery_tag: int, msg: Message) -> None:
+        assert msg.body is not None  # the queue pages a body in before it dispatches the message
         self.conn.write(
             codec.encode_deliver(
                 self.number, consumer_tag, delivery_tag, msg.redelivered, codec.shortstr(msg.exchange),

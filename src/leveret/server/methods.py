@@ -280,6 +280,7 @@ def basic_get(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Basic.Get
         conn.write(codec.encode_method(ch.number, C.Basic.GetEmpty()))
         return
     tag, msg, remaining = got
+    assert msg.body is not None  # Queue.take pages bodies in
     conn.write(
         codec.encode_get_ok(
             ch.number, tag, msg.redelivered, codec.shortstr(msg.exchange), codec.shortstr(msg.routing_key),

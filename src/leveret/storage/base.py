@@ -138,6 +138,12 @@ class Store(Protocol):
         ``msg_ids`` is consumed during the call; unknown ids are ignored.
         """
 
+    def read_bodies(self, vhost: str, queue: str, msg_ids: list[int]) -> dict[int, bytes]:
+        """Bodies of messages of a durable queue, by id (blocking; used to page in a deep queue).
+
+        Sees every operation submitted before the call; ids not held are left out.
+        """
+
     def sync(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (possibly from another thread) once all prior operations are durable.
 

@@ -104,6 +104,7 @@ _EXEC = 3  # (_EXEC, ((sql, params), ...)): metadata changes, encoded by the cal
 _DELETE_QUEUE = 4  # (_DELETE_QUEUE, vhost, name)
 _SYNC = 5  # (_SYNC, callback)
 _CLOSE = 6  # (_CLOSE,)
+_READ = -1  # (_READ, vhost, queue, ids, result dict, threading.Event); below _SYNC: needs no fsync
 
 _INSERT_MESSAGE = (
     "INSERT INTO messages (queue, msg_id, exchange, routing_key, properties, body, delivered)"
@@ -246,6 +247,23 @@ class SqliteStore:
 
     def mark_delivered(self, vhost: str, queue: str, msg_ids: Iterable[int]) -> None:
         self._put((_DELIVERED, vhost, queue, tuple(msg_ids)))
+
+    def read_bodies(self, vhost: str, queue: str, msg_ids: list[int]) -> dict[int, bytes]:
+        """Read bodies back (paging in a deep queue). Blocks until the writer has served it.
+
+        The read goes through the writer's queue, so it sees every earlier append even if
+        that is not committed yet.
+        """
+        if self._error is not None:
+            raise RuntimeError("the store has failed") from self._error
+        if not msg_ids:
+            return {}
+        result: dict[int, bytes] = {}
+        done = threading.Event()
+        self._put((_READ, vhost, queue, tuple(msg_ids), result, done))
+        if not done.wait(60):
+            raise RuntimeError("the store did not answer a read within 60 s")
+        return result
 
     def sync(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` on the writer thread once everything submitted before is fsynced."""
@@ -428,6 +446,9 @@ class SqliteStore:
         """Apply one batch, run its callbacks, maybe checkpoint; return False after a close op."""
         closing = any(op[0] == _CLOSE for op in batch) if durable else False
         if self._error is not None:
+            for op in batch:
+                if op[0] == _READ:
+                    op[5].set()  # the reader sees an empty result and raises
             return not closing  # failed: drop everything, call nothing
         try:
             callbacks = self._apply(batch, durable)
@@ -500,6 +521,10 @@ class SqliteStore:
                                 inserts[known, msg_id] = (*row[:6], True)
                 elif kind == _SYNC:
                     callbacks.append(op[1])
+                elif kind == _READ:
+                    _write_messages(conn, inserts, delivered, deletes)  # the read must see them
+                    inserts, delivered, deletes, deleted = {}, [], [], set()
+                    self._read_bodies(conn, op)
                 elif kind == _EXEC:
                     for sql, params in op[1]:
                         conn.execute(sql, params)
@@ -518,6 +543,20 @@ class SqliteStore:
                 conn.execute("ROLLBACK")
             raise
         return callbacks
+
+    def _read_bodies(self, conn: sqlite3.Connection, op: tuple[Any, ...]) -> None:
+        _, vhost, name, ids, result, done = op
+        try:
+            qid = self._qids.get((vhost, name))
+            if qid is not None:
+                wanted = set(ids)
+                rows = conn.execute(
+                    "SELECT msg_id, body FROM messages WHERE queue = ? AND msg_id BETWEEN ? AND ?",
+                    (qid, min(ids), max(ids)),
+                )
+                result.update((i, bytes(b)) for i, b in rows if i in wanted)
+        finally:
+            done.set()
 
     def _new_qid(self, conn: sqlite3.Connection, vhost: str, name: str) -> int:
         qid = conn.execute("INSERT INTO queue_ids (vhost, name) VALUES (?, ?)", (vhost, name)).lastrowid
