@@ -12,7 +12,15 @@ from leveret.errors import ReplyCode
 from leveret.model.broker import Broker
 from leveret.protocol import codec
 from leveret.protocol.connection import ConnState
-from leveret.server.alarms import Alarms, BacklogAlarm, DiskAlarm, MemoryAlarm, free_bytes, memory_limit, rss_bytes
+from leveret.server.alarms import (
+    Alarms,
+    BacklogAlarm,
+    DiskAlarm,
+    MemoryAlarm,
+    free_bytes,
+    memory_limit,
+    rss_bytes,
+)
 from leveret.server.connection import AMQPServerProtocol
 
 log = logging.getLogger("leveret.server")
