@@ -4,13 +4,9 @@ background thread so tests (and subprocesses, and Chromium) talk to it over real
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import os
 import sys
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +22,7 @@ from aiohttp import web  # noqa: E402
 
 from leveret.management.http import build_app  # noqa: E402
 from leveret.management.metrics import build_metrics_app  # noqa: E402
+from tests.http_client import http_request  # noqa: E402
 
 from .fake_backend import FakeBackend  # noqa: E402
 
@@ -48,27 +45,7 @@ class Served:
         headers: dict[str, str] | None = None,
     ) -> tuple[int, Any, dict[str, str]]:
         """A real HTTP request; returns (status, parsed JSON or text or None, headers)."""
-        data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-        req = urllib.request.Request(self.url + path, data=data, method=method)
-        if user:
-            req.add_header(
-                "Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-            )
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        for k, v in (headers or {}).items():
-            req.add_header(k, v)
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                status, raw, hdrs = resp.status, resp.read(), dict(resp.headers.items())
-        except urllib.error.HTTPError as e:
-            status, raw, hdrs = e.code, e.read(), dict(e.headers.items())
-        if not raw:
-            return status, None, hdrs
-        try:
-            return status, json.loads(raw), hdrs
-        except json.JSONDecodeError:
-            return status, raw.decode(), hdrs
+        return http_request(self.url + path, method, body, (user, password) if user else None, headers)
 
 
 def serve(app_factory: Callable[[], web.Application]) -> Iterator[tuple[str, asyncio.AbstractEventLoop]]:

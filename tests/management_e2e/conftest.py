@@ -4,15 +4,11 @@ urllib/aiohttp over HTTP, ``leveretctl`` as a subprocess."""
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +18,7 @@ import pika
 import pytest
 
 from tests.helpers import ThreadBroker
+from tests.http_client import http_request
 
 ROOT = Path(__file__).resolve().parents[2]
 HOLDER = Path(__file__).with_name("holder.py")
@@ -51,27 +48,7 @@ class Live:
         headers: dict[str, str] | None = None,
     ) -> tuple[int, Any, dict[str, str]]:  # fmt: skip
         """A real HTTP request; returns (status, JSON or text or None, headers)."""
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.http + path, data=data, method=method)
-        if auth is not None:
-            req.add_header(
-                "Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-            )
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        for k, v in (headers or {}).items():
-            req.add_header(k, v)
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                status, raw, hdrs = resp.status, resp.read(), dict(resp.headers.items())
-        except urllib.error.HTTPError as e:
-            status, raw, hdrs = e.code, e.read(), dict(e.headers.items())
-        if not raw:
-            return status, None, hdrs
-        try:
-            return status, json.loads(raw), hdrs
-        except json.JSONDecodeError:
-            return status, raw.decode(), hdrs
+        return http_request(self.http + path, method, body, auth, headers)
 
     def get(self, path: str) -> Any:
         status, body, _ = self.request("GET", path)
