@@ -9,13 +9,14 @@ import asyncio
 import resource
 import struct
 import time
+from pathlib import Path
 
 import pytest
 from pamqp import commands as C
 from pamqp import frame as pframe
 
 from tests.e2e.raw import PLAIN_GUEST, PROTOCOL_HEADER, start_ok
-from tests.helpers import ThreadBroker, wait_for
+from tests.helpers import ProcessBroker, ThreadBroker, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -101,3 +102,37 @@ def test_slow_consumer_fast_publisher_memory_stays_bounded() -> None:
     assert max(rss) < watermark + 32 * 1024 * 1024, rss
     # ...while the slow consumer keeps being served
     assert consumed[-1] > consumed[-4] > 0, consumed
+
+
+def test_memory_alarm_clears_once_the_queue_drains(tmp_path: Path) -> None:
+    """Freed bodies are handed back to the OS while the alarm is set, so resident memory falls."""
+    import pika
+
+    b = ProcessBroker(tmp_path, extra=["--storage", "memory", "--memory-high-watermark", "150000000"]).start()
+    try:
+        events: dict[str, float] = {}
+        pub = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", b.port))
+        pub.add_on_connection_blocked_callback(lambda *_: events.setdefault("blocked", time.monotonic()))
+        pub.add_on_connection_unblocked_callback(lambda *_: events.setdefault("unblocked", time.monotonic()))
+        ch = pub.channel()
+        ch.queue_declare("q")
+        deadline = time.monotonic() + 30
+        while "blocked" not in events and time.monotonic() < deadline:
+            for _ in range(1000):
+                ch.basic_publish("", "q", b"x" * 1024)
+            pub.process_data_events(0)
+        assert "blocked" in events, "the memory alarm never fired"
+        drainer = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", b.port))
+        dch = drainer.channel()
+        dch.basic_qos(prefetch_count=500)
+        for method, _, _ in dch.consume("q", auto_ack=True, inactivity_timeout=2):
+            if method is None:
+                break
+        deadline = time.monotonic() + 10
+        while "unblocked" not in events and time.monotonic() < deadline:
+            pub.process_data_events(0.1)
+        assert "unblocked" in events, "publishers stayed blocked after the queue drained"
+        drainer.close()
+        pub.close()
+    finally:
+        b.kill()

@@ -10,6 +10,8 @@ probe (a ``statvfs``) runs at most once per ``interval``.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import shutil
@@ -81,7 +83,7 @@ class MemoryAlarm:
     bytes in use). ``limit`` 0 disables it. Cheap enough (one read of /proc/self/statm) to run every tick.
     """
 
-    __slots__ = ("limit", "probe", "active", "_failed")
+    __slots__ = ("limit", "probe", "active", "_failed", "trim", "_trimmed_at")
     reason = "low on memory"
 
     def __init__(self, limit: int, probe: Callable[[], int] | None) -> None:
@@ -89,10 +91,17 @@ class MemoryAlarm:
         self.probe = probe
         self.active = False
         self._failed = False
+        # While the alarm is set, hand freed heap back to the OS before measuring: glibc keeps
+        # freed message bodies mapped, so resident memory would otherwise never fall.
+        self.trim: Callable[[], object] | None = _malloc_trim()
+        self._trimmed_at = -1e9
 
     def check(self, now: float) -> bool:
         if self.probe is None or self.limit <= 0:
             return False
+        if self.active and self.trim is not None and now - self._trimmed_at >= 2.0:
+            self._trimmed_at = now
+            self.trim()
         try:
             used = self.probe()
         except Exception as exc:
@@ -173,6 +182,16 @@ def memory_limit(watermark: float) -> int:
     except (ValueError, OSError):
         return 0
     return int(total * watermark)
+
+
+def _malloc_trim() -> Callable[[], object] | None:
+    """glibc's malloc_trim(0), or None where there is no glibc."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return lambda: trim(0)
 
 
 def rss_bytes() -> int:
