@@ -34,7 +34,7 @@ def test_overview_totals_and_rates_under_load(live: Live, holders: Callable[...,
     assert ov["object_totals"] == {
         "connections": 1,
         "channels": 1,
-        "exchanges": 4,
+        "exchanges": 6,  # "", amq.direct, amq.fanout, amq.topic, amq.headers, amq.match
         "queues": 1,
         "consumers": 1,
     }
@@ -44,7 +44,7 @@ def test_overview_totals_and_rates_under_load(live: Live, holders: Callable[...,
         "http/prometheus": live.broker.app.prometheus_port}  # fmt: skip
     assert ov["rabbitmq_version"].startswith("3.") and ov["product_name"] == "Leveret"
     # only the exchange types a client can really declare (headers is not implemented yet)
-    assert [t["name"] for t in ov["exchange_types"]] == ["direct", "fanout", "topic"]
+    assert [t["name"] for t in ov["exchange_types"]] == ["direct", "fanout", "headers", "topic"]
 
     with Load(live.amqp, "busy", rate=300) as load:
 
@@ -245,7 +245,7 @@ def test_exchanges_bindings(live: Live) -> None:
         ch.queue_bind("audit", "logs")
         ch.queue_bind("audit", "amq.direct", "audit", arguments={"x-match": "all"})
     xs = {x["name"]: x for x in live.get("/api/exchanges")}
-    assert set(xs) == {"", "amq.direct", "amq.fanout", "amq.topic", "logs"}
+    assert set(xs) == {"", "amq.direct", "amq.fanout", "amq.topic", "amq.headers", "amq.match", "logs"}
     assert {
         k: xs["logs"][k] for k in ("vhost", "type", "durable", "auto_delete", "internal", "arguments")
     } == {
@@ -297,6 +297,44 @@ def test_definitions_roundtrip(live_factory: Callable[..., Live]) -> None:
 
     status, body, _ = b.request("POST", "/api/definitions", {"queues": "not a list"})
     assert status == 400 and body["error"] == "bad_request"
+
+
+def test_definitions_roundtrip_exchange_bindings(live_factory: Callable[..., Live]) -> None:
+    a, b = live_factory(), live_factory()
+    with a.connect() as conn:
+        ch = conn.channel()
+        ch.exchange_declare("celery.delayed", "topic", durable=True)
+        ch.exchange_declare("route", "headers", durable=True)
+        ch.queue_declare("work", durable=True)
+        ch.exchange_bind("route", "celery.delayed", "#.work")
+        ch.exchange_bind("celery.delayed", "amq.topic", "delayed.#")
+        ch.queue_bind("work", "route", arguments={"x-match": "any", "queue": "work"})
+    doc = a.get("/api/definitions")
+    e2e = sorted((x["source"], x["destination"], x["routing_key"]) for x in doc["bindings"]
+                 if x["destination_type"] == "exchange")  # fmt: skip
+    assert e2e == [("amq.topic", "celery.delayed", "delayed.#"), ("celery.delayed", "route", "#.work")]
+    listed = {(x["source"], x["destination"], x["destination_type"]) for x in a.get("/api/bindings/%2F")}
+    assert ("celery.delayed", "route", "exchange") in listed
+
+    status, body, _ = b.request("POST", "/api/definitions", doc)
+    assert status == 204, body
+    with b.connect() as conn:
+        ch = conn.channel()
+        ch.basic_publish("amq.topic", "delayed.9.work", b"later", pika.BasicProperties(headers={"queue": "work"}))
+        _, _, got = ch.basic_get("work", auto_ack=True)
+    assert got == b"later"
+    exported = b.get("/api/definitions")
+    key = lambda x: sorted(map(str, x.items()))  # noqa: E731
+    for k in ("queues", "exchanges", "bindings"):
+        assert sorted(exported[k], key=key) == sorted(doc[k], key=key)
+
+    bad = {"bindings": [{"source": "route", "vhost": "/", "destination": "x", "destination_type": "stream",
+                         "routing_key": "", "arguments": {}}]}  # fmt: skip
+    status, body, _ = b.request("POST", "/api/definitions", bad)
+    assert status == 400 and "destination_type" in body["reason"]
+    missing = {"bindings": [dict(bad["bindings"][0], destination="nope", destination_type="exchange")]}
+    status, body, _ = b.request("POST", "/api/definitions", missing)
+    assert status == 404, body
 
 
 def test_healthcheck_and_auth(live: Live) -> None:

@@ -75,7 +75,7 @@ class BrokerMachine(RuleBasedStateMachine):
     def publish(self, q: str, persistent: bool, n: int) -> None:
         for _ in range(n):
             msg_id = self.world.broker.next_msg_id
-            routed, _ = self.world.publish(b"%d" % msg_id, q, persistent=persistent)
+            routed, *_ = self.world.publish(b"%d" % msg_id, q, persistent=persistent)
             assert routed
             self.published[msg_id] = q
 

@@ -143,9 +143,13 @@ class LiveBackend:
         self, vhost: str, source: str, destination: str, destination_type: str, routing_key: str,
         arguments: dict[str, Any],
     ) -> None:  # fmt: skip
-        if destination_type != "queue":
-            raise ChannelError(ReplyCode.NOT_IMPLEMENTED, "exchange-to-exchange bindings are not supported yet")
-        self.broker.vhost_or_404(vhost).bind(None, destination, source, routing_key, arguments)
+        vh = self.broker.vhost_or_404(vhost)
+        if destination_type == "exchange":
+            vh.bind_exchange(destination, source, routing_key, arguments)
+        elif destination_type == "queue":
+            vh.bind(None, destination, source, routing_key, arguments)
+        else:
+            raise ChannelError(ReplyCode.PRECONDITION_FAILED, f"unknown destination_type '{destination_type}'")
 
     def close_connection(self, name: str, reason: str) -> bool:
         conn = self.broker.connections.get(name)

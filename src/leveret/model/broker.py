@@ -7,6 +7,8 @@ Errors are raised as :class:`leveret.errors.AMQPError` with RabbitMQ's codes and
 from __future__ import annotations
 
 import logging
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -14,9 +16,10 @@ from leveret.errors import ChannelError, ConnectionError_, ReplyCode
 from leveret.model import arguments as A
 from leveret.model.channel import Channel, ChannelSink, Consumer, Delivery
 from leveret.model.connection import ClientConnection
-from leveret.model.exchange import TYPES
+from leveret.model.exchange import QUEUE, TYPES
 from leveret.model.message import Message
-from leveret.model.queue import Queue
+from leveret.model.properties import REJECTED, dead_letter, expiration_ms, is_cycle
+from leveret.model.queue import STORED, Queue
 from leveret.model.vhost import VHost, server_name
 from leveret.storage.base import Recovered, Store
 
@@ -37,13 +40,19 @@ class Broker:
         consumer_timeout: int | None = 1_800_000,
         consumer_timeout_action: str = "close",
         page_limit: int | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        self.wall_clock = wall_clock  # x-death times are wall-clock seconds
+        self.ttl_queues: set[Queue] = set()  # see QueueHost
+        self.lease_queues: set[Queue] = set()
+        self._dead_letters: deque[tuple[Queue, list[Message], str]] = deque()
+        self._dead_lettering = False
         self.page_limit = page_limit  # per durable queue: ready bytes kept in RAM before paging
         self.clock = clock
         self.consumer_timeout = consumer_timeout or None
         self.consumer_timeout_action = consumer_timeout_action
-        self.vhosts: dict[str, VHost] = {"/": VHost("/", store, page_limit)}
+        self.vhosts: dict[str, VHost] = {"/": self._new_vhost("/")}
         self.connections: dict[str, ClientConnection] = {}
         self.next_msg_id = 1
         # broker-wide counters (management rates)
@@ -61,21 +70,21 @@ class Broker:
         """
         self.next_msg_id = max(self.next_msg_id, rec.next_msg_id)
         for x in rec.exchanges:
-            vh = self.vhosts.setdefault(x.vhost, VHost(x.vhost, self.store, self.page_limit))
+            vh = self.vhosts.setdefault(x.vhost, self._new_vhost(x.vhost))
             if x.name not in vh.exchanges:
                 vh.exchanges[x.name] = TYPES[x.type](
                     x.vhost, x.name, durable=True, auto_delete=x.auto_delete, internal=x.internal, arguments=x.arguments
                 )
         nmsg = 0
         for qr in rec.queues:
-            vh = self.vhosts.setdefault(qr.vhost, VHost(qr.vhost, self.store, self.page_limit))
+            vh = self.vhosts.setdefault(qr.vhost, self._new_vhost(qr.vhost))
             q = Queue(
                 qr.vhost, qr.name, durable=True, exclusive_owner=None, auto_delete=qr.auto_delete,
-                arguments=dict(qr.arguments), store=self.store, page_limit=self.page_limit,
+                arguments=dict(qr.arguments), store=self.store, page_limit=self.page_limit, host=self,
                 consumer_timeout=A.ms_argument(qr.arguments, "x-consumer-timeout", f"queue '{qr.name}'"),
             )  # fmt: skip
             vh.queues[qr.name] = q
-            vh.exchanges[""].bind(qr.name, qr.name, {})
+            vh.exchanges[""].bind(QUEUE, qr.name, qr.name, {})
             for m in rec.messages.get((qr.vhost, qr.name), ()):
                 q.restore(
                     Message(
@@ -85,9 +94,14 @@ class Broker:
                 nmsg += 1
         for b in rec.bindings:
             bvh = self.vhosts.get(b.vhost)
-            if bvh and b.source in bvh.exchanges and b.destination in bvh.queues:
-                bvh.exchanges[b.source].bind(b.destination, b.routing_key, dict(b.arguments))
+            if bvh:
+                bvh.recover_binding(b)
         return len(rec.queues), nmsg
+
+    def _new_vhost(self, name: str) -> VHost:
+        vh = VHost(name, self.store, self.page_limit)
+        vh.host = self
+        return vh
 
     # ---- connections and channels --------------------------------------------------------------
 
@@ -137,10 +151,12 @@ class Broker:
         self, ch: Channel, name: str, *, passive: bool, durable: bool, exclusive: bool, auto_delete: bool,
         arguments: dict[str, Any],
     ) -> Queue:  # fmt: skip
-        return self.vhost(ch.connection.vhost).declare_queue(
+        q = self.vhost(ch.connection.vhost).declare_queue(
             ch.connection, name, passive=passive, durable=durable, exclusive=exclusive, auto_delete=auto_delete,
             arguments=arguments,
         )  # fmt: skip
+        q.touch()  # a declare (passive or not) renews an x-expires lease
+        return q
 
     def delete_queue(self, vhost: str, name: str, *, if_unused: bool, if_empty: bool, conn: ClientConnection | None) -> int:
         vh = self.vhost(vhost)
@@ -160,6 +176,8 @@ class Broker:
         self.delivered_deleted += q.delivered
         self.acked_deleted += q.acked
         self.redelivered_deleted += q.redelivered
+        self.ttl_queues.discard(q)
+        self.lease_queues.discard(q)
         return vh.delete_queue(q)
 
     def purge_queue(self, vhost: str, name: str, conn: ClientConnection | None) -> int:
@@ -173,33 +191,97 @@ class Broker:
 
     def publish(
         self, vhost: str, exchange: str, routing_key: str, properties: bytes, body: bytes, persistent: bool
-    ) -> tuple[bool, bool]:
-        """Route a message. Returns (routed to at least one queue, journalled in the store)."""
+    ) -> tuple[bool, bool, bool]:
+        """Route a message. Returns (routed to at least one queue, journalled in the store,
+        refused by a queue's x-overflow: the confirm is a basic.nack)."""
         vh = self.vhosts[vhost]
         x = vh.exchanges.get(exchange)
         if x is None:
             raise ChannelError(ReplyCode.NOT_FOUND, f"no exchange '{exchange}' in vhost '{vhost}'", 60, 40)
         if x.internal:
             raise ChannelError(ReplyCode.ACCESS_REFUSED, f"cannot publish to internal exchange '{exchange}' in vhost '{vhost}'", 60, 40)
+        ttl = expiration_ms(properties) if properties and properties[0] & 0x01 else None  # the expiration flag
         self.published += 1
-        names = x.route(routing_key)
-        queues = vh.queues
+        return self._enqueue(
+            vh.route(exchange, routing_key, properties), exchange, routing_key, properties, body, persistent, ttl
+        )
+
+    def _enqueue(
+        self, queues: list[Queue], exchange: str, routing_key: str, properties: bytes, body: bytes, persistent: bool,
+        ttl: int | None,
+    ) -> tuple[bool, bool, bool]:  # fmt: skip
+        """Put one message, with a new msg_id, in each of the routed ``queues`` (publish and dead letters)."""
         msg_id = self.next_msg_id
         self.next_msg_id = msg_id + 1
-        routed = stored = False
-        first = True
-        for qn in names:
-            q = queues.get(qn)
-            if q is None:
-                continue
-            m = Message(msg_id, exchange, routing_key, properties, body, persistent)
-            if not first:
-                m = m.copy()
-            first = False
+        routed = stored = rejected = False
+        for q in queues:
             routed = True
-            if q.publish(m):
-                stored = True
-        return routed, stored
+            r = q.publish(Message(msg_id, exchange, routing_key, properties, body, persistent), ttl)
+            if r:
+                if r == STORED:
+                    stored = True
+                else:
+                    rejected = True
+        return routed, stored, rejected
+
+    # ---- dead letters, TTLs, leases ------------------------------------------------------------
+
+    def dead_letter(self, queue: Queue, msgs: list[Message], reason: str) -> None:
+        """Republish messages a queue rejected, expired or dropped to its x-dead-letter-exchange.
+
+        Iterative: a dead letter that makes another queue dead-letter is queued, not nested.
+        """
+        self._dead_letters.append((queue, msgs, reason))
+        if self._dead_lettering:
+            return
+        self._dead_lettering = True
+        try:
+            while self._dead_letters:
+                self._dead_letter(*self._dead_letters.popleft())
+        finally:
+            self._dead_lettering = False
+
+    def _dead_letter(self, queue: Queue, msgs: list[Message], reason: str) -> None:
+        lim = queue.limits
+        vh = self.vhosts.get(queue.vhost)
+        if lim is None or lim.dlx is None or vh is None or lim.dlx not in vh.exchanges:
+            return  # RabbitMQ drops dead letters to a missing exchange
+        now = int(self.wall_clock())
+        for m in msgs:
+            assert m.body is not None
+            rk = m.routing_key if lim.dlrk is None else lim.dlrk
+            props, deaths = dead_letter(
+                m.properties, reason=reason, queue=queue.name, exchange=m.exchange, routing_key=m.routing_key,
+                new_routing_key=lim.dlrk is not None, now=now,
+            )  # fmt: skip
+            targets = vh.route(lim.dlx, rk, props)
+            if reason != REJECTED:
+                kept = [t for t in targets if not is_cycle(t.name, deaths)]
+                if len(kept) < len(targets):
+                    log.warning(
+                        "Message dropped. Dead-letter queues cycle detected: %s. This cycle will NOT be "
+                        "reported again.", [t.name for t in targets if t not in kept] + [d for d, _ in deaths],
+                    )  # fmt: skip
+                targets = kept
+            self._enqueue(targets, lim.dlx, rk, props, m.body, m.persistent, None)
+
+    def expire(self, now: float) -> None:
+        """The periodic tick: expire the heads of queues holding messages with a TTL, delete unused
+        queues whose x-expires lease ran out."""
+        for q in list(self.ttl_queues):
+            if not q.deleted:
+                q.expire(now)
+                if q.ready or q.unacked:
+                    continue
+            q.ttl_watch = False
+            self.ttl_queues.discard(q)
+        for q in list(self.lease_queues):
+            lim = q.limits
+            if q.deleted or lim is None or lim.expires is None:
+                self.lease_queues.discard(q)
+            elif not q.consumers and now >= q.used_at + lim.expires / 1000.0:
+                log.info("queue '%s' in vhost '%s' expired (x-expires %d ms)", q.name, q.vhost, lim.expires)
+                self._delete_queue(self.vhosts[q.vhost], q)
 
     def consume(
         self, ch: Channel, queue: str, tag: str, *, no_ack: bool, exclusive: bool, arguments: dict[str, Any]
@@ -239,6 +321,7 @@ class Broker:
     def get(self, ch: Channel, queue: str, no_ack: bool) -> tuple[int, Message, int] | None:
         conn = ch.connection
         q = self.vhost(conn.vhost).get_queue(queue, conn)
+        q.touch()
         got = ch.get(q, no_ack, _smallest(self.consumer_timeout, q.consumer_timeout))
         if got is None:
             return None

@@ -193,7 +193,7 @@ class Channel:
         else:
             queues: set[Queue] = set()
             for d in taken:
-                d.queue.settle(d.msg)
+                d.queue.reject(d.msg)  # dead-lettered first when the queue has x-dead-letter-exchange
                 queues.add(d.queue)
             self._redispatch(queues)
 

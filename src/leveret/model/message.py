@@ -11,10 +11,13 @@ class Message:
     ``stored`` is true when the message is in the durable store (persistent, in a
     durable queue), so acks and deliveries must be journalled. ``body`` is None while
     the message is paged out to the store (a deep queue); ``size`` is always its length.
+    ``expires`` is the clock time its TTL runs out (queue ``x-message-ttl`` or its own
+    ``expiration``, the smaller), None when it has none.
     """
 
     __slots__ = (
         "msg_id", "exchange", "routing_key", "properties", "body", "size", "persistent", "redelivered", "stored",
+        "expires",
     )  # fmt: skip
 
     def __init__(
@@ -36,12 +39,14 @@ class Message:
         self.persistent = persistent
         self.redelivered = redelivered
         self.stored = False
+        self.expires: float | None = None
 
     def copy(self) -> Message:
         m = Message(
             self.msg_id, self.exchange, self.routing_key, self.properties, self.body, self.persistent, self.redelivered
         )
         m.size = self.size
+        m.expires = self.expires
         return m
 
     def __repr__(self) -> str:

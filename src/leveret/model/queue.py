@@ -4,21 +4,88 @@ A queue holds its ready messages in a deque ordered by ``msg_id``; deliveries
 waiting for an ack live on the channel that received them (see
 :mod:`leveret.model.channel`). Requeued messages go back to their original
 position with ``redelivered`` set.
+
+The queue arguments that limit what a queue holds (``x-message-ttl``, ``x-expires``,
+``x-max-length``, ``x-max-length-bytes``, ``x-overflow``, ``x-dead-letter-*``) are read
+once into :class:`Limits`; a queue without them has ``limits = None`` and its hot path
+tests only that and ``ttl_watch`` (set once a message with an expiry has entered).
+Messages expire only at the head, as in RabbitMQ's classic queues; the broker's periodic
+``expire`` drives the heads of idle queues. Removed messages go to the dead-letter
+exchange through the queue's :class:`QueueHost` (the broker).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from heapq import merge
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from leveret.errors import ChannelError
 from leveret.model.message import Message
+from leveret.model.properties import EXPIRED, MAXLEN, REJECTED, expiration_ms, has_expiration
 from leveret.storage.base import MessageRecord, Store
 
 PAGE_IN_BATCH = 512  # bodies read back from the store at a time
 
+# Queue.publish results
+ENQUEUED, STORED, REJECTED_PUBLISH = 0, 1, 2
+
 if TYPE_CHECKING:
     from leveret.model.channel import Consumer
+
+
+class QueueHost(Protocol):
+    """What a queue needs from the broker for TTLs, leases and dead letters."""
+
+    clock: Callable[[], float]
+    ttl_queues: set[Queue]  # queues whose messages may expire: the periodic expire looks at their heads
+    lease_queues: set[Queue]  # queues with x-expires
+
+    def dead_letter(self, queue: Queue, msgs: list[Message], reason: str) -> None:
+        """Republish ``msgs`` (bodies in memory) to the queue's dead-letter exchange."""
+
+
+def _text(v: Any) -> str | None:
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    return v if isinstance(v, str) else None
+
+
+LIMIT_ARGS = (
+    "x-message-ttl", "x-expires", "x-max-length", "x-max-length-bytes", "x-overflow", "x-dead-letter-exchange",
+)  # fmt: skip
+
+
+class Limits:
+    """A queue's TTL, lease, length and dead-letter arguments (validated at declare)."""
+
+    __slots__ = ("message_ttl", "expires", "max_length", "max_bytes", "overflow", "dlx", "dlrk")
+
+    def __init__(self, arguments: dict[str, Any]) -> None:
+        def ms(key: str) -> int | None:
+            v = arguments.get(key)
+            return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+        self.message_ttl = ms("x-message-ttl")  # 0 is a TTL: deliver now or never
+        self.expires = ms("x-expires")
+        self.max_length = ms("x-max-length")
+        self.max_bytes = ms("x-max-length-bytes")
+        self.overflow = _text(arguments.get("x-overflow")) or "drop-head"
+        self.dlx = _text(arguments.get("x-dead-letter-exchange"))
+        self.dlrk = _text(arguments.get("x-dead-letter-routing-key"))
+
+    @staticmethod
+    def of(arguments: dict[str, Any]) -> Limits | None:
+        """The limits of a queue, or None when it has none (the common, fast case)."""
+        if not arguments or not any(k in arguments for k in LIMIT_ARGS):
+            return None
+        return Limits(arguments)
+
+    def over(self, count: int, size: int) -> bool:
+        return (self.max_length is not None and count > self.max_length) or (
+            self.max_bytes is not None and size > self.max_bytes
+        )
 
 
 class Queue:
@@ -26,6 +93,7 @@ class Queue:
         "vhost", "name", "durable", "exclusive_owner", "auto_delete", "arguments", "type", "consumer_timeout",
         "ready", "ready_bytes", "unacked", "unacked_bytes", "consumers", "_rr", "store", "had_consumer",
         "published", "delivered", "acked", "redelivered", "deleted", "single_active", "page_limit",
+        "limits", "host", "ttl_watch", "used_at",
     )  # fmt: skip
 
     def __init__(
@@ -40,6 +108,7 @@ class Queue:
         store: Store,
         consumer_timeout: int | None = None,
         page_limit: int | None = None,
+        host: QueueHost | None = None,
     ) -> None:
         self.vhost = vhost
         self.name = name
@@ -62,6 +131,13 @@ class Queue:
         self.published = self.delivered = self.acked = self.redelivered = 0
         # Ready bytes past which new persistent messages keep their body only in the store.
         self.page_limit: int | None = page_limit
+        self.limits = Limits.of(arguments)
+        self.host = host
+        self.ttl_watch = False  # a message with an expiry may be in the queue (ready or unacked)
+        self.used_at = 0.0  # x-expires: when the queue was last used (declared, got from, consumed)
+        if host is not None and self.limits is not None and self.limits.expires is not None:
+            self.used_at = host.clock()
+            host.lease_queues.add(self)
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r} ready={len(self.ready)} unacked={self.unacked}>"
@@ -72,8 +148,14 @@ class Queue:
 
     # ---- messages in ---------------------------------------------------------------------------
 
-    def publish(self, msg: Message) -> bool:
-        """Enqueue at the tail and dispatch. Returns True if the message was journalled."""
+    def publish(self, msg: Message, ttl: int | None = None) -> int:
+        """Enqueue at the tail and dispatch. Returns STORED if the message was journalled,
+        ENQUEUED if not, REJECTED_PUBLISH if x-overflow refused it.
+
+        ``ttl`` is the message's own ``expiration`` in ms.
+        """
+        if self.limits is not None or ttl is not None:
+            return self._publish_limited(msg, ttl)
         self.published += 1
         stored = False
         if msg.persistent and self.durable:
@@ -91,9 +173,120 @@ class Queue:
             self.dispatch()
         return stored
 
+    def _publish_limited(self, msg: Message, ttl: int | None) -> int:
+        """publish() for a queue with limits or a message with its own TTL (rabbit_amqqueue_process)."""
+        lim = self.limits
+        host = self.host
+        assert host is not None
+        now = host.clock()
+        if lim is not None:
+            if lim.message_ttl is not None:
+                ttl = lim.message_ttl if ttl is None else min(ttl, lim.message_ttl)
+            if lim.overflow != "drop-head" and lim.over(len(self.ready) + 1, self.ready_bytes + msg.size):
+                if lim.overflow == "reject-publish-dlx":
+                    self._dead_letter([msg], MAXLEN)
+                return REJECTED_PUBLISH
+        if ttl is not None:
+            msg.expires = now + ttl / 1000.0
+            self._watch()
+        self.published += 1
+        stored = ENQUEUED
+        if msg.persistent and self.durable:
+            msg.stored = True
+            stored = STORED
+            self.store.append(
+                self.vhost,
+                self.name,
+                MessageRecord(msg.msg_id, msg.exchange, msg.routing_key, msg.properties, msg.body),  # type: ignore[arg-type]
+            )
+        self.ready.append(msg)
+        self.ready_bytes += msg.size
+        self.dispatch()  # also expires the head (a TTL of 0 that no consumer took at once)
+        if lim is not None and (lim.max_length is not None or lim.max_bytes is not None):
+            self._drop_head()
+        return stored
+
+    def _watch(self) -> None:
+        if not self.ttl_watch:
+            self.ttl_watch = True
+            if self.host is not None:
+                self.host.ttl_queues.add(self)
+
+    def _drop_head(self) -> None:
+        """x-overflow drop-head: drop (or dead-letter) the oldest ready messages while over a limit."""
+        lim = self.limits
+        if lim is None or lim.overflow != "drop-head":
+            return
+        dropped = []
+        ready = self.ready
+        while ready and lim.over(len(ready), self.ready_bytes):
+            m = ready.popleft()
+            self.ready_bytes -= m.size
+            dropped.append(m)
+        if dropped:
+            self._discard(dropped, MAXLEN)
+
+    def expire(self, now: float) -> None:
+        """Remove (or dead-letter) the expired messages at the head. RabbitMQ expires only there."""
+        ready = self.ready
+        expired = []
+        while ready:
+            e = ready[0].expires
+            if e is None or e > now:
+                break
+            m = ready.popleft()
+            self.ready_bytes -= m.size
+            expired.append(m)
+        if expired:
+            self._discard(expired, EXPIRED)
+
+    def _discard(self, msgs: list[Message], reason: str) -> None:
+        """Messages that left the ready list without a delivery: dead-letter them, then forget them."""
+        if self.limits is not None and self.limits.dlx is not None and not self.deleted:
+            if any(m.body is None for m in msgs):
+                bodies = self.store.read_bodies(
+                    self.vhost, self.name, [m.msg_id for m in msgs if m.body is None]
+                )
+                for m in msgs:
+                    if m.body is None:
+                        m.body = bodies.get(m.msg_id)
+            self._dead_letter([m for m in msgs if m.body is not None], reason)
+        stored = [m.msg_id for m in msgs if m.stored]
+        if stored and not self.deleted:
+            self.store.remove(self.vhost, self.name, stored)
+
+    def _dead_letter(self, msgs: list[Message], reason: str) -> None:
+        if self.host is not None and self.limits is not None and self.limits.dlx is not None:
+            self.host.dead_letter(self, msgs, reason)
+
+    def reject(self, msg: Message) -> None:
+        """An unacked delivery was rejected without requeue: dead-letter it (if so configured), settle it."""
+        if not self.deleted:
+            self._dead_letter([msg], REJECTED)
+        self.settle(msg)
+
+    def touch(self) -> None:
+        """The queue was used (declared again, basic.get, last consumer gone): its x-expires lease restarts."""
+        if self.limits is not None and self.limits.expires is not None and self.host is not None:
+            self.used_at = self.host.clock()
+
     def restore(self, msg: Message) -> None:
-        """Put back a message recovered from the store (already journalled)."""
+        """Put back a message recovered from the store (already journalled).
+
+        Its TTL starts again from now: the clock is monotonic, so an expiry cannot outlive the process.
+        """
         msg.stored = True
+        lim = self.limits
+        if (lim is not None and lim.message_ttl is not None) or has_expiration(msg.properties):
+            try:
+                ttl = expiration_ms(msg.properties)
+            except ChannelError:  # checked at publish; unreachable unless the store was edited
+                ttl = None
+            if lim is not None and lim.message_ttl is not None:
+                ttl = lim.message_ttl if ttl is None else min(ttl, lim.message_ttl)
+            if ttl is not None and self.host is not None:
+                msg.expires = self.host.clock() + ttl / 1000.0
+                self._watch()
         if self.page_limit is not None and self.ready_bytes >= self.page_limit:
             msg.body = None
         self.ready.append(msg)
@@ -117,11 +310,15 @@ class Queue:
         else:
             self.ready = deque(merge(ready, msgs, key=_msg_id))
         self.dispatch()
+        if self.limits is not None:
+            self._drop_head()
 
     # ---- messages out --------------------------------------------------------------------------
 
     def take(self) -> Message | None:
         """Pop the head for basic.get; the caller accounts it as unacked or settled."""
+        if self.ttl_watch and self.host is not None:
+            self.expire(self.host.clock())
         if not self.ready:
             return None
         if self.ready[0].body is None:
@@ -149,6 +346,9 @@ class Queue:
 
     def dispatch(self) -> None:
         """Hand ready messages to consumers with room, round-robin."""
+        if self.ttl_watch:
+            self._dispatch_ttl()
+            return
         consumers = self.consumers
         ready = self.ready
         while ready:
@@ -168,6 +368,40 @@ class Queue:
             msg = ready.popleft()
             self.ready_bytes -= msg.size
             c.channel.deliver(c, self, msg)
+
+    def _dispatch_ttl(self) -> None:
+        """dispatch() for a queue that may hold messages with an expiry: the head is checked first."""
+        assert self.host is not None
+        now = self.host.clock()
+        consumers = self.consumers
+        ready = self.ready
+        expired: list[Message] = []  # dead-lettered after the loop, so no publish re-enters it
+        while ready:
+            n = len(consumers)
+            if n == 0:
+                break
+            e = ready[0].expires
+            if e is not None and e < now:  # not <=: a TTL of 0 still goes to a consumer that can take it
+                m = ready.popleft()
+                self.ready_bytes -= m.size
+                expired.append(m)
+                continue
+            start = self._rr % n
+            for i in range(n):
+                c = consumers[(start + i) % n]
+                if c.can_take():
+                    break
+            else:
+                break
+            self._rr = (start + i + 1) % n
+            if ready[0].body is None:
+                self._page_in()
+            msg = ready.popleft()
+            self.ready_bytes -= msg.size
+            c.channel.deliver(c, self, msg)
+        if expired:
+            self._discard(expired, EXPIRED)
+        self.expire(now)
 
     def settle(self, msg: Message) -> None:
         """An unacked delivery was acked (or rejected without requeue): it leaves the queue."""
@@ -207,6 +441,8 @@ class Queue:
         del self.consumers[i]
         if i < self._rr:
             self._rr -= 1
+        if not self.consumers:
+            self.touch()
 
     @property
     def exclusive_consumer(self) -> bool:

@@ -47,11 +47,11 @@ def exchanges(b: Broker, vhost: str | None = None) -> list[ExchangeSnapshot]:
 
 def bindings(b: Broker, vhost: str | None = None) -> list[BindingSnapshot]:
     return [
-        BindingSnapshot(x.vhost, x.name, qname, "queue", rk, dict(args))
+        BindingSnapshot(x.vhost, x.name, dest, dest_type, rk, dict(args))
         for vh in b.vhosts.values()
         if vhost is None or vh.name == vhost
         for x in vh.exchanges.values()
-        for (qname, rk), args in x.bindings.items()
+        for (dest_type, dest, rk, _), args in x.bindings.items()
     ]
 
 

@@ -1,4 +1,8 @@
-"""A virtual host: its exchanges, queues and bindings, and the declare/delete/bind rules."""
+"""A virtual host: its exchanges, queues and bindings, the declare/delete/bind rules, and routing.
+
+:meth:`VHost.route` is the one place a message is routed: publish and dead-lettering
+both call it.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +20,17 @@ from leveret.errors import (
 )
 from leveret.model import arguments as A
 from leveret.model.connection import ClientConnection
-from leveret.model.exchange import TYPES, DefaultExchange, Exchange
-from leveret.model.queue import Queue
+from leveret.model.exchange import EXCHANGE, QUEUE, TYPES, DefaultExchange, Exchange
+from leveret.model.headers import headers_table
+from leveret.model.queue import Queue, QueueHost
 from leveret.storage.base import BindingRecord, ExchangeRecord, QueueRecord, Store
 
 STANDARD_EXCHANGES = (
-    ("amq.direct", "direct"), ("amq.fanout", "fanout"), ("amq.topic", "topic"),
+    ("amq.direct", "direct"), ("amq.fanout", "fanout"), ("amq.topic", "topic"), ("amq.headers", "headers"),
+    ("amq.match", "headers"),
 )  # fmt: skip
+
+DEFAULT_EXCHANGE_REFUSED = "operation not permitted on the default exchange"
 
 
 def server_name(prefix: str) -> str:
@@ -34,6 +42,7 @@ class VHost:
         self.name = name
         self.store = store
         self.page_limit = page_limit  # see Queue.page_limit
+        self.host: QueueHost | None = None  # the broker, set when it adopts this vhost (TTLs, dead letters)
         self.queues: dict[str, Queue] = {}
         self.exchanges: dict[str, Exchange] = {"": DefaultExchange(name, "")}
         for xname, xtype in STANDARD_EXCHANGES:
@@ -100,13 +109,14 @@ class VHost:
             store=self.store,
             consumer_timeout=timeout,
             page_limit=self.page_limit if durable and not exclusive else None,
+            host=self.host,
         )
         self.queues[name] = q
         if exclusive and conn is not None:
             conn.exclusive_queues.append(q)
         if durable and not exclusive:
             self.store.save_queue(QueueRecord(self.name, name, durable, auto_delete, args))
-        self.exchanges[""].bind(name, name, {})  # implicit binding, shown by list_bindings
+        self.exchanges[""].bind(QUEUE, name, name, {})  # implicit binding, shown by list_bindings
         return q
 
     def delete_queue(self, q: Queue) -> int:
@@ -114,8 +124,9 @@ class VHost:
         n = len(q.ready)
         q.deleted = True
         self.queues.pop(q.name, None)
-        for x in self.exchanges.values():
-            x.unbind_queue(q.name)
+        for x in list(self.exchanges.values()):
+            if x.unbind_destination(QUEUE, q.name):
+                self._maybe_auto_delete(x)
         if q.durable and q.exclusive_owner is None:
             self.store.delete_queue(self.name, q.name)
         q.ready.clear()
@@ -181,24 +192,123 @@ class VHost:
         x = self.exchanges.get(name)
         if x is None:
             return  # RabbitMQ: deleting a missing exchange is ok
-        if if_unused and x.bindings:
+        if if_unused and x.bindings:  # bindings *from* it: being a destination does not count
             raise precondition_failed(f"exchange '{name}' in vhost '{self.name}' in use")
-        del self.exchanges[name]
+        self._remove_exchange(x)
+
+    def _remove_exchange(self, x: Exchange) -> None:
+        """Delete ``x`` with its bindings from and to it; sources left unbound may auto-delete."""
+        del self.exchanges[x.name]
         if x.durable:
-            self.store.delete_exchange(self.name, name)
+            self.store.delete_exchange(self.name, x.name)  # the store drops its bindings too
+        for src in list(self.exchanges.values()):
+            if src.unbind_destination(EXCHANGE, x.name):
+                self._maybe_auto_delete(src)
+
+    def _maybe_auto_delete(self, x: Exchange) -> None:
+        """RabbitMQ: an auto-delete exchange goes when the last binding from it is removed."""
+        if x.auto_delete and not x.bindings and self.exchanges.get(x.name) is x:
+            self._remove_exchange(x)
+
+    # ---- bindings ------------------------------------------------------------------------------
+    # RabbitMQ's order of checks: the default exchange (403), the source (404), the destination
+    # (404), the binding's arguments (406), queue exclusivity (405). Unbinding something that is
+    # missing (exchange, queue or binding) succeeds.
 
     def bind(self, conn: ClientConnection | None, queue: str, exchange: str, routing_key: str, args: dict[str, Any]) -> None:
+        """queue.bind: bind ``queue`` to ``exchange``."""
         if not exchange:
-            raise ChannelError(ReplyCode.ACCESS_REFUSED, "operation not permitted on the default exchange")
-        q = self.get_queue(queue, conn)
+            raise ChannelError(ReplyCode.ACCESS_REFUSED, DEFAULT_EXCHANGE_REFUSED)
         x = self.get_exchange(exchange)
-        if x.bind(q.name, routing_key, dict(args)) and q.durable and x.durable and q.exclusive_owner is None:
-            self.store.save_binding(BindingRecord(self.name, exchange, q.name, "queue", routing_key, dict(args)))
+        if queue not in self.queues:
+            self.get_queue(queue)  # 404
+        x.validate_binding(args)
+        q = self.get_queue(queue, conn)
+        if x.bind(QUEUE, q.name, routing_key, dict(args)) and q.durable and x.durable and q.exclusive_owner is None:
+            self.store.save_binding(BindingRecord(self.name, exchange, q.name, QUEUE, routing_key, dict(args)))
 
-    def unbind(self, conn: ClientConnection | None, queue: str, exchange: str, routing_key: str) -> None:
+    def unbind(
+        self, conn: ClientConnection | None, queue: str, exchange: str, routing_key: str, args: dict[str, Any]
+    ) -> None:
+        """queue.unbind: remove the binding equal to (exchange, queue, routing key, arguments)."""
         if not exchange:
-            raise ChannelError(ReplyCode.ACCESS_REFUSED, "operation not permitted on the default exchange")
-        q = self.get_queue(queue, conn)
-        x = self.get_exchange(exchange)
-        if x.unbind(q.name, routing_key) and q.durable and x.durable:
-            self.store.delete_binding(BindingRecord(self.name, exchange, q.name, "queue", routing_key, {}))
+            raise ChannelError(ReplyCode.ACCESS_REFUSED, DEFAULT_EXCHANGE_REFUSED)
+        x = self.exchanges.get(exchange)
+        q = self.queues.get(queue)
+        if x is None or q is None or not x.has_binding(QUEUE, queue, routing_key, args):
+            return
+        self.get_queue(queue, conn)  # 405 for another connection's exclusive queue
+        x.unbind(QUEUE, queue, routing_key, args)
+        if q.durable and x.durable:
+            self.store.delete_binding(BindingRecord(self.name, exchange, queue, QUEUE, routing_key, dict(args)))
+        self._maybe_auto_delete(x)
+
+    def bind_exchange(self, destination: str, source: str, routing_key: str, args: dict[str, Any]) -> None:
+        """exchange.bind: messages routed by ``source`` also go through ``destination``."""
+        if not destination or not source:
+            raise ChannelError(ReplyCode.ACCESS_REFUSED, DEFAULT_EXCHANGE_REFUSED)
+        src = self.get_exchange(source)
+        dst = self.get_exchange(destination)
+        src.validate_binding(args)
+        if src.bind(EXCHANGE, destination, routing_key, dict(args)) and src.durable and dst.durable:
+            self.store.save_binding(BindingRecord(self.name, source, destination, EXCHANGE, routing_key, dict(args)))
+
+    def unbind_exchange(self, destination: str, source: str, routing_key: str, args: dict[str, Any]) -> None:
+        """exchange.unbind; a missing exchange or binding is not an error."""
+        if not destination or not source:
+            raise ChannelError(ReplyCode.ACCESS_REFUSED, DEFAULT_EXCHANGE_REFUSED)
+        src = self.exchanges.get(source)
+        dst = self.exchanges.get(destination)
+        if src is None or dst is None or not src.unbind(EXCHANGE, destination, routing_key, args):
+            return
+        if src.durable and dst.durable:
+            self.store.delete_binding(BindingRecord(self.name, source, destination, EXCHANGE, routing_key, dict(args)))
+        self._maybe_auto_delete(src)
+
+    def recover_binding(self, b: BindingRecord) -> None:
+        """Put back a binding read from the store (skipped if either end was not recovered)."""
+        src = self.exchanges.get(b.source)
+        ends = self.queues if b.destination_type == QUEUE else self.exchanges
+        if src is not None and b.destination in ends:
+            src.bind(b.destination_type, b.destination, b.routing_key, dict(b.arguments))
+
+    # ---- routing -------------------------------------------------------------------------------
+
+    def route(self, exchange: str, routing_key: str, properties: bytes) -> list[Queue]:
+        """The queues a message published to ``exchange`` reaches, each once.
+
+        Follows exchange-to-exchange bindings (an exchange is visited at most once, so
+        cycles end), whatever ``internal`` says: that only refuses direct publishes, which
+        the caller checks. A missing exchange routes nowhere. ``properties`` is the raw
+        content-header property section; its headers table is decoded only if a headers
+        exchange is on the way.
+        """
+        queues = self.queues
+        if not exchange:  # the default exchange routes by queue name, and nothing is bound from it
+            q = queues.get(routing_key)
+            return [] if q is None else [q]
+        x = self.exchanges.get(exchange)
+        if x is None:
+            return []
+        if x.simple:  # the hot path: no headers, no exchange destinations
+            names = x.route(routing_key)
+            if len(names) == 1:  # the usual case, without building a list in a loop
+                q = queues.get(names[0])
+                return [] if q is None else [q]
+            return [q for n in names if (q := queues.get(n)) is not None]
+        headers: dict[str, Any] | None = None
+        seen = {x.name}
+        work = [x]
+        found: dict[str, None] = {}  # queue names in order, each once
+        while work:
+            x = work.pop()
+            if x.needs_headers and headers is None:
+                headers = headers_table(properties)
+            found.update(dict.fromkeys(x.route(routing_key, headers)))
+            for xn in x.route_exchanges(routing_key, headers):
+                if xn not in seen:
+                    seen.add(xn)
+                    nx = self.exchanges.get(xn)
+                    if nx is not None:
+                        work.append(nx)
+        return [q for n in found if (q := queues.get(n)) is not None]

@@ -41,7 +41,7 @@ SERVER_PROPERTIES: dict[str, Any] = {
     "cluster_name": "leveret",
     "capabilities": {
         "publisher_confirms": True,
-        "exchange_exchange_bindings": False,
+        "exchange_exchange_bindings": True,
         "basic.nack": True,
         "consumer_cancel_notify": True,
         "connection.blocked": True,
@@ -56,7 +56,9 @@ SERVER_PROPERTIES: dict[str, Any] = {
 class ServerChannel:
     """Server-side state of one open channel; the model's :class:`ChannelSink`."""
 
-    __slots__ = ("conn", "number", "model", "confirm_seq", "confirmed", "needs_sync", "syncs_in_flight", "dirty")
+    __slots__ = (
+        "conn", "number", "model", "confirm_seq", "confirmed", "needs_sync", "syncs_in_flight", "dirty", "nacks",
+    )  # fmt: skip
 
     def __init__(self, conn: AMQPServerProtocol, number: int) -> None:
         self.conn = conn
@@ -67,6 +69,7 @@ class ServerChannel:
         self.needs_sync = False  # a publish since the last confirm was journalled
         self.syncs_in_flight = 0
         self.dirty = False
+        self.nacks: list[int] = []  # sequence numbers refused by a queue (x-overflow reject-publish), ascending
 
     # ChannelSink
     def deliver(self, consumer_tag: bytes, delivery_tag: int, msg: Message) -> None:
@@ -85,8 +88,10 @@ class ServerChannel:
         self.conn.channel_error(ChannelError(ReplyCode(code), text, channel=self.number))
         self.conn.flush()
 
-    def confirm_publish(self, stored: bool) -> None:
+    def confirm_publish(self, stored: bool, rejected: bool = False) -> None:
         self.confirm_seq += 1
+        if rejected:
+            self.nacks.append(self.confirm_seq)
         if stored:
             self.needs_sync = True
         if not self.dirty:
@@ -94,10 +99,20 @@ class ServerChannel:
             self.conn.confirm_dirty.append(self)
 
     def send_confirm(self, upto: int) -> None:
+        """Confirm every publish up to ``upto``: acks (multiple where possible), a nack for each refused one."""
         if upto > self.confirmed and not self.model.closed:
-            self.conn.write(codec.encode_ack(self.number, upto, upto - self.confirmed > 1))
-            self.conn.broker.confirmed += upto - self.confirmed
-            self.confirmed = upto
+            nacks = self.nacks
+            while nacks and nacks[0] <= upto:
+                seq = nacks.pop(0)
+                if seq - 1 > self.confirmed:
+                    self.conn.write(codec.encode_ack(self.number, seq - 1, seq - 1 - self.confirmed > 1))
+                self.conn.write(codec.encode_nack(self.number, seq, False))
+                self.conn.broker.confirmed += seq - self.confirmed
+                self.confirmed = seq
+            if upto > self.confirmed:
+                self.conn.write(codec.encode_ack(self.number, upto, upto - self.confirmed > 1))
+                self.conn.broker.confirmed += upto - self.confirmed
+                self.confirmed = upto
 
 
 class AMQPServerProtocol(asyncio.Protocol):
@@ -239,7 +254,7 @@ class AMQPServerProtocol(asyncio.Protocol):
                         continue
                     if ev.immediate:
                         raise ConnectionError_(ReplyCode.NOT_IMPLEMENTED, "immediate=true", 60, 40)
-                    routed, stored = broker.publish(
+                    routed, stored, rejected = broker.publish(
                         self.client.vhost,  # type: ignore[union-attr]
                         ev.exchange, ev.routing_key, ev.properties, ev.body, codec.delivery_mode(ev.properties) == 2,
                     )  # fmt: skip
@@ -252,7 +267,7 @@ class AMQPServerProtocol(asyncio.Protocol):
                             )  # fmt: skip
                         )
                     if ch.model.confirm:
-                        ch.confirm_publish(stored)
+                        ch.confirm_publish(stored, rejected)
                     self.has_published = True
                 elif t is Ack:
                     channels[ev.channel].model.ack(ev.delivery_tag, ev.multiple)

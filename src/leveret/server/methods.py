@@ -166,6 +166,23 @@ def exchange_delete(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Exc
         _reply(conn, ch, C.Exchange.DeleteOk(), durable)
 
 
+@handles(C.Exchange.Bind)
+def exchange_bind(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Exchange.Bind) -> None:
+    assert ch is not None and conn.client is not None
+    conn.broker.vhost(conn.client.vhost).bind_exchange(m.destination, m.source, m.routing_key, _table(m.arguments))
+    if not m.nowait:
+        _reply(conn, ch, C.Exchange.BindOk(), _durable_exchange(conn, m.source) and _durable_exchange(conn, m.destination))
+
+
+@handles(C.Exchange.Unbind)
+def exchange_unbind(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Exchange.Unbind) -> None:
+    assert ch is not None and conn.client is not None
+    durable = _durable_exchange(conn, m.source) and _durable_exchange(conn, m.destination)
+    conn.broker.vhost(conn.client.vhost).unbind_exchange(m.destination, m.source, m.routing_key, _table(m.arguments))
+    if not m.nowait:
+        _reply(conn, ch, C.Exchange.UnbindOk(), durable)
+
+
 # ---- queue ---------------------------------------------------------------------------------------
 
 
@@ -221,8 +238,9 @@ def queue_bind(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Queue.Bi
 @handles(C.Queue.Unbind)
 def queue_unbind(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Queue.Unbind) -> None:
     assert ch is not None and conn.client is not None
-    conn.broker.vhost(conn.client.vhost).unbind(conn.client, m.queue, m.exchange, m.routing_key)
-    _reply(conn, ch, C.Queue.UnbindOk(), _durable_queue(conn, m.queue) and _durable_exchange(conn, m.exchange))
+    durable = _durable_queue(conn, m.queue) and _durable_exchange(conn, m.exchange)
+    conn.broker.vhost(conn.client.vhost).unbind(conn.client, m.queue, m.exchange, m.routing_key, _table(m.arguments))
+    _reply(conn, ch, C.Queue.UnbindOk(), durable)
 
 
 # ---- basic ---------------------------------------------------------------------------------------

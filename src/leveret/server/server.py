@@ -76,6 +76,7 @@ class Server:
             for c in list(self.connections):
                 self._check_connection(c, now)
             self.broker.check_timeouts(now)
+            self.broker.expire(now)  # message TTLs at idle queues' heads, x-expires leases
             for c in list(self.connections):
                 if c.out:
                     c.flush()
