@@ -349,56 +349,50 @@ class Queue:
         if self.ttl_watch:
             self._dispatch_ttl()
             return
-        consumers = self.consumers
         ready = self.ready
         while ready:
-            n = len(consumers)
-            if n == 0:
+            c = self._next_consumer()
+            if c is None:
                 return
-            start = self._rr % n
-            for i in range(n):
-                c = consumers[(start + i) % n]
-                if c.can_take():
-                    break
-            else:
-                return
-            self._rr = (start + i + 1) % n
-            if ready[0].body is None:
-                self._page_in()
-            msg = ready.popleft()
-            self.ready_bytes -= msg.size
-            c.channel.deliver(c, self, msg)
+            self._deliver_head(c)
+
+    def _next_consumer(self) -> Consumer | None:
+        """The next consumer with room, round-robin from the last one served; None if all are full."""
+        consumers = self.consumers
+        n = len(consumers)
+        start = self._rr % n if n else 0
+        for i in range(n):
+            c = consumers[(start + i) % n]
+            if c.can_take():
+                self._rr = (start + i + 1) % n
+                return c
+        return None
+
+    def _deliver_head(self, c: Consumer) -> None:
+        ready = self.ready
+        if ready[0].body is None:
+            self._page_in()
+        msg = ready.popleft()
+        self.ready_bytes -= msg.size
+        c.channel.deliver(c, self, msg)
 
     def _dispatch_ttl(self) -> None:
         """dispatch() for a queue that may hold messages with an expiry: the head is checked first."""
         assert self.host is not None
         now = self.host.clock()
-        consumers = self.consumers
         ready = self.ready
         expired: list[Message] = []  # dead-lettered after the loop, so no publish re-enters it
-        while ready:
-            n = len(consumers)
-            if n == 0:
-                break
+        while ready and self.consumers:
             e = ready[0].expires
             if e is not None and e < now:  # not <=: a TTL of 0 still goes to a consumer that can take it
                 m = ready.popleft()
                 self.ready_bytes -= m.size
                 expired.append(m)
                 continue
-            start = self._rr % n
-            for i in range(n):
-                c = consumers[(start + i) % n]
-                if c.can_take():
-                    break
-            else:
+            c = self._next_consumer()
+            if c is None:
                 break
-            self._rr = (start + i + 1) % n
-            if ready[0].body is None:
-                self._page_in()
-            msg = ready.popleft()
-            self.ready_bytes -= msg.size
-            c.channel.deliver(c, self, msg)
+            self._deliver_head(c)
         if expired:
             self._discard(expired, EXPIRED)
         self.expire(now)
