@@ -92,7 +92,7 @@ class Queue:
     __slots__ = (
         "vhost", "name", "durable", "exclusive_owner", "auto_delete", "arguments", "type", "consumer_timeout",
         "ready", "ready_bytes", "unacked", "unacked_bytes", "consumers", "_rr", "store", "had_consumer",
-        "published", "delivered", "acked", "redelivered", "deleted", "single_active", "page_limit",
+        "published", "delivered", "acked", "redelivered", "deleted", "page_limit",
         "limits", "host", "ttl_watch", "used_at",
     )  # fmt: skip
 
@@ -127,7 +127,6 @@ class Queue:
         self.store = store
         self.had_consumer = False
         self.deleted = False
-        self.single_active = False
         self.published = self.delivered = self.acked = self.redelivered = 0
         # Ready bytes past which new persistent messages keep their body only in the store.
         self.page_limit: int | None = page_limit
@@ -141,10 +140,6 @@ class Queue:
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r} ready={len(self.ready)} unacked={self.unacked}>"
-
-    @property
-    def message_count(self) -> int:
-        return len(self.ready)
 
     # ---- messages in ---------------------------------------------------------------------------
 
