@@ -123,7 +123,7 @@ def test_dead_letter_to_a_missing_exchange_is_dropped(world: World) -> None:
     publish(world, b"a", "q")
     tag, _, _ = world.broker.get(ch, "q", no_ack=False)  # type: ignore[misc]
     ch.reject(tag, False, requeue=False)
-    assert q.message_count == 0 and q.unacked == 0
+    assert len(q.ready) == 0 and q.unacked == 0
 
 
 def test_requeue_true_does_not_dead_letter(world: World) -> None:
@@ -157,7 +157,7 @@ def test_expiry_cycle_back_to_the_same_queue_is_dropped(world: World) -> None:
     publish(world, b"c", "C")
     world.clock.now += 0.2
     world.broker.expire(world.clock.now)
-    assert q.message_count == 0
+    assert len(q.ready) == 0
 
 
 def test_rejection_cycle_is_allowed(world: World) -> None:
