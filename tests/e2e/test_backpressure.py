@@ -60,12 +60,30 @@ def test_consumer_that_does_not_read_is_paused_and_its_messages_stay_queued(brok
         assert broker.call(lambda: all(ch.model.paused for ch in srv.channels.values()))
         # now read everything: writing resumes and every message arrives once
         got = 0
+        deadline = time.monotonic() + 30
         while got < N:
+            assert time.monotonic() < deadline, f"only {got} of {N} delivered; broker: {_state(broker, srv)}"
             _, f = c.recv(timeout=10)
             got += isinstance(f, C.Basic.Deliver)
         assert not srv.paused
         assert queue_depth(broker, "slow")[0] == 0
     pub.close()
+
+
+def _state(broker: ThreadBroker, srv: Any) -> dict[str, Any]:
+    """What the broker holds for a stalled consumer connection (for the failure message)."""
+
+    def read() -> dict[str, Any]:
+        t = srv.transport
+        q = broker.app.broker.vhosts["/"].queues["slow"]  # type: ignore[union-attr]
+        return {
+            "paused": srv.paused, "channels_paused": [ch.model.paused for ch in srv.channels.values()],
+            "ready": len(q.ready), "can_take": [c.can_take() for c in q.consumers],
+            "transport_buffer": t.get_write_buffer_size(), "out_bytes": srv.out_bytes,
+            "flush_scheduled": srv.flush_scheduled, "closing": t.is_closing(),
+        }  # fmt: skip
+
+    return broker.call(read)  # type: ignore[no-any-return]
 
 
 def _blocked_events(conn: pika.BlockingConnection) -> list[str]:

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("leveret.connection")
 
+# Output gathered in one loop turn is written at the end of the turn, or as soon as it reaches this size.
+OUT_FLUSH_BYTES = 256 * 1024
+
 SERVER_PROPERTIES: dict[str, Any] = {
     "product": "Leveret",
     "version": __version__,
@@ -126,6 +129,7 @@ class AMQPServerProtocol(asyncio.Protocol):
         self.client: ClientConnection | None = None
         self.channels: dict[int, ServerChannel] = {}
         self.out: list[bytes] = []
+        self.out_bytes = 0  # size of what ``out`` holds
         self.flush_scheduled = False
         self.confirm_dirty: list[ServerChannel] = []
         self.name = "?"
@@ -194,6 +198,7 @@ class AMQPServerProtocol(asyncio.Protocol):
         log.error("internal error on connection %s while %s", self.name, doing, exc_info=exc)
         try:
             self.out.clear()  # half-written replies would only confuse the client
+            self.out_bytes = 0
             self._handle_error(ConnectionError_(ReplyCode.INTERNAL_ERROR, f"internal error while {doing}: {type(exc).__name__}"))
         except Exception:
             log.exception("cannot close connection %s after an internal error", self.name)
@@ -302,12 +307,19 @@ class AMQPServerProtocol(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         self.out.append(data)
+        self.out_bytes += len(data)
+        if self.out_bytes >= OUT_FLUSH_BYTES:
+            # Hand it to the transport now: if its buffer is full, pause_writing runs inside this
+            # write and stops the dispatch loop that is producing deliveries (bounded output).
+            self.flush()
+            return
         if not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self.flush)
 
     def flush(self) -> None:
         self.flush_scheduled = False
+        self.out_bytes = 0
         out = self.out
         if not out or self.transport is None or self.transport.is_closing():
             out.clear()
