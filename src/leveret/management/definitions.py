@@ -26,7 +26,12 @@ from typing import Any
 
 from leveret.errors import AMQPError, ReplyCode
 from leveret.management.backend import Backend
-from leveret.management.shapes import RABBITMQ_COMPAT_VERSION, jsonable
+from leveret.management.shapes import (
+    RABBITMQ_COMPAT_VERSION,
+    binding_definition,
+    exchange_definition,
+    jsonable,
+)
 
 HASHING_ALGORITHM = "rabbit_password_hashing_sha256"
 
@@ -59,27 +64,12 @@ def export_definitions(backend: Backend, users: dict[str, str], vhost: str | Non
         if not q.exclusive
     ]
     exchanges = [
-        {
-            "name": x.name,
-            "vhost": x.vhost,
-            "type": x.type,
-            "durable": x.durable,
-            "auto_delete": x.auto_delete,
-            "internal": x.internal,
-            "arguments": jsonable(x.arguments),
-        }
+        exchange_definition(x)
         for x in backend.exchanges(vhost)
         if x.name != "" and not x.name.startswith("amq.")
     ]
     bindings = [
-        {
-            "source": b.source,
-            "vhost": b.vhost,
-            "destination": b.destination,
-            "destination_type": b.destination_type,
-            "routing_key": b.routing_key,
-            "arguments": jsonable(b.arguments),
-        }
+        binding_definition(b)
         for b in backend.bindings(vhost)
         if b.source != ""
     ]

@@ -123,7 +123,8 @@ def queue_json(q: QueueSnapshot, node: str, rates: RateSampler | None) -> JSON:
     return out
 
 
-def exchange_json(x: ExchangeSnapshot) -> JSON:
+def exchange_definition(x: ExchangeSnapshot) -> JSON:
+    """An exchange as the definitions document lists it (and the core of ``GET /api/exchanges``)."""
     return {
         "name": x.name,
         "vhost": x.vhost,
@@ -132,9 +133,11 @@ def exchange_json(x: ExchangeSnapshot) -> JSON:
         "auto_delete": x.auto_delete,
         "internal": x.internal,
         "arguments": jsonable(x.arguments),
-        "user_who_performed_action": "rmq-internal",
-        "policy": None,
     }
+
+
+def exchange_json(x: ExchangeSnapshot) -> JSON:
+    return {**exchange_definition(x), "user_who_performed_action": "rmq-internal", "policy": None}
 
 
 def properties_key(routing_key: str, arguments: Mapping[str, Any]) -> str:
@@ -145,7 +148,8 @@ def properties_key(routing_key: str, arguments: Mapping[str, Any]) -> str:
     return f"{quote(routing_key, safe='')}~{digest[:22]}"
 
 
-def binding_json(b: BindingSnapshot) -> JSON:
+def binding_definition(b: BindingSnapshot) -> JSON:
+    """A binding as the definitions document lists it (and the core of ``GET /api/bindings``)."""
     return {
         "source": b.source,
         "vhost": b.vhost,
@@ -153,8 +157,11 @@ def binding_json(b: BindingSnapshot) -> JSON:
         "destination_type": b.destination_type,
         "routing_key": b.routing_key,
         "arguments": jsonable(b.arguments),
-        "properties_key": properties_key(b.routing_key, b.arguments),
     }
+
+
+def binding_json(b: BindingSnapshot) -> JSON:
+    return {**binding_definition(b), "properties_key": properties_key(b.routing_key, b.arguments)}
 
 
 def connection_json(c: ConnectionSnapshot, node: str) -> JSON:
