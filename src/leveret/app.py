@@ -66,6 +66,7 @@ class App:
             marker.unlink(missing_ok=True)
         self.store = open_store(s)
         recovered = self.store.open()
+        self.store.attach_loop(asyncio.get_running_loop())
         self.broker = Broker(
             self.store,
             clock=time.monotonic,

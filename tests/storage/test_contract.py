@@ -112,11 +112,50 @@ class SqliteBackend(Backend):
             release.set()
 
 
+class InlineSqliteBackend(SqliteBackend):
+    """The SQLite store as the broker runs it: attached to a "loop", so small synced turns
+    commit on the caller's thread. Kicks run at once, except inside ``one_batch``, where
+    they wait for the end of the block (one loop turn)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.held: list[Callable[[], object]] | None = None
+        self.sqlite.attach_loop(self)
+
+    def call_soon(self, fn: Callable[[], object], /) -> None:
+        if self.held is None:
+            fn()
+        else:
+            self.held.append(fn)
+
+    def call_later(self, delay: float, fn: Callable[[], object], /) -> None:
+        self.call_soon(fn)  # no clock here: "later" is the end of the turn
+
+    def reopen(self) -> Recovered:
+        r = super().reopen()
+        self.sqlite.attach_loop(self)
+        return r
+
+    @contextmanager
+    def one_batch(self) -> Iterator[None]:
+        self.held = []
+        try:
+            yield
+        finally:
+            held, self.held = self.held, None
+            for fn in held:
+                fn()
+
+
 def make_backend(kind: str, directory: Path) -> Backend:
-    return MemoryBackend() if kind == "memory" else SqliteBackend(directory / "leveret.db")
+    if kind == "memory":
+        return MemoryBackend()
+    if kind == "sqlite-inline":
+        return InlineSqliteBackend(directory / "leveret.db")
+    return SqliteBackend(directory / "leveret.db")
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-inline"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     b = make_backend(request.param, tmp_path)
     yield b
@@ -469,7 +508,7 @@ _ops = st.lists(
 )
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "sqlite-inline"])
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=_ops, batched=st.booleans())
 def test_random_operations_match_a_reference_model(

@@ -21,6 +21,7 @@ import pytest
 import leveret
 from leveret.storage.base import MessageRecord, Recovered
 from leveret.storage.sqlite import SqliteStore
+from tests.wal import wal_end
 
 V = "/"
 SRC = str(Path(leveret.__file__).resolve().parents[1])
@@ -32,6 +33,7 @@ import sys, threading
 from pathlib import Path
 from leveret.storage.base import MessageRecord
 from leveret.storage.sqlite import SqliteStore
+from tests.wal import wal_end
 
 store = SqliteStore(Path(sys.argv[1]))
 next_id = store.open().next_msg_id
@@ -58,6 +60,7 @@ import sys, threading, time
 from pathlib import Path
 from leveret.storage.base import MessageRecord
 from leveret.storage.sqlite import SqliteStore
+from tests.wal import wal_end
 
 store = SqliteStore(Path(sys.argv[1]), checkpoint_pages=1_000_000)
 store.open()
@@ -137,6 +140,12 @@ def copy(crashed: Path, tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "leveret.db"
 
 
+def test_the_wal_is_preallocated_past_its_frames(copy: Path) -> None:
+    wal = Path(f"{copy}-wal")
+    assert 100 * 300 < wal_end(wal) < wal.stat().st_size
+    assert not any(wal.read_bytes()[wal_end(wal) :]), "past the frames: zeros only"
+
+
 def still_writable(db: Path) -> None:
     store = SqliteStore(db)
     before = store.open().messages.get((V, "q"), [])
@@ -155,14 +164,17 @@ def test_untouched_crash_recovers_every_commit(copy: Path) -> None:
 @pytest.mark.parametrize("cut", [1, 100, 4000])
 def test_truncated_wal_tail_drops_only_the_torn_commit(copy: Path, cut: int) -> None:
     wal = Path(f"{copy}-wal")
-    os.truncate(wal, wal.stat().st_size - cut)
+    os.truncate(wal, wal_end(wal) - cut)
     _, got = recover(copy)
     assert got == list(range(1, 91))
     still_writable(copy)
 
 
 def test_garbage_after_the_wal_tail_is_ignored(copy: Path) -> None:
-    with open(f"{copy}-wal", "ab") as f:
+    wal = Path(f"{copy}-wal")
+    end = wal_end(wal)
+    with open(wal, "r+b") as f:
+        f.seek(end)
         f.write(os.urandom(10_000))
     _, got = recover(copy)
     assert got == list(range(1, 101))
@@ -170,8 +182,10 @@ def test_garbage_after_the_wal_tail_is_ignored(copy: Path) -> None:
 
 
 def test_garbage_over_the_last_wal_frame_drops_that_commit(copy: Path) -> None:
-    with open(f"{copy}-wal", "r+b") as f:
-        f.seek(-3000, os.SEEK_END)
+    wal = Path(f"{copy}-wal")
+    end = wal_end(wal)
+    with open(wal, "r+b") as f:
+        f.seek(end - 3000)
         f.write(os.urandom(3000))
     _, got = recover(copy)
     assert got == list(range(1, 91))

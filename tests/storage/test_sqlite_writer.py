@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -131,6 +133,163 @@ def test_group_commit_calls_every_waiting_callback_in_order(tmp_path: Path) -> N
     assert synced(store)
     assert order == list(range(1, 1001))
     assert store.pending() == 0
+    store.close()
+
+
+class FakeLoop:
+    """Collects what the store schedules; the test decides when a turn ends or a timer fires."""
+
+    def __init__(self) -> None:
+        self.soon: list[Callable[[], object]] = []
+        self.later: list[tuple[float, Callable[[], object]]] = []
+
+    def call_soon(self, fn: Callable[[], object], /) -> None:
+        self.soon.append(fn)
+
+    def call_later(self, delay: float, fn: Callable[[], object], /) -> None:
+        self.later.append((delay, fn))
+
+    def run_once(self) -> None:
+        """One loop iteration: what was scheduled before it runs, in order."""
+        soon, self.soon = self.soon, []
+        for fn in soon:
+            fn()
+
+    def end_turn(self) -> None:
+        """Iterate until nothing more is scheduled (timers are left to the test)."""
+        while self.soon:
+            self.run_once()
+
+
+def committed_ids(path: Path) -> list[int]:
+    """Message ids a fresh connection sees: what is in the file, not in the writer's hands."""
+    conn = sqlite3.connect(path)
+    try:
+        return [r[0] for r in conn.execute("SELECT msg_id FROM messages ORDER BY msg_id")]
+    finally:
+        conn.close()
+
+
+def wait_until(check: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + WAIT
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_attached_store_commits_a_small_synced_turn_on_the_loop_thread(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+    store.open()
+    loop = FakeLoop()
+    store.attach_loop(loop)
+    seen: list[tuple[int, list[int]]] = []
+    for i in (1, 2, 3):
+        store.append(V, "q", msg(i))
+    store.remove(V, "q", [2])
+    store.sync(lambda: seen.append((threading.get_ident(), committed_ids(tmp_path / "s.db"))))
+    assert len(loop.soon) == 1, "one kick per turn, however many operations"
+    assert seen == [] and store.pending() == 5, "nothing is written before the turn ends"
+    loop.soon.append(lambda: seen.append((0, [])))  # stands for a delivery written this turn
+    loop.run_once()
+    assert seen == [(0, [])] and len(loop.soon) == 1, "the kick goes round once more first"
+    seen.clear()
+    loop.end_turn()
+    # The callback ran in place, after the commit: what it confirms is in the file.
+    assert seen == [(threading.get_ident(), [1, 3])]
+    assert store.pending() == 0 and loop.later == []
+    store.append(V, "q", msg(4))
+    assert len(loop.soon) == 1, "the next turn schedules a new kick"
+    store.close()
+    assert committed_ids(tmp_path / "s.db") == [1, 3, 4], "close() writes what no kick handed over"
+
+
+def test_a_turn_without_sync_waits_for_the_next_sync_or_the_timer(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+    store.open()
+    loop = FakeLoop()
+    store.attach_loop(loop)
+    store.append(V, "q", msg(1))
+    store.append(V, "q", msg(2))
+    store.sync(lambda: None)
+    loop.end_turn()
+    assert committed_ids(tmp_path / "s.db") == [1, 2]
+    # A consumer's ack: nobody waits for it, so no commit of its own...
+    store.remove(V, "q", [1])
+    loop.end_turn()
+    assert store.pending() == 1 and len(loop.later) == 1 and loop.later[0][0] <= 0.01
+    # ... it rides along with the next confirmed publish, in the same commit.
+    store.append(V, "q", msg(3))
+    store.sync(lambda: None)
+    loop.end_turn()
+    assert committed_ids(tmp_path / "s.db") == [2, 3] and store.pending() == 0
+    loop.later.pop()[1]()  # the timer finds nothing to do
+    # Without a sync to come, the timer hands it to the writer.
+    store.remove(V, "q", [2])
+    loop.end_turn()
+    assert len(loop.later) == 1
+    assert committed_ids(tmp_path / "s.db") == [2, 3]
+    loop.later.pop()[1]()
+    assert wait_until(lambda: committed_ids(tmp_path / "s.db") == [3])
+    store.close()
+
+
+def test_attached_store_leaves_big_turns_to_the_writer(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db", inline_max=4)
+    store.open()
+    loop = FakeLoop()
+    store.attach_loop(loop)
+    threads: list[int] = []
+    done = threading.Event()
+    for i in range(1, 5):
+        store.append(V, "q", msg(i))
+    store.sync(lambda: (threads.append(threading.get_ident()), done.set()))  # 5 ops > inline_max
+    loop.end_turn()
+    assert done.wait(WAIT)
+    assert threads[0] != threading.get_ident(), "a big turn is committed by the writer thread"
+    assert committed_ids(tmp_path / "s.db") == [1, 2, 3, 4]
+    store.close()
+
+
+def test_a_turn_that_finds_the_writer_busy_waits_for_it_and_keeps_order(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db", inline_max=2)
+    store.open()
+    loop = FakeLoop()
+    store.attach_loop(loop)
+    parked, release = threading.Event(), threading.Event()
+
+    def park() -> None:  # holds the writer (and its lock) inside a batch
+        parked.set()
+        release.wait(WAIT)
+
+    store.append(V, "q", msg(1))
+    store.append(V, "q", msg(2))
+    store.sync(park)  # 3 ops > inline_max: the writer takes it
+    loop.end_turn()
+    assert parked.wait(WAIT)
+    order: list[str] = []
+    finished = threading.Event()
+    store.remove(V, "q", [1])
+    store.sync(lambda: (order.append("second"), finished.set()))  # small, but the writer is busy
+    loop.end_turn()
+    assert order == [] and store.pending() == 2, "the loop must not commit behind a busy writer"
+    release.set()
+    assert finished.wait(WAIT)
+    assert committed_ids(tmp_path / "s.db") == [2]
+    store.close()
+
+
+def test_reading_bodies_applies_what_is_pending_in_place(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+    store.open()
+    loop = FakeLoop()
+    store.attach_loop(loop)
+    store.append(V, "q", msg(1, b"one"))
+    store.append(V, "q", msg(2, b"two"))
+    assert store.read_bodies(V, "q", [1, 2, 3]) == {1: b"one", 2: b"two"}  # before any kick
+    assert store.pending() == 0
+    loop.end_turn()  # the kick finds nothing left to do
     store.close()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -343,12 +344,24 @@ class AMQPServerProtocol(asyncio.Protocol):
                 ch.send_confirm(ch.confirm_seq)
         self.confirm_dirty.clear()
         if need_sync:
-            loop = self.loop
+            self.when_durable(self._synced, need_sync)
 
-            def durable() -> None:  # runs on the store's writer thread
-                loop.call_soon_threadsafe(self._synced, need_sync)
+    def when_durable(self, fn: Any, *args: Any) -> None:
+        """Run ``fn(*args)`` on the loop once everything stored so far is durable.
 
-            self.broker.store.sync(durable)
+        The store calls back on its writer thread, or on the loop thread itself when it
+        committed in place at the end of a turn: then ``fn`` runs at once, which saves
+        a loop iteration and two syscalls on every confirm of a lone publisher.
+        """
+        loop, loop_thread = self.loop, threading.get_ident()
+
+        def durable() -> None:
+            if threading.get_ident() == loop_thread:
+                fn(*args)
+            else:
+                loop.call_soon_threadsafe(fn, *args)
+
+        self.broker.store.sync(durable)
 
     def _synced(self, done: list[tuple[ServerChannel, int]]) -> None:
         for ch, upto in done:
@@ -370,12 +383,7 @@ class AMQPServerProtocol(asyncio.Protocol):
             return
         self.awaiting_sync = [(channel, data)]
         self.pause_input("sync")
-        loop = self.loop
-
-        def durable() -> None:  # runs on the store's writer thread
-            loop.call_soon_threadsafe(self._declare_synced)
-
-        self.broker.store.sync(durable)
+        self.when_durable(self._declare_synced)
 
     def _declare_synced(self) -> None:
         replies, self.awaiting_sync = self.awaiting_sync or [], None

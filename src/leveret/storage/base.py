@@ -93,6 +93,14 @@ class Recovered:
     seconds: float = 0.0  # how long recovery took
 
 
+class LoopLike(Protocol):
+    """The two calls of an asyncio event loop a store may use (see :meth:`Store.attach_loop`)."""
+
+    def call_soon(self, callback: Callable[[], object], /) -> object: ...
+
+    def call_later(self, delay: float, callback: Callable[[], object], /) -> object: ...
+
+
 class Store(Protocol):
     def open(self) -> Recovered:
         """Open (creating if needed), recover after a crash (a torn tail is dropped), return the contents."""
@@ -149,6 +157,13 @@ class Store(Protocol):
 
         Callbacks run in the order their ``sync`` calls were made. An exception raised
         by a callback is logged and does not affect the store or other callbacks.
+        """
+
+    def attach_loop(self, loop: LoopLike) -> None:
+        """Optional tuning: the caller runs ``loop`` and calls every mutating method on its thread.
+
+        A store may use the loop to hand work over once per turn (and to commit small turns
+        in place); a store that gains nothing from it ignores it.
         """
 
     def pending(self) -> int:

@@ -19,6 +19,7 @@ from dataclasses import replace
 from leveret.storage.base import (
     BindingRecord,
     ExchangeRecord,
+    LoopLike,
     MessageRecord,
     QueueRecord,
     Recovered,
@@ -127,6 +128,9 @@ class MemoryStore:
             callback()
         except Exception:
             log.exception("storage sync callback failed")
+
+    def attach_loop(self, loop: LoopLike) -> None:
+        """Nothing to hand over: every operation is done when its call returns."""
 
     def pending(self) -> int:
         return 0
