@@ -33,8 +33,17 @@ def start_ok(
 class RawClient:
     """One TCP connection; ``send`` methods, ``recv`` the next (channel, frame)."""
 
-    def __init__(self, port: int, timeout: float = 5.0, host: str = "127.0.0.1") -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port: int, timeout: float = 5.0, host: str = "127.0.0.1", rcvbuf: int | None = None) -> None:
+        """``rcvbuf``: SO_RCVBUF, set before connecting. Shrinking it on a connected loopback socket
+        leaves the sender facing a zero window that only zero-window probes reopen, with exponential
+        backoff (measured: a 0.35 s gap per stall, growing): the "slow consumer" test stalled that way."""
+        if rcvbuf is None:
+            self.sock = socket.create_connection((host, port), timeout=timeout)
+        else:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(timeout)
+            self.sock.connect((host, port))
         self.buf = b""
         self.frame_max = 131072
 

@@ -6,7 +6,6 @@ publishers are paused while an alarm is on, while consumers keep being served.
 
 from __future__ import annotations
 
-import socket
 import time
 from typing import Any
 
@@ -42,8 +41,7 @@ def test_consumer_that_does_not_read_is_paused_and_its_messages_stay_queued(brok
     pub = pika.BlockingConnection(params(broker.port))
     pch = pub.channel()
     pch.queue_declare("slow")
-    with Witness(broker.port), RawClient(broker.port) as c:
-        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    with Witness(broker.port), RawClient(broker.port, rcvbuf=16384) as c:
         c.handshake()
         c.open_channel(1)
         c.send(1, C.Basic.Consume(queue="slow", consumer_tag="lazy", no_ack=True))
