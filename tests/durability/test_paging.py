@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pika
+from pamqp import commands as C
+from pamqp import frame as pframe
 
+from tests.e2e.raw import RawClient
 from tests.helpers import ThreadBroker
 
 
@@ -76,5 +80,38 @@ def test_paged_queue_survives_restart(tmp_path: Path) -> None:
             got.append(body)
         assert got == [b"x" * 500 + b"%d" % i for i in range(500)]
         conn.close()
+    finally:
+        b.stop()
+
+
+def test_input_held_behind_a_durable_declare_can_page_in(tmp_path: Path) -> None:
+    # A client that pipelines a durable queue.declare and a basic.get on a deep paged queue: the
+    # get waits for the declare's fsync, then runs inside the store's in-place commit callback and
+    # has to read bodies back from the store (this hung for 60 s when the callback held its lock).
+    b = ThreadBroker(storage="sqlite", data_dir=tmp_path, queue_ram_limit=5_000).start()
+    try:
+        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", b.port))
+        ch = conn.channel()
+        ch.queue_declare("deep", durable=True)
+        ch.confirm_delivery()
+        for i in range(100):
+            ch.basic_publish("", "deep", b"%04d" % i + b"x" * 1000, pika.BasicProperties(delivery_mode=2))
+        conn.close()
+        in_ram = _bodies_in_ram(b, "deep")[0]
+        assert in_ram < 10, "most of the queue must be paged out"
+        gets = in_ram + 5  # the last ones need bodies read back from the store
+        with RawClient(b.port, timeout=10) as c:
+            c.handshake()
+            c.open_channel(1)
+            c.send_raw(
+                pframe.marshal(C.Queue.Declare(queue="another", durable=True), 1)
+                + pframe.marshal(C.Basic.Get(queue="deep", no_ack=True), 1) * gets
+            )
+            started = time.monotonic()
+            c.expect(C.Queue.DeclareOk)
+            for i in range(gets):
+                method, _, body = c.recv_message()
+                assert isinstance(method, C.Basic.GetOk) and body.startswith(b"%04d" % i)
+            assert time.monotonic() - started < 5
     finally:
         b.stop()

@@ -293,6 +293,29 @@ def test_reading_bodies_applies_what_is_pending_in_place(tmp_path: Path) -> None
     store.close()
 
 
+@pytest.mark.timeout(30)
+def test_a_callback_run_in_place_may_use_the_store(tmp_path: Path) -> None:
+    # The broker's callback for a durable declare goes on to handle the input held behind it,
+    # which can page in a deep queue (read_bodies) or submit more: it must not find the store locked.
+    store = SqliteStore(tmp_path / "s.db")
+    store.open()
+    loop = FakeLoop()
+    store.attach_loop(loop)
+    got: list[dict[int, bytes]] = []
+
+    def then_read() -> None:
+        store.append(V, "q", msg(2, b"two"))
+        got.append(store.read_bodies(V, "q", [1, 2]))
+
+    store.append(V, "q", msg(1, b"one"))
+    store.sync(then_read)
+    started = time.monotonic()
+    loop.end_turn()
+    assert got == [{1: b"one", 2: b"two"}]
+    assert time.monotonic() - started < 5
+    store.close()
+
+
 def test_life_cycle_errors(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "s.db")
     store.open()

@@ -341,10 +341,12 @@ class SqliteStore:
             return
         self._urgent = False
         if len(ops) <= self._inline_max and self._lock.acquire(blocking=False):
+            later: list[Callable[[], None]] = []
             try:
-                self._apply_here()
+                self._apply_here(later)
             finally:
                 self._lock.release()
+            _run_callbacks(later)
             if not ops and not self._checkpoint_due():
                 return
         self._wake.set()
@@ -382,11 +384,13 @@ class SqliteStore:
         # if the writer is busy, wait for it to finish its batch, then take over.
         if not self._lock.acquire(timeout=60):
             raise RuntimeError("the store did not answer a read within 60 s")
+        later: list[Callable[[], None]] = []
         try:
             while not done.is_set() and self._conn is not None:
-                self._apply_here()
+                self._apply_here(later)
         finally:
             self._lock.release()
+        _run_callbacks(later)
         if self._ops or self._checkpoint_due():
             self._wake.set()
         if not done.is_set():
@@ -592,14 +596,18 @@ class SqliteStore:
             with lock:
                 self._shutdown()
 
-    def _apply_here(self) -> None:
-        """Apply one batch on the calling (loop) thread; caller holds ``_lock``."""
+    def _apply_here(self, later: list[Callable[[], None]]) -> None:
+        """Apply one batch on the calling (loop) thread; caller holds ``_lock``.
+
+        The batch's callbacks are added to ``later``, for the caller to run once it has
+        released the lock: a callback may use the store again (the broker's does).
+        """
         if self._conn is None:  # the writer has shut down
             return
-        if not self._drain_and_apply(checkpoint=False):
+        if not self._drain_and_apply(checkpoint=False, later=later):
             self._shutdown()  # a close() raced in; the writer sees _conn None and exits
 
-    def _drain_and_apply(self, *, checkpoint: bool) -> bool:
+    def _drain_and_apply(self, *, checkpoint: bool, later: list[Callable[[], None]] | None = None) -> bool:
         """Pop and apply one batch (caller holds ``_lock``); return False after a close op."""
         ops = self._ops
         popleft = ops.popleft
@@ -609,10 +617,19 @@ class SqliteStore:
             if op[0] >= _SYNC:
                 durable = True
                 break
-        return self._process(batch, durable, checkpoint)
+        return self._process(batch, durable, checkpoint, later)
 
-    def _process(self, batch: list[tuple[Any, ...]], durable: bool, checkpoint: bool) -> bool:
-        """Apply one batch, run its callbacks, maybe checkpoint; return False after a close op."""
+    def _process(
+        self,
+        batch: list[tuple[Any, ...]],
+        durable: bool,
+        checkpoint: bool,
+        later: list[Callable[[], None]] | None = None,
+    ) -> bool:
+        """Apply one batch, run its callbacks (or add them to ``later``), maybe checkpoint.
+
+        Returns False after a close op.
+        """
         closing = any(op[0] == _CLOSE for op in batch) if durable else False
         if self._error is not None:
             for op in batch:
@@ -624,11 +641,10 @@ class SqliteStore:
         except Exception as exc:
             self._fail(exc)
             return not closing
-        for callback in callbacks:
-            try:
-                callback()
-            except Exception:
-                log.exception("storage sync callback failed")
+        if later is None:
+            _run_callbacks(callbacks)
+        else:
+            later.extend(callbacks)
         if checkpoint and not closing:
             self._maybe_checkpoint()
         return not closing
@@ -806,6 +822,14 @@ class SqliteStore:
             log.warning("storage %s: final checkpoint failed: %s", self._path, exc)
         finally:
             conn.close()
+
+
+def _run_callbacks(callbacks: list[Callable[[], None]]) -> None:
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            log.exception("storage sync callback failed")
 
 
 def _write_messages(
