@@ -215,3 +215,23 @@ def test_recovery_line_is_logged(start: Start) -> None:
 def test_disk_free_limit_option_sets_the_alarm(start: Start) -> None:
     b = start("--disk-free-limit", str(10**18))  # more than any disk: the alarm is set at once
     wait_for(lambda: any("disk free space alarm set" in line for line in b.log), timeout=5)
+
+
+def test_a_priority_queue_keeps_its_order_across_a_restart(start: Start) -> None:
+    b = start()
+    conn = connect(b)
+    ch = conn.channel()
+    ch.queue_declare("prio", durable=True, arguments={"x-max-priority": 5})
+    ch.confirm_delivery()
+    published = [(b"a1", 1), (b"b5", 5), (b"c0", None), (b"d9", 9), (b"e1", 1), (b"f5", 5)]
+    for body, prio in published:
+        ch.basic_publish("", "prio", body, pika.BasicProperties(delivery_mode=2, priority=prio))
+    first = ch.basic_get("prio", auto_ack=False)  # 9 counts as 5, and b5 was published first
+    assert first[2] == b"b5"
+    close_quietly(conn)  # first goes back, redelivered
+    b = restart(b, start)
+    conn = connect(b)
+    ch = conn.channel()
+    got = [(body, m.redelivered) for m, _, body in get_all(ch, "prio")]
+    assert got == [(b"b5", True), (b"d9", False), (b"f5", False), (b"a1", False), (b"e1", False), (b"c0", False)]
+    close_quietly(conn)

@@ -7,6 +7,9 @@ from typing import Any
 from leveret.errors import ChannelError, ReplyCode, precondition_failed
 
 QUEUE_TYPES = ("classic", "quorum")
+# Arguments RabbitMQ 3.10 refuses on a quorum queue (checked against a real node; x-foo and other
+# unknown arguments are accepted).
+CLASSIC_ONLY_ARGS = ("x-max-priority", "x-queue-mode", "x-queue-master-locator", "x-queue-version")
 
 # Arguments RabbitMQ compares when a queue is declared again.
 EQUIVALENCE_ARGS = (
@@ -126,6 +129,11 @@ def validate_queue(name: str, vhost: str, durable: bool, exclusive: bool, auto_d
         for prop, bad in (("non-durable", not durable), ("exclusive-declare", exclusive), ("auto-delete", auto_delete)):
             if bad:
                 raise precondition_failed(f"invalid property '{prop}' for queue '{name}' in vhost '{vhost}'")
+        for key in CLASSIC_ONLY_ARGS:
+            if key in args:
+                raise precondition_failed(
+                    f"invalid arg '{key}' for queue '{name}' in vhost '{vhost}' of queue type rabbit_quorum_queue"
+                )
     ms_argument(args, "x-consumer-timeout", where)
     if "x-expires" in args:
         check_int("x-expires", args["x-expires"], where, positive=True, maximum=MAX_EXPIRY)

@@ -12,12 +12,13 @@ class Message:
     durable queue), so acks and deliveries must be journalled. ``body`` is None while
     the message is paged out to the store (a deep queue); ``size`` is always its length.
     ``expires`` is the clock time its TTL runs out (queue ``x-message-ttl`` or its own
-    ``expiration``, the smaller), None when it has none.
+    ``expiration``, the smaller), None when it has none. ``priority`` is its level in a
+    priority queue (0 elsewhere).
     """
 
     __slots__ = (
         "msg_id", "exchange", "routing_key", "properties", "body", "size", "persistent", "redelivered", "stored",
-        "expires",
+        "expires", "priority",
     )  # fmt: skip
 
     def __init__(
@@ -40,6 +41,7 @@ class Message:
         self.redelivered = redelivered
         self.stored = False
         self.expires: float | None = None
+        self.priority = 0
 
     def copy(self) -> Message:
         m = Message(
@@ -47,6 +49,7 @@ class Message:
         )
         m.size = self.size
         m.expires = self.expires
+        m.priority = self.priority
         return m
 
     def __repr__(self) -> str:

@@ -17,6 +17,7 @@ from leveret.errors import precondition_failed
 
 FLAG_HEADERS = 0x2000
 FLAG_EXPIRATION = 0x0100
+FLAG_PRIORITY = 0x0800
 
 # (flag, kind) in wire order: s = shortstr, t = table, o = octet, q = 64-bit timestamp
 _FIELDS = (
@@ -41,6 +42,23 @@ REJECTED, EXPIRED, MAXLEN = "rejected", "expired", "maxlen"
 def has_expiration(properties: bytes) -> bool:
     """True when the expiration flag is set (the hot path's only look at properties)."""
     return bool(properties) and properties[0] & (FLAG_EXPIRATION >> 8) != 0
+
+
+def priority(properties: bytes) -> int:
+    """The ``priority`` property (an octet), 0 when it is absent."""
+    if len(properties) < 2 or not properties[0] & (FLAG_PRIORITY >> 8):
+        return 0
+    flags = properties[0]
+    pos = 2
+    if flags & 0x80:  # content-type
+        pos += 1 + properties[pos]
+    if flags & 0x40:  # content-encoding
+        pos += 1 + properties[pos]
+    if flags & 0x20:  # headers
+        pos += 4 + _u32.unpack_from(properties, pos)[0]
+    if flags & 0x10:  # delivery-mode
+        pos += 1
+    return properties[pos]
 
 
 def _split(properties: bytes) -> tuple[int, dict[int, bytes]]:

@@ -1,6 +1,7 @@
 """Queues: ready messages in order, consumers served round-robin.
 
-A queue holds its ready messages in a deque ordered by ``msg_id``; deliveries
+A queue holds its ready messages in a deque ordered by ``msg_id`` (a priority queue, one
+deque per level: :mod:`leveret.model.priority`); deliveries
 waiting for an ack live on the channel that received them (see
 :mod:`leveret.model.channel`). Requeued messages go back to their original
 position with ``redelivered`` set.
@@ -23,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from leveret.errors import ChannelError
 from leveret.model.message import Message
-from leveret.model.properties import EXPIRED, MAXLEN, REJECTED, expiration_ms, has_expiration
+from leveret.model.priority import PriorityReady
+from leveret.model.properties import EXPIRED, MAXLEN, REJECTED, expiration_ms, has_expiration, priority
 from leveret.storage.base import MessageRecord, Store
 
 PAGE_IN_BATCH = 512  # bodies read back from the store at a time
@@ -93,7 +95,7 @@ class Queue:
         "vhost", "name", "durable", "exclusive_owner", "auto_delete", "arguments", "type", "consumer_timeout",
         "ready", "ready_bytes", "unacked", "unacked_bytes", "consumers", "_rr", "store", "had_consumer",
         "published", "delivered", "acked", "redelivered", "deleted", "page_limit",
-        "limits", "host", "ttl_watch", "used_at",
+        "limits", "host", "ttl_watch", "used_at", "max_priority",
     )  # fmt: skip
 
     def __init__(
@@ -118,7 +120,10 @@ class Queue:
         self.arguments = arguments
         self.type = str(arguments.get("x-queue-type", "classic"))
         self.consumer_timeout = consumer_timeout  # x-consumer-timeout, ms
-        self.ready: deque[Message] = deque()
+        # x-max-priority (classic queues; RabbitMQ 3.x ignores it on quorum queues): 0 = none.
+        mp = arguments.get("x-max-priority") if self.type == "classic" else None
+        self.max_priority = mp if type(mp) is int and 0 < mp <= 255 else 0
+        self.ready: deque[Message] | PriorityReady = PriorityReady(self.max_priority) if self.max_priority else deque()
         self.ready_bytes = 0
         self.unacked = 0
         self.unacked_bytes = 0
@@ -149,6 +154,8 @@ class Queue:
 
         ``ttl`` is the message's own ``expiration`` in ms.
         """
+        if self.max_priority:
+            msg.priority = min(priority(msg.properties), self.max_priority)
         if self.limits is not None or ttl is not None:
             return self._publish_limited(msg, ttl)
         self.published += 1
@@ -271,6 +278,8 @@ class Queue:
         Its TTL starts again from now: the clock is monotonic, so an expiry cannot outlive the process.
         """
         msg.stored = True
+        if self.max_priority:
+            msg.priority = min(priority(msg.properties), self.max_priority)
         lim = self.limits
         if (lim is not None and lim.message_ttl is not None) or has_expiration(msg.properties):
             try:
@@ -298,12 +307,15 @@ class Queue:
         self.unacked -= len(msgs)
         if self.deleted:
             return
-        msgs.sort(key=_msg_id)
         ready = self.ready
-        if not ready or msgs[-1].msg_id < ready[0].msg_id:
-            ready.extendleft(reversed(msgs))
+        if isinstance(ready, PriorityReady):
+            ready.requeue(msgs)
         else:
-            self.ready = deque(merge(ready, msgs, key=_msg_id))
+            msgs.sort(key=_msg_id)
+            if not ready or msgs[-1].msg_id < ready[0].msg_id:
+                ready.extendleft(reversed(msgs))
+            else:
+                self.ready = deque(merge(ready, msgs, key=_msg_id))
         self.dispatch()
         if self.limits is not None:
             self._drop_head()
