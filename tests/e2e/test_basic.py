@@ -544,3 +544,21 @@ def test_new_qos_applies_to_existing_consumers(conn: Any, broker: ThreadBroker) 
     settle(conn)
     assert len(a.got) == 5
     assert queue_state(broker, "dq") == (5, 2)
+
+
+def test_user_id_must_be_the_authenticated_user(conn: Any) -> None:
+    # RabbitMQ validates user_id (3.10.8: same code and text); other properties are not checked.
+    ch = conn.channel()
+    ch.queue_declare("uid")
+    ch.confirm_delivery()
+    ch.basic_publish("", "uid", b"mine", pika.BasicProperties(user_id="guest", app_id="a", type="t"))
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch.basic_publish("", "uid", b"forged", pika.BasicProperties(user_id="bob", delivery_mode=2))
+    assert (e.value.reply_code, e.value.reply_text) == (
+        406,
+        "PRECONDITION_FAILED - user_id property set to 'bob' but authenticated user was 'guest'",
+    )
+    ch = conn.channel()  # the connection is fine
+    method, props, body = ch.basic_get("uid", auto_ack=True)
+    assert (body, props.user_id) == (b"mine", "guest")
+    assert ch.basic_get("uid", auto_ack=True)[0] is None, "the forged message was not enqueued"

@@ -52,16 +52,53 @@ def check_flag(what: str, name: str, vhost: str, arg: str, received: bool, curre
         )
 
 
+def _type_class(v: Any) -> str:
+    """rabbit_misc:type_class: integer widths are compatible with each other, nothing else mixes."""
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int):
+        return "int"
+    if isinstance(v, (bytes, str)):
+        return "longstr"
+    return amqp_type(v)
+
+
+def _same(r: Any, c: Any) -> bool:
+    if _type_class(r) != _type_class(c):
+        return False
+    if isinstance(r, (bytes, str)):
+        return _show(r) == _show(c)
+    return bool(r == c)
+
+
+def _declared_type(v: Any) -> str:
+    """The type a Python client most likely sent ``v`` as: pika and py-amqp send 32-bit ints as
+    'signedint' (the table keeps no wire types, so this is the best guess)."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return "signedint" if -(1 << 31) <= v < 1 << 31 else "long"
+    return amqp_type(v)
+
+
 def check_equivalent_args(name: str, vhost: str, received: dict[str, Any], current: dict[str, Any]) -> None:
+    """rabbit_misc:assert_args_equivalence, with its texts (checked against RabbitMQ 3.10.8).
+
+    Both present but different: ``received '20' but current is '10'`` (values only); one missing:
+    ``received none but current is the value '10' of type 'signedint'``.
+    """
     for arg in EQUIVALENCE_ARGS:
         r = received.get(arg)
         c = current.get(arg)
-        if r == c and type(r) is type(c):
-            continue
         if arg == "x-queue-type" and (r or "classic") == (c or "classic"):
             continue
-        rs = "none" if r is None else f"the value '{_show(r)}' of type '{amqp_type(r)}'"
-        cs = "none" if c is None else f"the value '{_show(c)}' of type '{amqp_type(c)}'"
+        if r is None and c is None:
+            continue
+        if r is not None and c is not None:
+            if _same(r, c):
+                continue
+            rs, cs = f"'{_show(r)}'", f"'{_show(c)}'"
+        else:
+            rs = "none" if r is None else f"the value '{_show(r)}' of type '{_declared_type(r)}'"
+            cs = "none" if c is None else f"the value '{_show(c)}' of type '{_declared_type(c)}'"
         raise precondition_failed(f"inequivalent arg '{arg}' for queue '{name}' in vhost '{vhost}': received {rs} but current is {cs}")
 
 

@@ -18,6 +18,7 @@ from leveret.errors import precondition_failed
 FLAG_HEADERS = 0x2000
 FLAG_EXPIRATION = 0x0100
 FLAG_PRIORITY = 0x0800
+FLAG_USER_ID = 0x0010
 
 # (flag, kind) in wire order: s = shortstr, t = table, o = octet, q = 64-bit timestamp
 _FIELDS = (
@@ -59,6 +60,16 @@ def priority(properties: bytes) -> int:
     if flags & 0x10:  # delivery-mode
         pos += 1
     return properties[pos]
+
+
+def check_user_id(properties: bytes, user: str) -> None:
+    """RabbitMQ refuses a publish whose ``user_id`` property is not the authenticated user (406)."""
+    if len(properties) < 2 or not properties[1] & FLAG_USER_ID:
+        return
+    raw = _split(properties)[1][FLAG_USER_ID][1:]
+    claimed = raw.decode("utf-8", "replace")
+    if claimed != user:
+        raise precondition_failed(f"user_id property set to '{claimed}' but authenticated user was '{user}'")
 
 
 def _split(properties: bytes) -> tuple[int, dict[int, bytes]]:

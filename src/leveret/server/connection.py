@@ -22,6 +22,7 @@ from leveret.errors import AMQPError, ChannelError, ConnectionError_, ReplyCode
 from leveret.model.channel import Channel
 from leveret.model.connection import ClientConnection
 from leveret.model.message import Message
+from leveret.model.properties import FLAG_USER_ID, check_user_id
 from leveret.protocol import codec
 from leveret.protocol.connection import AMQPConnection, BadProtocolHeader, ConnState
 from leveret.protocol.events import Ack, HeaderReceived, Heartbeat, MethodReceived, Nack, Publish, Reject
@@ -260,6 +261,9 @@ class AMQPServerProtocol(asyncio.Protocol):
                         continue
                     if ev.immediate:
                         raise ConnectionError_(ReplyCode.NOT_IMPLEMENTED, "immediate=true", 60, 40)
+                    props = ev.properties
+                    if len(props) > 1 and props[1] & FLAG_USER_ID:
+                        check_user_id(props, self.client.user)  # type: ignore[union-attr]
                     routed, stored, rejected = broker.publish(
                         self.client.vhost,  # type: ignore[union-attr]
                         ev.exchange, ev.routing_key, ev.properties, ev.body, codec.delivery_mode(ev.properties) == 2,
