@@ -235,3 +235,21 @@ def test_a_priority_queue_keeps_its_order_across_a_restart(start: Start) -> None
     got = [(body, m.redelivered) for m, _, body in get_all(ch, "prio")]
     assert got == [(b"b5", True), (b"d9", False), (b"f5", False), (b"a1", False), (b"e1", False), (b"c0", False)]
     close_quietly(conn)
+
+
+def test_an_alternate_exchange_survives_a_restart(start: Start) -> None:
+    b = start()
+    conn = connect(b)
+    ch = conn.channel()
+    ch.exchange_declare("ae", "fanout", durable=True)
+    ch.queue_declare("ae-q", durable=True)
+    ch.queue_bind("ae-q", "ae")
+    ch.exchange_declare("main", "direct", durable=True, arguments={"alternate-exchange": "ae"})
+    close_quietly(conn)
+    b = restart(b, start)
+    conn = connect(b)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.basic_publish("main", "unbound", b"kept", pika.BasicProperties(delivery_mode=2), mandatory=True)
+    assert ch.basic_get("ae-q", auto_ack=True)[2] == b"kept"
+    close_quietly(conn)

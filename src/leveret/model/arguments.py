@@ -79,13 +79,20 @@ def _declared_type(v: Any) -> str:
     return amqp_type(v)
 
 
-def check_equivalent_args(name: str, vhost: str, received: dict[str, Any], current: dict[str, Any]) -> None:
+def check_equivalent_args(
+    name: str,
+    vhost: str,
+    received: dict[str, Any],
+    current: dict[str, Any],
+    what: str = "queue",
+    keys: tuple[str, ...] = EQUIVALENCE_ARGS,
+) -> None:
     """rabbit_misc:assert_args_equivalence, with its texts (checked against RabbitMQ 3.10.8).
 
     Both present but different: ``received '20' but current is '10'`` (values only); one missing:
     ``received none but current is the value '10' of type 'signedint'``.
     """
-    for arg in EQUIVALENCE_ARGS:
+    for arg in keys:
         r = received.get(arg)
         c = current.get(arg)
         if arg == "x-queue-type" and (r or "classic") == (c or "classic"):
@@ -99,7 +106,7 @@ def check_equivalent_args(name: str, vhost: str, received: dict[str, Any], curre
         else:
             rs = "none" if r is None else f"the value '{_show(r)}' of type '{_declared_type(r)}'"
             cs = "none" if c is None else f"the value '{_show(c)}' of type '{_declared_type(c)}'"
-        raise precondition_failed(f"inequivalent arg '{arg}' for queue '{name}' in vhost '{vhost}': received {rs} but current is {cs}")
+        raise precondition_failed(f"inequivalent arg '{arg}' for {what} '{name}' in vhost '{vhost}': received {rs} but current is {cs}")
 
 
 def wire_type(v: Any) -> str:

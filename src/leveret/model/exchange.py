@@ -54,11 +54,14 @@ class Exchange:
         self.auto_delete = auto_delete
         self.internal = internal
         self.arguments = arguments or {}
+        # The "alternate-exchange" argument: where messages this exchange routes nowhere go.
+        ae = self.arguments.get("alternate-exchange")
+        self.alternate: str | None = ae.decode("utf-8", "replace") if isinstance(ae, bytes) else ae if isinstance(ae, str) else None
         self.bindings: dict[BindingKey, dict[str, Any]] = {}
         self._queues: Any = self._index([])
         self._exchanges: Any = self._index([])
         # True while routing needs no headers and reaches no exchange: VHost.route's fast path.
-        self.simple = not self.needs_headers
+        self.simple = not self.needs_headers and self.alternate is None
 
     # ---- bindings ------------------------------------------------------------------------------
 
@@ -98,7 +101,7 @@ class Exchange:
         xs = [(d, rk, args) for (t, d, rk, _), args in self.bindings.items() if t == EXCHANGE]
         self._queues = self._index(qs)
         self._exchanges = self._index(xs)
-        self.simple = not self.needs_headers and not xs
+        self.simple = not self.needs_headers and not xs and self.alternate is None
 
     # ---- routing -------------------------------------------------------------------------------
 

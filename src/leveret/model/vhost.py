@@ -176,6 +176,7 @@ class VHost:
             A.check_flag("exchange", name, self.name, "durable", durable, x.durable)
             A.check_flag("exchange", name, self.name, "auto_delete", auto_delete, x.auto_delete)
             A.check_flag("exchange", name, self.name, "internal", internal, x.internal)
+            A.check_equivalent_args(name, self.name, dict(arguments or {}), x.arguments, "exchange", ("alternate-exchange",))
             return x
         A.check_name("exchange", name)
         x = TYPES[type_](
@@ -279,7 +280,9 @@ class VHost:
 
         Follows exchange-to-exchange bindings (an exchange is visited at most once, so
         cycles end), whatever ``internal`` says: that only refuses direct publishes, which
-        the caller checks. A missing exchange routes nowhere. ``properties`` is the raw
+        the caller checks. An exchange whose bindings match nothing (neither queue nor
+        exchange) hands the message to its alternate exchange, if it has one, as
+        rabbit_exchange:route1 does. A missing exchange routes nowhere. ``properties`` is the raw
         content-header property section; its headers table is decoded only if a headers
         exchange is on the way.
         """
@@ -304,8 +307,12 @@ class VHost:
             x = work.pop()
             if x.needs_headers and headers is None:
                 headers = headers_table(properties)
-            found.update(dict.fromkeys(x.route(routing_key, headers)))
-            for xn in x.route_exchanges(routing_key, headers):
+            names = x.route(routing_key, headers)
+            found.update(dict.fromkeys(names))
+            xns = x.route_exchanges(routing_key, headers)
+            if not names and not xns and x.alternate is not None:
+                xns = [x.alternate]
+            for xn in xns:
                 if xn not in seen:
                     seen.add(xn)
                     nx = self.exchanges.get(xn)
