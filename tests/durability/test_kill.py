@@ -167,6 +167,24 @@ def test_durable_declare_survives_kill9_right_after_the_ok(start: Start) -> None
     close_quietly(conn)
 
 
+def test_a_committed_transaction_survives_kill9_right_after_commit_ok(start: Start) -> None:
+    b = start()
+    conn = connect(b)
+    ch = conn.channel()
+    ch.queue_declare("txq", durable=True)
+    ch.tx_select()
+    for i in range(20):
+        ch.basic_publish("", "txq", b"%d" % i, pika.BasicProperties(delivery_mode=2))
+    ch.tx_commit()
+    kill9(b)  # right after commit-ok: no later sync, no graceful close
+    b = start()
+    conn = connect(b)
+    ch = conn.channel()
+    got = [ch.basic_get("txq", auto_ack=True)[2] for _ in range(21)]
+    assert got == [b"%d" % i for i in range(20)] + [None]
+    close_quietly(conn)
+
+
 @pytest.mark.parametrize("damage", ["truncate", "corrupt"])
 def test_torn_wal_tail_recovers(start: Start, data_dir: Path, damage: str) -> None:
     b = start()

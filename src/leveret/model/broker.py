@@ -195,16 +195,21 @@ class Broker:
         """Route a message. Returns (routed to at least one queue, journalled in the store,
         refused by a queue's x-overflow: the confirm is a basic.nack)."""
         vh = self.vhosts[vhost]
-        x = vh.exchanges.get(exchange)
-        if x is None:
-            raise ChannelError(ReplyCode.NOT_FOUND, f"no exchange '{exchange}' in vhost '{vhost}'", 60, 40)
-        if x.internal:
-            raise ChannelError(ReplyCode.ACCESS_REFUSED, f"cannot publish to internal exchange '{exchange}' in vhost '{vhost}'", 60, 40)
-        ttl = expiration_ms(properties) if properties and properties[0] & 0x01 else None  # the expiration flag
+        ttl = self.check_publish(vhost, exchange, properties)
         self.published += 1
         return self._enqueue(
             vh.route(exchange, routing_key, properties), exchange, routing_key, properties, body, persistent, ttl
         )
+
+    def check_publish(self, vhost: str, exchange: str, properties: bytes) -> int | None:
+        """What basic.publish refuses before routing: a missing or internal exchange (404, 403), a bad
+        expiration (406). Returns the message's own TTL in ms (None without one)."""
+        x = self.vhosts[vhost].exchanges.get(exchange)
+        if x is None:
+            raise ChannelError(ReplyCode.NOT_FOUND, f"no exchange '{exchange}' in vhost '{vhost}'", 60, 40)
+        if x.internal:
+            raise ChannelError(ReplyCode.ACCESS_REFUSED, f"cannot publish to internal exchange '{exchange}' in vhost '{vhost}'", 60, 40)
+        return expiration_ms(properties) if properties and properties[0] & 0x01 else None  # the expiration flag
 
     def _enqueue(
         self, queues: list[Queue], exchange: str, routing_key: str, properties: bytes, body: bytes, persistent: bool,

@@ -85,7 +85,7 @@ class Consumer:
             return True
         if self.prefetch and len(self.deliveries) >= self.prefetch:
             return False
-        return not (ch.global_prefetch and len(ch.unacked) >= ch.global_prefetch)
+        return not (ch.global_prefetch and len(ch.unacked) + ch.tx_held >= ch.global_prefetch)
 
 
 class Channel:
@@ -105,6 +105,11 @@ class Channel:
         self.paused = False  # the connection's transport buffer is full
         self.confirm = False
         self.closed = False
+        # tx.select'ed: the acks/nacks/rejects waiting for tx.commit, as (requeue, deliveries),
+        # requeue None for an ack. They left ``unacked`` (a second ack of the tag is an error, as
+        # in RabbitMQ) but still count against prefetch until the commit. None: not transactional.
+        self.tx: list[tuple[bool | None, list[Delivery]]] | None = None
+        self.tx_held = 0
 
     def __repr__(self) -> str:
         return f"<Channel {self.number} unacked={len(self.unacked)} consumers={len(self.consumers)}>"
@@ -150,8 +155,11 @@ class Channel:
                 queue.store.mark_delivered(queue.vhost, queue.name, (msg.msg_id,))
         return tag, msg
 
-    def _take(self, tag: int, multiple: bool) -> list[Delivery]:
-        """Remove and return the deliveries an ack/nack/reject settles, or raise 406."""
+    def _take(self, tag: int, multiple: bool, detach: bool = True) -> list[Delivery]:
+        """Remove and return the deliveries an ack/nack/reject settles, or raise 406.
+
+        ``detach=False`` (a transaction) leaves them in their consumer's (or basic.get's) books.
+        """
         unacked = self.unacked
         if multiple:
             if tag == 0:
@@ -171,14 +179,21 @@ class Channel:
             if d is None:
                 raise precondition_failed(f"unknown delivery tag {tag}")
             taken = [d]
-        for d in taken:
-            if d.consumer is not None:
-                d.consumer.deliveries.pop(d.tag, None)
-            else:
-                self.gets.pop(d.tag, None)
+        if detach:
+            for d in taken:
+                self._detach(d)
         return taken
 
+    def _detach(self, d: Delivery) -> bool:
+        """Drop ``d`` from its consumer's (or basic.get's) books; False if it was no longer there."""
+        if d.consumer is not None:
+            return d.consumer.deliveries.pop(d.tag, None) is not None
+        return self.gets.pop(d.tag, None) is not None
+
     def ack(self, tag: int, multiple: bool) -> None:
+        if self.tx is not None:
+            self._tx_hold(None, self._take(tag, multiple, detach=False))
+            return
         queues: set[Queue] = set()
         for d in self._take(tag, multiple):
             d.queue.settle(d.msg)
@@ -187,6 +202,9 @@ class Channel:
 
     def reject(self, tag: int, multiple: bool, requeue: bool) -> None:
         """basic.nack / basic.reject."""
+        if self.tx is not None:
+            self._tx_hold(requeue, self._take(tag, multiple, detach=False))
+            return
         taken = self._take(tag, multiple)
         if requeue:
             self._requeue(taken)
@@ -196,6 +214,49 @@ class Channel:
                 d.queue.reject(d.msg)  # dead-lettered first when the queue has x-dead-letter-exchange
                 queues.add(d.queue)
             self._redispatch(queues)
+
+    # ---- transactions (tx.select / commit / rollback) -------------------------------------------
+
+    def tx_select(self) -> None:
+        if self.tx is None:
+            self.tx = []
+
+    def _tx_hold(self, requeue: bool | None, taken: list[Delivery]) -> None:
+        assert self.tx is not None
+        self.tx.append((requeue, taken))
+        self.tx_held += len(taken)
+
+    def tx_commit(self) -> None:
+        """Apply the held acks, nacks and rejects, in the order they came (publishes are the caller's)."""
+        assert self.tx is not None
+        pending, self.tx, self.tx_held = self.tx, [], 0
+        queues: set[Queue] = set()
+        for requeue, taken in pending:
+            # A delivery requeued meanwhile (consumer timeout in cancel mode) is no longer ours.
+            live = [d for d in taken if self._detach(d)]
+            if requeue:
+                self._requeue(live)
+                continue
+            for d in live:
+                if requeue is None:
+                    d.queue.settle(d.msg)
+                else:
+                    d.queue.reject(d.msg)
+                queues.add(d.queue)
+        self._redispatch(queues)
+
+    def tx_rollback(self) -> None:
+        """Forget the held acks, nacks and rejects: those deliveries are unacked again."""
+        assert self.tx is not None
+        pending, self.tx, self.tx_held = self.tx, [], 0
+        back = [d for _, taken in pending for d in taken if self._still_held(d)]
+        if back:
+            for d in back:
+                self.unacked[d.tag] = d
+            self.unacked = dict(sorted(self.unacked.items()))
+
+    def _still_held(self, d: Delivery) -> bool:
+        return (d.tag in d.consumer.deliveries) if d.consumer is not None else (d.tag in self.gets)
 
     def recover(self) -> None:
         """basic.recover(requeue=true): every unacked delivery goes back to its queue."""
@@ -268,6 +329,10 @@ class Channel:
             c.queue.remove_consumer(c)
         self.consumers.clear()
         taken = list(self.unacked.values())
+        if self.tx:  # acked in a transaction that was never committed: back to their queues
+            taken += [d for _, held in self.tx for d in held if self._still_held(d)]
+        self.tx = None
+        self.tx_held = 0
         self.unacked.clear()
         self.gets.clear()
         by_queue: dict[Queue, list[Message]] = {}

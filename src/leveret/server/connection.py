@@ -63,6 +63,7 @@ class ServerChannel:
 
     __slots__ = (
         "conn", "number", "model", "confirm_seq", "confirmed", "needs_sync", "syncs_in_flight", "dirty", "nacks",
+        "tx_publishes",
     )  # fmt: skip
 
     def __init__(self, conn: AMQPServerProtocol, number: int) -> None:
@@ -75,6 +76,7 @@ class ServerChannel:
         self.syncs_in_flight = 0
         self.dirty = False
         self.nacks: list[int] = []  # sequence numbers refused by a queue (x-overflow reject-publish), ascending
+        self.tx_publishes: list[Publish] = []  # held for tx.commit (the model holds the acks)
 
     # ChannelSink
     def deliver(self, consumer_tag: bytes, delivery_tag: int, msg: Message) -> None:
@@ -264,18 +266,17 @@ class AMQPServerProtocol(asyncio.Protocol):
                     props = ev.properties
                     if len(props) > 1 and props[1] & FLAG_USER_ID:
                         check_user_id(props, self.client.user)  # type: ignore[union-attr]
+                    if ch.model.tx is not None:  # checked now (404, 403, 406), routed at tx.commit
+                        broker.check_publish(self.client.vhost, ev.exchange, props)  # type: ignore[union-attr]
+                        ch.tx_publishes.append(ev)
+                        self.has_published = True
+                        continue
                     routed, stored, rejected = broker.publish(
                         self.client.vhost,  # type: ignore[union-attr]
                         ev.exchange, ev.routing_key, ev.properties, ev.body, codec.delivery_mode(ev.properties) == 2,
                     )  # fmt: skip
                     if not routed and ev.mandatory:
-                        broker.returned += 1
-                        self.write(
-                            codec.encode_return(
-                                ev.channel, ReplyCode.NO_ROUTE, "NO_ROUTE", ev.exchange, ev.routing_key,
-                                ev.properties, ev.body, self.amqp.frame_max,
-                            )  # fmt: skip
-                        )
+                        self.return_unroutable(ev)
                     if ch.model.confirm:
                         ch.confirm_publish(stored, rejected)
                     self.has_published = True
@@ -307,6 +308,30 @@ class AMQPServerProtocol(asyncio.Protocol):
                 what = ev.method.name if t is MethodReceived else t.__name__
                 self.internal_error(exc, f"handling {what}")
                 return
+
+    def return_unroutable(self, ev: Publish) -> None:
+        """basic.return 312 NO_ROUTE for a mandatory message that reached no queue."""
+        self.broker.returned += 1
+        self.write(
+            codec.encode_return(
+                ev.channel, ReplyCode.NO_ROUTE, "NO_ROUTE", ev.exchange, ev.routing_key,
+                ev.properties, ev.body, self.amqp.frame_max,
+            )  # fmt: skip
+        )
+
+    def commit_publishes(self, ch: ServerChannel) -> bool:
+        """tx.commit: route the publishes the channel held, in order. True if one was journalled."""
+        held, ch.tx_publishes = ch.tx_publishes, []
+        vhost = self.client.vhost  # type: ignore[union-attr]
+        any_stored = False
+        for ev in held:
+            routed, stored, _ = self.broker.publish(
+                vhost, ev.exchange, ev.routing_key, ev.properties, ev.body, codec.delivery_mode(ev.properties) == 2
+            )
+            any_stored = any_stored or stored
+            if not routed and ev.mandatory:
+                self.return_unroutable(ev)
+        return any_stored
 
     # ---- output --------------------------------------------------------------------------------
 

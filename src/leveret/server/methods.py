@@ -330,6 +330,50 @@ def basic_recover_async(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C
 @handles(C.Confirm.Select)
 def confirm_select(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Confirm.Select) -> None:
     assert ch is not None
+    if ch.model.tx is not None:
+        raise ChannelError(ReplyCode.PRECONDITION_FAILED, "cannot switch from tx to confirm mode")
     ch.model.confirm = True
     if not m.nowait:
         conn.write(codec.encode_method(ch.number, C.Confirm.SelectOk()))
+
+
+# ---- transactions --------------------------------------------------------------------------------
+# As RabbitMQ does: publishes are checked when they arrive and routed at tx.commit; acks, nacks and
+# rejects take their deliveries out of the unacked set at once (a second ack is an error) and are
+# applied at tx.commit or given back at tx.rollback. commit-ok follows the fsync of what it stored.
+
+
+@handles(C.Tx.Select)
+def tx_select(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Tx.Select) -> None:
+    assert ch is not None
+    if ch.model.confirm:
+        raise ChannelError(ReplyCode.PRECONDITION_FAILED, "cannot switch from confirm to tx mode")
+    ch.model.tx_select()
+    conn.write(codec.encode_method(ch.number, C.Tx.SelectOk()))
+
+
+def _transactional(ch: ServerChannel | None) -> ServerChannel:
+    assert ch is not None
+    if ch.model.tx is None:
+        raise ChannelError(ReplyCode.PRECONDITION_FAILED, "channel is not transactional")
+    return ch
+
+
+@handles(C.Tx.Commit)
+def tx_commit(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Tx.Commit) -> None:
+    ch = _transactional(ch)
+    stored = conn.commit_publishes(ch)
+    ch.model.tx_commit()
+    ok = codec.encode_method(ch.number, C.Tx.CommitOk())
+    if stored:
+        conn.reply_when_durable(ch.number, ok)
+    else:
+        conn.write(ok)
+
+
+@handles(C.Tx.Rollback)
+def tx_rollback(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Tx.Rollback) -> None:
+    ch = _transactional(ch)
+    ch.tx_publishes.clear()
+    ch.model.tx_rollback()
+    conn.write(codec.encode_method(ch.number, C.Tx.RollbackOk()))
