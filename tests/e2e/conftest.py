@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Callable, Iterator
 
 import pika
@@ -22,13 +24,30 @@ def params(port: int, **kw: object) -> pika.ConnectionParameters:
     )
 
 
+# Another broker to run the tests that only talk AMQP against (bench/conformance_vs_rabbitmq.py sets
+# these to a private RabbitMQ node): its port, and a command that empties it before each test.
+EXTERNAL_PORT = os.environ.get("LEVERET_E2E_AMQP_PORT")
+EXTERNAL_RESET = os.environ.get("LEVERET_E2E_RESET")
+
+
 @pytest.fixture
-def connect(broker: ThreadBroker) -> Iterator[Callable[..., pika.BlockingConnection]]:
-    """``connect(**params)`` opens a pika BlockingConnection to ``broker``; all are closed afterwards."""
+def amqp_port(request: pytest.FixtureRequest) -> int:
+    """The port ``connect`` uses: a fresh Leveret (``broker``), or the external broker, emptied."""
+    if EXTERNAL_PORT:
+        if EXTERNAL_RESET:
+            subprocess.run([EXTERNAL_RESET], check=True, capture_output=True, timeout=60)
+        return int(EXTERNAL_PORT)
+    broker: ThreadBroker = request.getfixturevalue("broker")
+    return broker.port
+
+
+@pytest.fixture
+def connect(amqp_port: int) -> Iterator[Callable[..., pika.BlockingConnection]]:
+    """``connect(**params)`` opens a pika BlockingConnection to the broker; all are closed afterwards."""
     made: list[pika.BlockingConnection] = []
 
     def make(**kw: object) -> pika.BlockingConnection:
-        c = pika.BlockingConnection(params(broker.port, **kw))
+        c = pika.BlockingConnection(params(amqp_port, **kw))
         made.append(c)
         return c
 

@@ -141,7 +141,7 @@ class VHost:
         # RabbitMQ (rabbit_amqqueue_process delete): if-empty is checked first, and "empty" means
         # no ready messages (BQ:is_empty); unacknowledged deliveries do not count.
         if if_empty and q.ready:
-            raise precondition_failed(f"queue '{q.name}' in vhost '{self.name}' is not empty")
+            raise precondition_failed(f"queue '{q.name}' in vhost '{self.name}' not empty")
         if if_unused and q.consumers:
             raise precondition_failed(f"queue '{q.name}' in vhost '{self.name}' in use")
 
