@@ -52,19 +52,9 @@ def check_flag(what: str, name: str, vhost: str, arg: str, received: bool, curre
         )
 
 
-def _type_class(v: Any) -> str:
-    """rabbit_misc:type_class: integer widths are compatible with each other, nothing else mixes."""
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, int):
-        return "int"
-    if isinstance(v, (bytes, str)):
-        return "longstr"
-    return amqp_type(v)
-
-
 def _same(r: Any, c: Any) -> bool:
-    if _type_class(r) != _type_class(c):
+    # rabbit_misc:type_class: integer widths are compatible with each other, nothing else mixes.
+    if amqp_type(r) != amqp_type(c):
         return False
     if isinstance(r, (bytes, str)):
         return _show(r) == _show(c)
