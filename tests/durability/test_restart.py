@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -252,4 +253,34 @@ def test_an_alternate_exchange_survives_a_restart(start: Start) -> None:
     ch.confirm_delivery()
     ch.basic_publish("main", "unbound", b"kept", pika.BasicProperties(delivery_mode=2), mandatory=True)
     assert ch.basic_get("ae-q", auto_ack=True)[2] == b"kept"
+    close_quietly(conn)
+
+
+def test_message_ttls_keep_running_while_the_broker_is_down(start: Start) -> None:
+    b = start()
+    conn = connect(b)
+    ch = conn.channel()
+    ch.queue_declare("dlq", durable=True)
+    dlx = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dlq"}
+    ch.queue_declare("ttl-q", durable=True, arguments={"x-message-ttl": 4000, **dlx})
+    ch.queue_declare("own-ttl", durable=True, arguments=dlx)
+    ch.confirm_delivery()
+    ch.basic_publish("", "ttl-q", b"queue-ttl", pika.BasicProperties(delivery_mode=2))
+    ch.basic_publish("", "own-ttl", b"own-ttl", pika.BasicProperties(delivery_mode=2, expiration="4000"))
+    ch.basic_publish("", "own-ttl", b"long", pika.BasicProperties(delivery_mode=2, expiration="600000"))
+    published = time.monotonic()
+    close_quietly(conn)
+    assert b.terminate() == 0
+    time.sleep(max(0.0, published + 4.5 - time.monotonic()))  # both short TTLs run out while it is down
+    b = start()
+    up = time.monotonic()
+    conn = connect(b)
+    ch = conn.channel()
+    wait_for(lambda: ch.queue_declare("dlq", passive=True).method.message_count == 2, timeout=5)
+    # Expired at the first look after the restart (the 0.5 s tick), not 4 s after it.
+    assert time.monotonic() - up < 2.0
+    bodies = sorted(ch.basic_get("dlq", auto_ack=True)[2] for _ in range(2))
+    assert bodies == [b"own-ttl", b"queue-ttl"]
+    assert ch.queue_declare("ttl-q", passive=True).method.message_count == 0
+    assert ch.basic_get("own-ttl", auto_ack=True)[2] == b"long", "a TTL not yet over is kept"
     close_quietly(conn)

@@ -331,8 +331,9 @@ def test_messages_come_back_in_order_byte_identical(backend: Backend) -> None:
         MessageRecord(2, "amq.topic", "a.b.c", b"", b""),
         MessageRecord(3, "ex", "ünïcode ✓", b"\x00" * 3, big),
         MessageRecord(4, "ex", "", every_byte[::-1], b"\x00"),
+        MessageRecord(5, "ex", "ttl", b"", b"t", expires_at=1_799_999_999.125),  # a TTL deadline comes back
     ]
-    other = [MessageRecord(i, "", "other", b"p", str(i).encode()) for i in (5, 6)]
+    other = [MessageRecord(i, "", "other", b"p", str(i).encode()) for i in (6, 7)]
     s.append(V, "q", sent[0])
     s.append(V, "other", other[0])
     for m in sent[1:]:
@@ -343,7 +344,7 @@ def test_messages_come_back_in_order_byte_identical(backend: Backend) -> None:
     assert r.messages == {(V, "q"): sent, (V, "other"): other}
     assert r.messages[V, "q"][2].body == big
     assert all(type(m.properties) is bytes and type(m.body) is bytes for m in r.messages[V, "q"])
-    assert r.next_msg_id == 7
+    assert r.next_msg_id == 8
 
 
 def test_one_message_routed_to_two_queues_keeps_its_id_in_both(backend: Backend) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from leveret.storage.base import MessageRecord
-from leveret.storage.sqlite import SCHEMA_VERSION, SqliteStore, disk_free_bytes
+from leveret.storage.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStore, disk_free_bytes
 
 V = "/"
 WAIT = 10.0
@@ -343,6 +343,29 @@ def test_schema_version_is_recorded_and_a_newer_one_refused(tmp_path: Path) -> N
     with pytest.raises(RuntimeError, match="schema version"):
         SqliteStore(db).open()
     assert db.exists(), "a newer schema is not corruption: the file stays where it is"
+
+
+def test_a_version_1_database_is_migrated_and_keeps_its_messages(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    conn = sqlite3.connect(db)
+    for statement in _MIGRATIONS[0]:  # the schema as version 1 wrote it
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO queue_ids VALUES (1, '/', 'q')")
+    conn.execute("INSERT INTO messages VALUES (1, 7, 'ex', 'rk', x'8000', x'626f6479', 1)")
+    conn.commit()
+    conn.close()
+    store = SqliteStore(db)
+    got = store.open().messages
+    assert got == {(V, "q"): [MessageRecord(7, "ex", "rk", b"\x80\x00", b"body", True, None)]}
+    store.append(V, "q", MessageRecord(8, "ex", "rk", b"", b"new", expires_at=1234.5))
+    store.close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    conn.close()
+    again = SqliteStore(db)
+    assert [m.expires_at for m in again.open().messages[V, "q"]] == [None, 1234.5]
+    again.close()
 
 
 def test_unusable_path_raises_and_moves_nothing(tmp_path: Path) -> None:

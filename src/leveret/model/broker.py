@@ -89,7 +89,8 @@ class Broker:
                 q.restore(
                     Message(
                         m.msg_id, m.exchange, m.routing_key, m.properties, m.body, True, m.delivered or assume_delivered
-                    )
+                    ),
+                    m.expires_at,
                 )
                 nmsg += 1
         for b in rec.bindings:

@@ -41,6 +41,7 @@ class QueueHost(Protocol):
     """What a queue needs from the broker for TTLs, leases and dead letters."""
 
     clock: Callable[[], float]
+    wall_clock: Callable[[], float]  # stored TTL deadlines are wall-clock seconds
     ttl_queues: set[Queue]  # queues whose messages may expire: the periodic expire looks at their heads
     lease_queues: set[Queue]  # queues with x-expires
 
@@ -188,8 +189,10 @@ class Queue:
                 if lim.overflow == "reject-publish-dlx":
                     self._dead_letter([msg], MAXLEN)
                 return REJECTED_PUBLISH
+        expires_at = None
         if ttl is not None:
             msg.expires = now + ttl / 1000.0
+            expires_at = host.wall_clock() + ttl / 1000.0
             self._watch()
         self.published += 1
         stored = ENQUEUED
@@ -199,7 +202,9 @@ class Queue:
             self.store.append(
                 self.vhost,
                 self.name,
-                MessageRecord(msg.msg_id, msg.exchange, msg.routing_key, msg.properties, msg.body),  # type: ignore[arg-type]
+                MessageRecord(
+                    msg.msg_id, msg.exchange, msg.routing_key, msg.properties, msg.body, expires_at=expires_at,  # type: ignore[arg-type]
+                ),
             )
         self.ready.append(msg)
         self.ready_bytes += msg.size
@@ -272,14 +277,21 @@ class Queue:
         if self.limits is not None and self.limits.expires is not None and self.host is not None:
             self.used_at = self.host.clock()
 
-    def restore(self, msg: Message) -> None:
+    def restore(self, msg: Message, expires_at: float | None = None) -> None:
         """Put back a message recovered from the store (already journalled).
 
-        Its TTL starts again from now: the clock is monotonic, so an expiry cannot outlive the process.
+        ``expires_at`` (wall-clock seconds, as stored) is when its TTL runs out: the time the broker
+        was down counts, as in RabbitMQ; one already past expires at the first look. A record
+        written before TTL deadlines were stored (schema 1) has none: its TTL starts again.
         """
         msg.stored = True
         if self.max_priority:
             msg.priority = min(priority(msg.properties), self.max_priority)
+        if expires_at is not None and self.host is not None:
+            msg.expires = self.host.clock() + (expires_at - self.host.wall_clock())
+            self._watch()
+            self._append_restored(msg)
+            return
         lim = self.limits
         if (lim is not None and lim.message_ttl is not None) or has_expiration(msg.properties):
             try:
@@ -291,6 +303,9 @@ class Queue:
             if ttl is not None and self.host is not None:
                 msg.expires = self.host.clock() + ttl / 1000.0
                 self._watch()
+        self._append_restored(msg)
+
+    def _append_restored(self, msg: Message) -> None:
         if self.page_limit is not None and self.ready_bytes >= self.page_limit:
             msg.body = None
         self.ready.append(msg)

@@ -69,7 +69,8 @@ class MessageRecord:
     ``properties`` is the raw AMQP content-header property section (flags and
     values) exactly as the publisher sent it; it is returned byte for byte.
     ``delivered`` is true if the message was handed to a consumer (it comes back
-    with ``redelivered=true``).
+    with ``redelivered=true``). ``expires_at`` is when its TTL runs out, in wall-clock
+    seconds (``time.time()``), None without one: a TTL keeps running while the broker is down.
     """
 
     msg_id: int
@@ -78,6 +79,7 @@ class MessageRecord:
     properties: bytes
     body: bytes
     delivered: bool = False
+    expires_at: float | None = None
 
 
 @dataclass(slots=True)

@@ -86,7 +86,7 @@ from leveret.storage.codec import decode_arguments, encode_arguments
 
 log = logging.getLogger("leveret.storage")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # _MIGRATIONS[v] takes a database from user_version v to v + 1, in one transaction.
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -118,6 +118,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             properties BLOB NOT NULL, body BLOB NOT NULL, delivered INTEGER NOT NULL,
             PRIMARY KEY (queue, msg_id))""",
     ),
+    # v2: a message's TTL deadline (wall-clock seconds), so it keeps running across a restart.
+    ("ALTER TABLE messages ADD COLUMN expires_at REAL",),
 )
 
 # Operation codes: the first element of every tuple on the writer's queue.
@@ -139,8 +141,8 @@ WAL_ALLOC_MAX = 64 << 20
 LAZY_DELAY = 0.005
 
 _INSERT_MESSAGE = (
-    "INSERT INTO messages (queue, msg_id, exchange, routing_key, properties, body, delivered)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO messages (queue, msg_id, exchange, routing_key, properties, body, delivered, expires_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _MARK_DELIVERED = "UPDATE messages SET delivered = 1 WHERE queue = ? AND msg_id = ?"
 _DELETE_MESSAGE = "DELETE FROM messages WHERE queue = ? AND msg_id = ?"
@@ -151,7 +153,7 @@ _DELETE_MESSAGE = "DELETE FROM messages WHERE queue = ? AND msg_id = ?"
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 
-_Row = tuple[int, int, str, str, bytes, bytes, bool]
+_Row = tuple[int, int, str, str, bytes, bytes, bool, float | None]
 
 
 def disk_free_bytes(path: Path) -> int:
@@ -544,13 +546,13 @@ class SqliteStore:
         shared: dict[str, str] = {}
         share = shared.setdefault
         select = (
-            "SELECT msg_id, exchange, routing_key, properties, body, delivered"
+            "SELECT msg_id, exchange, routing_key, properties, body, delivered, expires_at"
             " FROM messages WHERE queue = ? ORDER BY msg_id"
         )
         for qid, key in sorted(names.items(), key=lambda item: item[1]):
             records = [
-                MessageRecord(msg_id, share(ex, ex), share(rk, rk), props, body, delivered != 0)
-                for msg_id, ex, rk, props, body, delivered in conn.execute(select, (qid,))
+                MessageRecord(msg_id, share(ex, ex), share(rk, rk), props, body, delivered != 0, expires_at)
+                for msg_id, ex, rk, props, body, delivered, expires_at in conn.execute(select, (qid,))
             ]
             if records:
                 messages[key] = records
@@ -685,6 +687,7 @@ class SqliteStore:
                         msg.properties,
                         msg.body,
                         msg.delivered,
+                        msg.expires_at,
                     )
                 elif kind == _REMOVE:
                     known = qids.get((op[1], op[2]))
@@ -703,7 +706,7 @@ class SqliteStore:
                                 delivered.append((known, msg_id))
                                 deleted.add((known, msg_id))
                             else:
-                                inserts[known, msg_id] = (*row[:6], True)
+                                inserts[known, msg_id] = (*row[:6], True, row[7])
                 elif kind == _SYNC:
                     callbacks.append(op[1])
                 elif kind == _READ:
