@@ -13,12 +13,12 @@ class Message:
     the message is paged out to the store (a deep queue); ``size`` is always its length.
     ``expires`` is the clock time its TTL runs out (queue ``x-message-ttl`` or its own
     ``expiration``, the smaller), None when it has none. ``priority`` is its level in a
-    priority queue (0 elsewhere).
+    priority queue (0 elsewhere). ``delivery_count`` counts its returns in a quorum queue.
     """
 
     __slots__ = (
         "msg_id", "exchange", "routing_key", "properties", "body", "size", "persistent", "redelivered", "stored",
-        "expires", "priority",
+        "expires", "priority", "delivery_count",
     )  # fmt: skip
 
     def __init__(
@@ -42,6 +42,8 @@ class Message:
         self.stored = False
         self.expires: float | None = None
         self.priority = 0
+        # In a quorum queue: how many times it came back unacked (sent as x-delivery-count); None elsewhere.
+        self.delivery_count: int | None = None
 
     def copy(self) -> Message:
         m = Message(

@@ -37,7 +37,7 @@ _FIXED = {
 _INTS = {b"b": ">b", b"B": ">B", b"s": ">h", b"u": ">H", b"I": ">i", b"i": ">I", b"l": ">q", b"L": ">q"}
 _ERLANG_INT = re.compile(rb"[+-]?[0-9]+")
 
-REJECTED, EXPIRED, MAXLEN = "rejected", "expired", "maxlen"
+REJECTED, EXPIRED, MAXLEN, DELIVERY_LIMIT = "rejected", "expired", "maxlen", "delivery_limit"
 
 
 def has_expiration(properties: bytes) -> bool:
@@ -70,6 +70,30 @@ def check_user_id(properties: bytes, user: str) -> None:
     claimed = raw.decode("utf-8", "replace")
     if claimed != user:
         raise precondition_failed(f"user_id property set to '{claimed}' but authenticated user was '{user}'")
+
+
+def with_delivery_count(properties: bytes, count: int) -> bytes:
+    """The properties as a quorum queue delivers them: header ``x-delivery-count`` (a long) set to
+    ``count``, replacing one already there or appended (rabbit_misc:set_table_value keeps order)."""
+    if len(properties) < 2:
+        properties = b"\x00\x00"
+    flags, fields = _split(properties)
+    entries: list[tuple[bytes, bytes]] = []
+    raw = fields.get(FLAG_HEADERS)
+    if raw is not None:
+        try:
+            entries = _table_entries(raw[4:])
+        except (ValueError, IndexError, struct.error):
+            entries = []
+    value = _long(count)
+    for i, (k, _) in enumerate(entries):
+        if k == b"x-delivery-count":
+            entries[i] = (k, value)
+            break
+    else:
+        entries.append((b"x-delivery-count", value))
+    fields[FLAG_HEADERS] = _table(entries)
+    return _join(flags | FLAG_HEADERS, fields)
 
 
 def _split(properties: bytes) -> tuple[int, dict[int, bytes]]:

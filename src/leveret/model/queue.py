@@ -25,7 +25,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 from leveret.errors import ChannelError
 from leveret.model.message import Message
 from leveret.model.priority import PriorityReady
-from leveret.model.properties import EXPIRED, MAXLEN, REJECTED, expiration_ms, has_expiration, priority
+from leveret.model.properties import (
+    DELIVERY_LIMIT,
+    EXPIRED,
+    MAXLEN,
+    REJECTED,
+    expiration_ms,
+    has_expiration,
+    priority,
+)
 from leveret.storage.base import MessageRecord, Store
 
 PAGE_IN_BATCH = 512  # bodies read back from the store at a time
@@ -96,7 +104,7 @@ class Queue:
         "vhost", "name", "durable", "exclusive_owner", "auto_delete", "arguments", "type", "consumer_timeout",
         "ready", "ready_bytes", "unacked", "unacked_bytes", "consumers", "_rr", "store", "had_consumer",
         "published", "delivered", "acked", "redelivered", "deleted", "page_limit",
-        "limits", "host", "ttl_watch", "used_at", "max_priority",
+        "limits", "host", "ttl_watch", "used_at", "max_priority", "quorum", "delivery_limit",
     )  # fmt: skip
 
     def __init__(
@@ -125,6 +133,11 @@ class Queue:
         mp = arguments.get("x-max-priority") if self.type == "classic" else None
         self.max_priority = mp if type(mp) is int and 0 < mp <= 255 else 0
         self.ready: deque[Message] | PriorityReady = PriorityReady(self.max_priority) if self.max_priority else deque()
+        # A quorum queue counts each message's returns (x-delivery-count) and, with x-delivery-limit,
+        # dead-letters (or drops) one returned more often than that (rabbit_fifo, RabbitMQ 3.10).
+        self.quorum = self.type == "quorum"
+        dl = arguments.get("x-delivery-limit") if self.quorum else None
+        self.delivery_limit: int | None = dl if type(dl) is int and dl >= 0 else None
         self.ready_bytes = 0
         self.unacked = 0
         self.unacked_bytes = 0
@@ -157,6 +170,8 @@ class Queue:
         """
         if self.max_priority:
             msg.priority = min(priority(msg.properties), self.max_priority)
+        if self.quorum:
+            msg.delivery_count = 0
         if self.limits is not None or ttl is not None:
             return self._publish_limited(msg, ttl)
         self.published += 1
@@ -287,6 +302,8 @@ class Queue:
         msg.stored = True
         if self.max_priority:
             msg.priority = min(priority(msg.properties), self.max_priority)
+        if self.quorum:
+            msg.delivery_count = 0  # not stored: counting starts again after a restart
         if expires_at is not None and self.host is not None:
             msg.expires = self.host.clock() + (expires_at - self.host.wall_clock())
             self._watch()
@@ -322,6 +339,10 @@ class Queue:
         self.unacked -= len(msgs)
         if self.deleted:
             return
+        if self.quorum:
+            msgs = self._count_returns(msgs)
+            if not msgs:
+                return
         ready = self.ready
         if isinstance(ready, PriorityReady):
             ready.requeue(msgs)
@@ -334,6 +355,22 @@ class Queue:
         self.dispatch()
         if self.limits is not None:
             self._drop_head()
+
+    def _count_returns(self, msgs: list[Message]) -> list[Message]:
+        """Quorum queue: one more return each; those past x-delivery-limit leave (dead-lettered with
+        reason ``delivery_limit``, or dropped). Returns the ones that go back to the queue."""
+        limit = self.delivery_limit
+        over = []
+        for m in msgs:
+            m.delivery_count = (m.delivery_count or 0) + 1
+            if limit is not None and m.delivery_count > limit:
+                over.append(m)
+        if not over:
+            return msgs
+        for m in over:
+            self.ready_bytes -= m.size
+        self._discard(over, DELIVERY_LIMIT)
+        return [m for m in msgs if limit is None or (m.delivery_count or 0) <= limit]
 
     # ---- messages out --------------------------------------------------------------------------
 

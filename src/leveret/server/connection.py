@@ -22,7 +22,7 @@ from leveret.errors import AMQPError, ChannelError, ConnectionError_, ReplyCode
 from leveret.model.channel import Channel
 from leveret.model.connection import ClientConnection
 from leveret.model.message import Message
-from leveret.model.properties import FLAG_USER_ID, check_user_id
+from leveret.model.properties import FLAG_USER_ID, check_user_id, with_delivery_count
 from leveret.protocol import codec
 from leveret.protocol.connection import AMQPConnection, BadProtocolHeader, ConnState
 from leveret.protocol.events import Ack, HeaderReceived, Heartbeat, MethodReceived, Nack, Publish, Reject
@@ -81,10 +81,12 @@ class ServerChannel:
     # ChannelSink
     def deliver(self, consumer_tag: bytes, delivery_tag: int, msg: Message) -> None:
         assert msg.body is not None  # the queue pages a body in before it dispatches the message
+        # Quorum queues (RabbitMQ 3.10): a consumer sees x-delivery-count once the count is above 0.
+        props = msg.properties if not msg.delivery_count else with_delivery_count(msg.properties, msg.delivery_count)
         self.conn.write(
             codec.encode_deliver(
                 self.number, consumer_tag, delivery_tag, msg.redelivered, codec.shortstr(msg.exchange),
-                codec.shortstr(msg.routing_key), msg.properties, msg.body, self.conn.amqp.frame_max,
+                codec.shortstr(msg.routing_key), props, msg.body, self.conn.amqp.frame_max,
             )  # fmt: skip
         )
 

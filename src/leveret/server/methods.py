@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from pamqp import commands as C
 
 from leveret.errors import ChannelError, ConnectionError_, ReplyCode
+from leveret.model.properties import with_delivery_count
 from leveret.protocol import codec
 from leveret.server import auth
 
@@ -299,10 +300,12 @@ def basic_get(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Basic.Get
         return
     tag, msg, remaining = got
     assert msg.body is not None  # Queue.take pages bodies in
+    # Quorum queues (RabbitMQ 3.10): basic.get-ok always carries x-delivery-count, 0 the first time.
+    props = msg.properties if msg.delivery_count is None else with_delivery_count(msg.properties, msg.delivery_count)
     conn.write(
         codec.encode_get_ok(
             ch.number, tag, msg.redelivered, codec.shortstr(msg.exchange), codec.shortstr(msg.routing_key),
-            remaining, msg.properties, msg.body, conn.amqp.frame_max,
+            remaining, props, msg.body, conn.amqp.frame_max,
         )  # fmt: skip
     )
 
