@@ -105,6 +105,7 @@ class Queue:
         "ready", "ready_bytes", "unacked", "unacked_bytes", "consumers", "_rr", "store", "had_consumer",
         "published", "delivered", "acked", "redelivered", "deleted", "page_limit",
         "limits", "host", "ttl_watch", "used_at", "max_priority", "quorum", "delivery_limit",
+        "single_active",
     )  # fmt: skip
 
     def __init__(
@@ -138,6 +139,9 @@ class Queue:
         self.quorum = self.type == "quorum"
         dl = arguments.get("x-delivery-limit") if self.quorum else None
         self.delivery_limit: int | None = dl if type(dl) is int and dl >= 0 else None
+        # x-single-active-consumer: only the longest-registered consumer is served; the others wait
+        # their turn, in registration order (RabbitMQ's single active consumer).
+        self.single_active = arguments.get("x-single-active-consumer") is True
         self.ready_bytes = 0
         self.unacked = 0
         self.unacked_bytes = 0
@@ -418,6 +422,8 @@ class Queue:
     def _next_consumer(self) -> Consumer | None:
         """The next consumer with room, round-robin from the last one served; None if all are full."""
         consumers = self.consumers
+        if self.single_active:
+            return consumers[0] if consumers and consumers[0].can_take() else None
         n = len(consumers)
         start = self._rr % n if n else 0
         for i in range(n):
@@ -496,6 +502,8 @@ class Queue:
             self._rr -= 1
         if not self.consumers:
             self.touch()
+        elif i == 0 and self.single_active and self.ready:
+            self.dispatch()  # the next consumer in line is active now
 
     @property
     def exclusive_consumer(self) -> bool:
