@@ -80,6 +80,10 @@ class App:
                 "recovered %d durable queues and %d messages in %.3f s%s", nq, nm, recovered.seconds,
                 " after an unclean stop: all recovered messages are flagged redelivered" if unclean and nm else "",
             )  # fmt: skip
+        for name in s.vhosts:
+            self.broker.add_vhost(name)
+        if len(self.broker.vhosts) > 1:
+            log.info("virtual hosts: %s", ", ".join(sorted(self.broker.vhosts)))
         self.server = Server(s, self.broker)
         await self.server.start()
         await self._start_management()

@@ -41,8 +41,11 @@ class Settings:
     memory_high_watermark: float = 0.4
     store_backlog_limit: int = 100_000
 
-    # Users: name -> password. guest works from loopback only (RabbitMQ's loopback_users).
+    # Users: name -> password. guest works from loopback only (RabbitMQ's loopback_users). Every
+    # user may use every vhost (there are no per-vhost permissions).
     users: dict[str, str] = field(default_factory=lambda: {"guest": "guest"})
+    # Virtual hosts besides "/", created at start (vhosts holding durable objects come back anyway).
+    vhosts: tuple[str, ...] = ()
     loopback_users: tuple[str, ...] = ("guest",)
 
     # Consumer acknowledgement timeout in ms; None disables it.

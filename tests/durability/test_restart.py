@@ -284,3 +284,19 @@ def test_message_ttls_keep_running_while_the_broker_is_down(start: Start) -> Non
     assert ch.queue_declare("ttl-q", passive=True).method.message_count == 0
     assert ch.basic_get("own-ttl", auto_ack=True)[2] == b"long", "a TTL not yet over is kept"
     close_quietly(conn)
+
+
+def test_a_vhost_and_its_durable_queue_come_back(start: Start) -> None:
+    b = start("--user", "app:s3cret", "--vhost", "app")
+    url = f"amqp://app:s3cret@127.0.0.1:{b.port}/app"
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    ch = conn.channel()
+    ch.queue_declare("tasks", durable=True)
+    ch.confirm_delivery()
+    ch.basic_publish("", "tasks", b"kept", pika.BasicProperties(delivery_mode=2))
+    close_quietly(conn)
+    assert b.terminate() == 0
+    b = start("--user", "app:s3cret")  # without --vhost: the durable queue brings its vhost back
+    conn = pika.BlockingConnection(pika.URLParameters(f"amqp://app:s3cret@127.0.0.1:{b.port}/app"))
+    assert conn.channel().basic_get("tasks", auto_ack=True)[2] == b"kept"
+    close_quietly(conn)

@@ -338,3 +338,31 @@ def test_leveret_server_subprocess_tutorial_line(tmp_path: Path) -> None:
         assert table(run_ctl("--url", url, "-q", *TUTORIAL))[1:] == ["task_queue\t3\t0"]
     finally:
         b.terminate()
+
+
+def test_list_vhosts_and_queues_of_another_vhost(live_factory: Callable[..., Live]) -> None:
+    live = live_factory(vhosts=("app",))
+    assert table(live.ctl("list_vhosts")) == ["Timeout: 60.0 seconds ...", "Listing vhosts ...", "name", "/", "app"]
+    conn = pika.BlockingConnection(pika.URLParameters(f"{live.amqp.rsplit('/', 1)[0]}/app"))
+    ch = conn.channel()
+    ch.queue_declare("in-app")
+    ch.basic_publish("", "in-app", b"x")
+    wait_for(lambda: table(live.ctl("-p", "app", "list_queues"))[-1] == "in-app\t1", timeout=5)
+    assert table(live.ctl("list_queues"))[-1] == "name\tmessages", "nothing of it in '/'"
+    conn.close()
+
+
+def test_a_transactional_channel_shows_what_it_holds(live: Live) -> None:
+    conn = live.connect()
+    ch = conn.channel()
+    ch.queue_declare("txq")
+    ch.basic_publish("", "txq", b"one")
+    ch.tx_select()
+    method, _, _ = ch.basic_get("txq")
+    ch.basic_ack(method.delivery_tag)
+    ch.basic_publish("", "txq", b"held")
+    cols = ("list_channels", "transactional", "messages_uncommitted", "acks_uncommitted")
+    wait_for(lambda: table(live.ctl(*cols))[-1] == "true\t1\t1", timeout=5)
+    ch.tx_commit()
+    wait_for(lambda: table(live.ctl(*cols))[-1] == "true\t0\t0", timeout=5)
+    conn.close()

@@ -152,6 +152,12 @@ LISTINGS: dict[str, Listing] = {
         },
         per_vhost=False,
     ),
+    "vhosts": Listing(
+        "List virtual hosts.",
+        "/api/vhosts", "Listing vhosts ...", ("name",),
+        {**_keys("name", "tracing", "messages", "messages_ready", "messages_unacknowledged")},
+        per_vhost=False,
+    ),
     "channels": Listing(
         "List channels (all vhosts).",
         "/api/channels", "Listing channels ...", ("pid", "user", "consumer_count", "messages_unacknowledged"),

@@ -14,6 +14,16 @@ from leveret.config import Settings, default_data_dir
 from leveret.storage.lock import DataDirLocked
 
 
+def _users(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    users: dict[str, str] = {}
+    for v in values:
+        name, sep, password = v.partition(":")
+        if not sep or not name:
+            raise click.BadParameter(f"{v!r}: expected NAME:PASSWORD")
+        users[name] = password
+    return users
+
+
 def _port(value: str | None) -> int | None:
     if value is None or str(value).lower() in ("off", "none", "-1"):
         return None
@@ -80,12 +90,14 @@ def main() -> None:
 @click.option("--memory-high-watermark", default=0.4, show_default=True, type=click.FloatRange(min=0), help="Block publishers above this much resident memory: a fraction of RAM if <= 1, else bytes; 0 disables.")
 @click.option("--store-backlog-limit", default=100_000, show_default=True, type=click.IntRange(min=0), help="Pause reading publishers while the store's writer lags by more operations than this; 0 disables.")
 @click.option("--max-queues", default=None, type=click.IntRange(min=0), help="Most queues in a vhost; over it queue.declare gets 406. [default: unlimited]")
+@click.option("--user", "users", multiple=True, metavar="NAME:PASSWORD", callback=_users, help="Add a user (repeatable; env LEVERET_USER='a:pw b:pw'). guest/guest stays, for loopback clients only.")
+@click.option("--vhost", "vhosts", multiple=True, metavar="NAME", help="Create a virtual host besides '/' (repeatable; env LEVERET_VHOST='a b'). Every user may use every vhost.")
 def server(
     host: str, amqp_port: int, http_port: str, prometheus_port: str, data_dir: Path | None, storage: str,
     log_level: str, consumer_timeout: str, consumer_timeout_action: str, frame_max: int, heartbeat: int,
     max_message_size: int, queue_ram_limit: int, channel_max: int, handshake_timeout: float, max_connections: int | None,
     max_consumers_per_channel: int | None, disk_free_limit: int, memory_high_watermark: float,
-    store_backlog_limit: int, max_queues: int | None,
+    store_backlog_limit: int, max_queues: int | None, users: dict[str, str], vhosts: tuple[str, ...],
 ) -> None:  # fmt: skip
     """Run the broker until Ctrl-C or SIGTERM.
 
@@ -94,6 +106,7 @@ def server(
       leveret server                          # AMQP on 127.0.0.1:5672, HTTP on :15672
       leveret server --amqp-port 0            # pick a free port (printed in the log)
       leveret server --data-dir ./data --consumer-timeout 60000
+      leveret server --host 0.0.0.0 --user app:s3cret --vhost app   # amqp://app:s3cret@host/app
     """
     logging.basicConfig(
         level=getattr(logging, log_level.upper()),
@@ -122,6 +135,8 @@ def server(
         disk_free_limit=disk_free_limit,
         memory_high_watermark=memory_high_watermark,
         store_backlog_limit=store_backlog_limit,
+        users={"guest": "guest", **users},
+        vhosts=tuple(vhosts),
     )
     from leveret.app import run
 

@@ -211,12 +211,12 @@ def channel_json(ch: ChannelSnapshot, node: str, peers: Mapping[str, ConnectionS
         "consumer_count": ch.consumer_count,
         "messages_unacknowledged": ch.messages_unacknowledged,
         "messages_unconfirmed": 0,
-        "messages_uncommitted": 0,
-        "acks_uncommitted": 0,
+        "messages_uncommitted": ch.messages_uncommitted,
+        "acks_uncommitted": ch.acks_uncommitted,
         "prefetch_count": ch.prefetch_count,
         "global_prefetch_count": ch.global_prefetch_count,
         "confirm": ch.confirm,
-        "transactional": False,
+        "transactional": ch.transactional,
     }
 
 

@@ -99,6 +99,13 @@ class Broker:
                 bvh.recover_binding(b)
         return len(rec.queues), nmsg
 
+    def add_vhost(self, name: str) -> VHost:
+        """The vhost ``name``, created (with its default exchanges) if it does not exist."""
+        vh = self.vhosts.get(name)
+        if vh is None:
+            vh = self.vhosts[name] = self._new_vhost(name)
+        return vh
+
     def _new_vhost(self, name: str) -> VHost:
         vh = VHost(name, self.store, self.page_limit)
         vh.host = self

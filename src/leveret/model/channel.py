@@ -110,6 +110,7 @@ class Channel:
         # in RabbitMQ) but still count against prefetch until the commit. None: not transactional.
         self.tx: list[tuple[bool | None, list[Delivery]]] | None = None
         self.tx_held = 0
+        self.tx_publishes_held = 0  # publishes the server holds for tx.commit (for management)
 
     def __repr__(self) -> str:
         return f"<Channel {self.number} unacked={len(self.unacked)} consumers={len(self.consumers)}>"

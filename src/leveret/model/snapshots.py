@@ -88,6 +88,9 @@ class ChannelSnapshot:
     global_prefetch_count: int
     confirm: bool
     state: str = "running"
+    transactional: bool = False
+    messages_uncommitted: int = 0
+    acks_uncommitted: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,7 +72,8 @@ def channels(b: Broker) -> list[ChannelSnapshot]:
     return [
         ChannelSnapshot(
             conn.name, ch.number, conn.vhost, conn.user, len(ch.consumers), len(ch.unacked), ch.prefetch,
-            ch.global_prefetch, ch.confirm,
+            ch.global_prefetch, ch.confirm, transactional=ch.tx is not None,
+            messages_uncommitted=ch.tx_publishes_held, acks_uncommitted=ch.tx_held,
         )  # fmt: skip
         for conn in b.connections.values()
         for ch in conn.channels.values()

@@ -271,6 +271,7 @@ class AMQPServerProtocol(asyncio.Protocol):
                     if ch.model.tx is not None:  # checked now (404, 403, 406), routed at tx.commit
                         broker.check_publish(self.client.vhost, ev.exchange, props)  # type: ignore[union-attr]
                         ch.tx_publishes.append(ev)
+                        ch.model.tx_publishes_held += 1
                         self.has_published = True
                         continue
                     routed, stored, rejected = broker.publish(
@@ -324,6 +325,7 @@ class AMQPServerProtocol(asyncio.Protocol):
     def commit_publishes(self, ch: ServerChannel) -> bool:
         """tx.commit: route the publishes the channel held, in order. True if one was journalled."""
         held, ch.tx_publishes = ch.tx_publishes, []
+        ch.model.tx_publishes_held = 0
         vhost = self.client.vhost  # type: ignore[union-attr]
         any_stored = False
         for ev in held:

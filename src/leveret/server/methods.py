@@ -378,5 +378,6 @@ def tx_commit(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Tx.Commit
 def tx_rollback(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Tx.Rollback) -> None:
     ch = _transactional(ch)
     ch.tx_publishes.clear()
+    ch.model.tx_publishes_held = 0
     ch.model.tx_rollback()
     conn.write(codec.encode_method(ch.number, C.Tx.RollbackOk()))
