@@ -36,6 +36,7 @@ DEFAULT_SELECTION = [
     "tests/e2e/test_quorum.py",
     "tests/e2e/test_single_active_consumer.py",
     "tests/e2e/test_vhosts.py::test_the_unknown_vhost_text_is_rabbitmqs",
+    "tests/e2e/test_sender_selected.py",
     "tests/e2e/test_basic.py::test_user_id_must_be_the_authenticated_user",
     "tests/e2e/test_queues.py::test_redeclare_with_different_durable_is_406_with_rabbitmq_text",
     "tests/e2e/test_queues.py::test_delete_if_empty",

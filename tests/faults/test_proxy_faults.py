@@ -69,7 +69,15 @@ def check_exactly_once(acked: list[int], seen: set[int], rest: list[tuple[int, b
     assert sum(r for _, r in rest) <= len(seen - set(acked)) + 10, "fresh messages flagged redelivered"
 
 
-def consume_via(port: int, queue: str, want: int, ack_first: int, **kw: Any) -> tuple[Any, list[int], set[int]]:
+def consume_via(
+    broker: ThreadBroker, port: int, queue: str, want: int, ack_first: int, **kw: Any
+) -> tuple[Any, list[int], set[int]]:
+    """Consume through the proxy until ``want`` messages were seen, acking the first ``ack_first``.
+
+    Returns once the broker has those acks: pika may still hold an ack in its output buffer when the
+    loop ends, and a fault injected then would lose it, so the client would count as acked a message
+    the broker rightly requeues (this made the black-hole test fail on a clean clone once).
+    """
     conn = pika.BlockingConnection(params(port, **kw))
     ch = conn.channel()
     ch.basic_qos(prefetch_count=10)
@@ -87,12 +95,18 @@ def consume_via(port: int, queue: str, want: int, ack_first: int, **kw: Any) -> 
     deadline = time.monotonic() + 10
     while len(seen) < want and time.monotonic() < deadline:
         conn.process_data_events(time_limit=0.05)
+
+    def acks_arrived() -> bool:
+        conn.process_data_events(time_limit=0.01)
+        return bool(broker.call(lambda: broker.app.broker.vhosts["/"].queues[queue].acked) == len(acked))  # type: ignore[union-attr]
+
+    wait_for(acks_arrived, timeout=5)
     return conn, acked, seen
 
 
 def test_consumer_connection_cut_requeues_its_unacked(broker: ThreadBroker, proxy: FaultProxy) -> None:
     fill(broker, "work")
-    conn, acked, seen = consume_via(proxy.port, "work", want=15, ack_first=5)
+    conn, acked, seen = consume_via(broker, proxy.port, "work", want=15, ack_first=5)
     assert len(acked) == 5 and len(seen) >= 15
     proxy.cut_all()
     wait_for(lambda: client_count(broker) == 0)
@@ -165,7 +179,7 @@ def test_stalled_or_black_holed_consumer_is_dropped_by_heartbeat_and_requeued(
     broker: ThreadBroker, proxy: FaultProxy, fault: str
 ) -> None:
     fill(broker, "work")
-    conn, acked, seen = consume_via(proxy.port, "work", want=10, ack_first=3, heartbeat=1)
+    conn, acked, seen = consume_via(broker, proxy.port, "work", want=10, ack_first=3, heartbeat=1)
     getattr(proxy.links[-1], fault)()
     t0 = time.monotonic()
     wait_for(lambda: client_count(broker) == 0, timeout=6)  # two missed heartbeats: about 2-3 s

@@ -18,7 +18,14 @@ from leveret.model.channel import Channel, ChannelSink, Consumer, Delivery
 from leveret.model.connection import ClientConnection
 from leveret.model.exchange import QUEUE, TYPES
 from leveret.model.message import Message
-from leveret.model.properties import REJECTED, dead_letter, expiration_ms, is_cycle
+from leveret.model.properties import (
+    REJECTED,
+    dead_letter,
+    expiration_ms,
+    is_cycle,
+    may_have_cc,
+    sender_selected,
+)
 from leveret.model.queue import STORED, Queue
 from leveret.model.vhost import VHost, server_name
 from leveret.storage.base import Recovered, Store
@@ -205,6 +212,16 @@ class Broker:
         vh = self.vhosts[vhost]
         ttl = self.check_publish(vhost, exchange, properties)
         self.published += 1
+        if may_have_cc(properties):  # sender-selected distribution: CC / BCC add routing keys
+            keys, properties = sender_selected(properties)
+            if keys:
+                queues: dict[int, Queue] = {}
+                for key in (routing_key, *keys):
+                    for q in vh.route(exchange, key, properties):
+                        queues.setdefault(id(q), q)
+                return self._enqueue(
+                    list(queues.values()), exchange, routing_key, properties, body, persistent, ttl
+                )
         return self._enqueue(
             vh.route(exchange, routing_key, properties), exchange, routing_key, properties, body, persistent, ttl
         )

@@ -96,6 +96,33 @@ def with_delivery_count(properties: bytes, count: int) -> bytes:
     return _join(flags | FLAG_HEADERS, fields)
 
 
+def may_have_cc(properties: bytes) -> bool:
+    """A cheap test before :func:`sender_selected`: headers are set and a CC or BCC key may be there."""
+    return (
+        len(properties) > 1
+        and properties[0] & (FLAG_HEADERS >> 8) != 0
+        and (b"\x02CCA" in properties or b"\x03BCCA" in properties)
+    )
+
+
+def sender_selected(properties: bytes) -> tuple[list[str], bytes]:
+    """Sender-selected distribution: the routing keys the ``CC`` and ``BCC`` headers add (their
+    longstr items), and the properties without ``BCC`` (RabbitMQ removes it from every copy)."""
+    flags, fields = _split(properties)
+    try:
+        entries = _table_entries(fields[FLAG_HEADERS][4:])
+    except (KeyError, ValueError, IndexError, struct.error):
+        return [], properties
+    keys: list[str] = []
+    for k, v in entries:
+        if k in (b"CC", b"BCC") and v[:1] == b"A":
+            keys += [item[5:].decode("utf-8", "replace") for item in _array_items(v) if item[:1] == b"S"]
+    if any(k == b"BCC" for k, _ in entries):
+        fields[FLAG_HEADERS] = _table([(k, v) for k, v in entries if k != b"BCC"])
+        properties = _join(flags, fields)
+    return keys, properties
+
+
 def _split(properties: bytes) -> tuple[int, dict[int, bytes]]:
     """(flags, {flag: raw value}) of a property section."""
     flags = (properties[0] << 8) | properties[1]
