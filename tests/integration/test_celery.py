@@ -8,35 +8,24 @@ are on: acks late, prefetch 1, publisher confirms (`confirm_publish`), queues wi
 from __future__ import annotations
 
 import importlib
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import ProcessBroker, wait_for
+from tests.helpers import wait_for
+from tests.integration.conftest import ROOT
 
 pytest.importorskip("celery")
 pytestmark = pytest.mark.timeout(120)
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    b = ProcessBroker(tmp_path / "data").start()
-    e = dict(os.environ, LEVERET_IT_URL=f"amqp://guest:guest@127.0.0.1:{b.port}//", LEVERET_IT_DIR=str(tmp_path))
-    saved = {k: os.environ.get(k) for k in ("LEVERET_IT_URL", "LEVERET_IT_DIR")}
-    os.environ.update({k: e[k] for k in saved})
-    yield e
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    b.kill()
+def env(broker_env: Callable[[str], dict[str, str]]) -> dict[str, str]:
+    return broker_env("//")
 
 
 def app(env: dict[str, str]) -> Any:
