@@ -133,8 +133,10 @@ def test_consumer_cut_mid_frame(broker: ThreadBroker, proxy: FaultProxy, cut_at:
         c.basic_ack(m.delivery_tag)
         acked.append(i)
 
-    ch.basic_consume("work", on_message, consumer_tag="c1")
-    conn.process_data_events(time_limit=0.2)  # consume-ok and the first deliveries
+    ch.basic_consume("work", on_message, consumer_tag="c1")  # returns once consume-ok is in
+    # Armed before the client reads a delivery: with deliveries flowing for a while first, a fast run
+    # could drain all 100 messages, leave nothing to cut, and the test would wait in vain (it failed so
+    # once on a clean clone). At most the first prefetch window (10 x ~0.6 KB) passes uncounted.
     proxy.links[-1].cut_after(cut_at, "down")
     with pytest.raises(pika.exceptions.AMQPError):
         deadline = time.monotonic() + 10
