@@ -8,6 +8,7 @@ against it (bench/conformance_vs_rabbitmq.py).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,13 @@ import pika.exceptions
 import pytest
 
 Connect = Callable[..., pika.BlockingConnection]
+
+
+def pump_until(conn: pika.BlockingConnection, done: Callable[[], bool], timeout: float = 10) -> None:
+    """Let pika read until ``done()`` (or the timeout: the caller's assertion then says what is missing)."""
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        conn.process_data_events(time_limit=0.05)
 
 
 def ready(conn: pika.BlockingConnection, queue: str) -> int:
@@ -143,13 +151,13 @@ def test_prefetch_is_freed_by_the_commit_not_the_ack(connect: Connect) -> None:
     ch.basic_qos(prefetch_count=1)
     got: list[Any] = []
     ch.basic_consume("txp", lambda c, m, p, b: got.append((m, b)))
-    conn.process_data_events(0.3)
+    pump_until(conn, lambda: len(got) >= 1)
     assert [b for _, b in got] == [b"0"]
     ch.basic_ack(got[0][0].delivery_tag)
     conn.process_data_events(0.3)
     assert [b for _, b in got] == [b"0"], "the ack is not committed: the consumer is still full"
     ch.tx_commit()
-    conn.process_data_events(0.3)
+    pump_until(conn, lambda: len(got) >= 2)
     assert [b for _, b in got] == [b"0", b"1"]
 
 
@@ -163,5 +171,5 @@ def test_mandatory_returns_come_at_commit(connect: Connect) -> None:
     conn.process_data_events(0.2)
     assert returned == []
     ch.tx_commit()
-    conn.process_data_events(0.2)
+    pump_until(conn, lambda: bool(returned))
     assert returned == [b"back"]
