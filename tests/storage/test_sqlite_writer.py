@@ -381,3 +381,34 @@ def test_disk_free_bytes(tmp_path: Path) -> None:
     free = shutil.disk_usage(tmp_path).free
     assert abs(store.disk_free_bytes() - free) < 100_000_000
     assert abs(disk_free_bytes(tmp_path) - free) < 100_000_000
+
+
+def test_a_full_disk_does_not_stop_the_store_from_opening(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import errno
+    import os
+
+    real_pwrite = os.pwrite
+    calls = {"n": 0}
+
+    def full(fd: int, data: bytes, offset: int) -> int:
+        calls["n"] += 1
+        if calls["n"] > 2:  # a few MB in, the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    db = tmp_path / "s.db"
+    monkeypatch.setattr(os, "pwrite", full)
+    store = SqliteStore(db)
+    with caplog.at_level("WARNING", logger="leveret.storage"):
+        store.open()
+    monkeypatch.setattr(os, "pwrite", real_pwrite)
+    assert "could not preallocate the WAL" in caplog.text
+    assert Path(f"{db}-wal").stat().st_size == 0, "the partial fill is given back"
+    store.append(V, "q", msg(1))
+    assert synced(store)
+    store.close()
+    again = SqliteStore(db)
+    assert [m.msg_id for m in again.open().messages[V, "q"]] == [1]
+    again.close()

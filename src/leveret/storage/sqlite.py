@@ -484,11 +484,20 @@ class SqliteStore:
         if not busy:
             fd = os.open(self._wal_path, os.O_WRONLY | os.O_CREAT, 0o644)
             try:
-                size = os.fstat(fd).st_size
+                size = start = os.fstat(fd).st_size
                 chunk = bytes(1 << 20)
-                while size < self._wal_alloc:
-                    size += os.pwrite(fd, chunk[: self._wal_alloc - size], size)
-                os.fsync(fd)
+                try:
+                    while size < self._wal_alloc:
+                        size += os.pwrite(fd, chunk[: self._wal_alloc - size], size)
+                    os.fsync(fd)
+                except OSError as exc:  # a full disk must not stop the broker from starting
+                    os.ftruncate(fd, start)
+                    log.warning(
+                        "storage %s: could not preallocate the WAL (%s); starting without it, commits will"
+                        " be slower until it has grown",
+                        self._path,
+                        exc,
+                    )
             finally:
                 os.close(fd)
         try:
