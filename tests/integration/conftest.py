@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,6 +13,22 @@ import pytest
 from tests.helpers import ProcessBroker
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_worker(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A framework worker in its own process group, so :func:`stop_worker` ends its children too
+    (Dramatiq forks worker processes that outlive a killed parent)."""
+    with log.open("ab") as out:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the worker's whole process group (not under test; with acks late nothing is lost)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ are on: acks late, prefetch 1, publisher confirms (`confirm_publish`), queues wi
 from __future__ import annotations
 
 import importlib
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import wait_for
-from tests.integration.conftest import ROOT
+from tests.integration.conftest import start_worker, stop_worker
 
 pytest.importorskip("celery")
 pytestmark = pytest.mark.timeout(120)
@@ -36,20 +35,16 @@ def app(env: dict[str, str]) -> Any:
 
 class Worker:
     def __init__(self, env: dict[str, str], tmp: Path) -> None:
-        self.log = open(tmp / "worker.log", "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
+        self.proc = start_worker(
             [sys.executable, "-m", "celery", "-A", "tests.integration.celery_app", "worker", "--pool=solo",
              "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "info"],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            env, tmp / "worker.log",
         )  # fmt: skip
 
     def stop(self) -> None:
         # Killed, not shut down: Celery's own warm and cold shutdowns take ~10 s (the same against
         # RabbitMQ 3.10.8), and with acks late nothing it held is lost.
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+        stop_worker(self.proc)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pika
 import pytest
 
 from tests.helpers import wait_for
-from tests.integration.conftest import ROOT
+from tests.integration import conftest
 
 pytest.importorskip("dramatiq")
 pytestmark = pytest.mark.timeout(120)
@@ -36,16 +36,12 @@ def app() -> Any:
 
 
 def start_worker(env: dict[str, Any]) -> subprocess.Popen[bytes]:
-    log = open(env["dir"] / "worker.log", "ab")  # noqa: SIM115 - owned by the child
-    return subprocess.Popen(
-        [sys.executable, "-m", "dramatiq", "tests.integration.dramatiq_app", "--processes", "1", "--threads", "1"],
-        cwd=ROOT, env=env["env"], stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    cmd = [sys.executable, "-m", "dramatiq", "tests.integration.dramatiq_app", "--processes", "1", "--threads", "1"]
+    return conftest.start_worker(cmd, env["env"], env["dir"] / "worker.log")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.kill()  # not under test; nothing unacked is lost
-    proc.wait()
+    conftest.stop_worker(proc)
 
 
 def traces(env: dict[str, Any]) -> list[str]:
