@@ -26,6 +26,16 @@ def pump_until(conn: pika.BlockingConnection, done: Callable[[], bool], timeout:
         conn.process_data_events(time_limit=0.05)
 
 
+def one_unacked_in_tx(conn: pika.BlockingConnection, queue: str, body: bytes = b"one") -> tuple[Any, Any]:
+    """A channel in tx mode holding one message of ``queue`` unacked (published before tx.select)."""
+    ch = conn.channel()
+    ch.queue_declare(queue)
+    ch.basic_publish("", queue, body)
+    ch.tx_select()
+    method, _, _ = ch.basic_get(queue, auto_ack=False)
+    return ch, method
+
+
 def ready(conn: pika.BlockingConnection, queue: str) -> int:
     return int(conn.channel().queue_declare(queue, passive=True).method.message_count)
 
@@ -80,11 +90,7 @@ def test_a_publish_to_a_missing_exchange_fails_at_once(connect: Connect) -> None
 
 def test_acks_act_at_commit_and_come_back_at_rollback(connect: Connect) -> None:
     conn = connect()
-    ch = conn.channel()
-    ch.queue_declare("txa")
-    ch.basic_publish("", "txa", b"one")
-    ch.tx_select()
-    method, _, body = ch.basic_get("txa", auto_ack=False)
+    ch, method = one_unacked_in_tx(conn, "txa")
     ch.basic_ack(method.delivery_tag)
     ch.tx_rollback()  # the ack is forgotten: the message is unacked again, and can be acked again
     ch.basic_ack(method.delivery_tag)
@@ -95,11 +101,7 @@ def test_acks_act_at_commit_and_come_back_at_rollback(connect: Connect) -> None:
 
 def test_a_second_ack_of_the_same_tag_in_a_transaction_is_406(connect: Connect) -> None:
     conn = connect()
-    ch = conn.channel()
-    ch.queue_declare("txd")
-    ch.basic_publish("", "txd", b"one")
-    ch.tx_select()
-    method, _, _ = ch.basic_get("txd", auto_ack=False)
+    ch, method = one_unacked_in_tx(conn, "txd")
     ch.basic_ack(method.delivery_tag)
     ch.basic_ack(method.delivery_tag)
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
@@ -130,11 +132,7 @@ def test_nack_requeue_and_reject_to_a_dead_letter_queue_act_at_commit(connect: C
 
 def test_acks_held_by_an_uncommitted_transaction_come_back_when_the_channel_closes(connect: Connect) -> None:
     conn = connect()
-    ch = conn.channel()
-    ch.queue_declare("txc")
-    ch.basic_publish("", "txc", b"kept")
-    ch.tx_select()
-    method, _, _ = ch.basic_get("txc", auto_ack=False)
+    ch, method = one_unacked_in_tx(conn, "txc", b"kept")
     ch.basic_ack(method.delivery_tag)
     ch.close()
     method, _, body = conn.channel().basic_get("txc", auto_ack=True)

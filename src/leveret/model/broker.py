@@ -210,9 +210,11 @@ class Broker:
         """Route a message. Returns (routed to at least one queue, journalled in the store,
         refused by a queue's x-overflow: the confirm is a basic.nack)."""
         vh = self.vhosts[vhost]
-        ttl = self.check_publish(vhost, exchange, properties)
+        ttl = self._check_publish(vh, exchange, properties)
         self.published += 1
-        if may_have_cc(properties):  # sender-selected distribution: CC / BCC add routing keys
+        # Sender-selected distribution: CC / BCC add routing keys. The flag test keeps the call off
+        # the path of messages without headers.
+        if properties and properties[0] & 0x20 and may_have_cc(properties):
             keys, properties = sender_selected(properties)
             if keys:
                 queues: dict[int, Queue] = {}
@@ -229,11 +231,14 @@ class Broker:
     def check_publish(self, vhost: str, exchange: str, properties: bytes) -> int | None:
         """What basic.publish refuses before routing: a missing or internal exchange (404, 403), a bad
         expiration (406). Returns the message's own TTL in ms (None without one)."""
-        x = self.vhosts[vhost].exchanges.get(exchange)
+        return self._check_publish(self.vhosts[vhost], exchange, properties)
+
+    def _check_publish(self, vh: VHost, exchange: str, properties: bytes) -> int | None:
+        x = vh.exchanges.get(exchange)
         if x is None:
-            raise ChannelError(ReplyCode.NOT_FOUND, f"no exchange '{exchange}' in vhost '{vhost}'", 60, 40)
+            raise ChannelError(ReplyCode.NOT_FOUND, f"no exchange '{exchange}' in vhost '{vh.name}'", 60, 40)
         if x.internal:
-            raise ChannelError(ReplyCode.ACCESS_REFUSED, f"cannot publish to internal exchange '{exchange}' in vhost '{vhost}'", 60, 40)
+            raise ChannelError(ReplyCode.ACCESS_REFUSED, f"cannot publish to internal exchange '{exchange}' in vhost '{vh.name}'", 60, 40)
         return expiration_ms(properties) if properties and properties[0] & 0x01 else None  # the expiration flag
 
     def _enqueue(

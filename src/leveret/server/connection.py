@@ -149,6 +149,7 @@ class AMQPServerProtocol(asyncio.Protocol):
         self.closing = False
         self.paused = False
         self.loop = asyncio.get_running_loop()
+        self.loop_thread = threading.get_ident()  # when_durable runs callbacks in place on it
         # Durable declares: their -ok waits for the store's fsync; input after them waits too.
         self.awaiting_sync: list[tuple[int, bytes]] | None = None
         self.deferred: tuple[list[Any], AMQPError | None] | None = None
@@ -386,7 +387,7 @@ class AMQPServerProtocol(asyncio.Protocol):
         committed in place at the end of a turn: then ``fn`` runs at once, which saves
         a loop iteration and two syscalls on every confirm of a lone publisher.
         """
-        loop, loop_thread = self.loop, threading.get_ident()
+        loop, loop_thread = self.loop, self.loop_thread
 
         def durable() -> None:
             if threading.get_ident() == loop_thread:
