@@ -197,6 +197,10 @@ def test_cli_amqps_only_from_environment_variables(files: Files) -> None:
         ),
         (["--tls-ca", "{ca}"], "--tls-ca needs --tls-cert"),
         (["--amqp-port", "off"], "no AMQP listener"),
+        (
+            ["--tls-cert", "{cert}", "--tls-key", "{key}", "--amqp-port", "off", "--amqps-port", "off"],
+            "no AMQP listener",
+        ),
     ],
 )
 def test_cli_refuses_bad_tls_options_in_one_line(files: Files, args: list[str], message: str) -> None:

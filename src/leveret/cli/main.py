@@ -47,13 +47,16 @@ def _tls_options(
 ) -> dict[str, Any]:
     """The TLS settings, checked now (files readable, key matching) so a mistake stops the start with
     one line."""
+    plain_off = _port(ctx.params["amqp_port"]) is None
     if cert is None:
         given = [f"--{n}" for n, v in (("tls-key", key), ("tls-ca", ca), ("tls-verify", verify)) if v is not None]
         if given:
             raise click.UsageError(f"{', '.join(given)} needs --tls-cert")
-        if ctx.params.get("amqp_port", "").lower() in ("off", "none", "-1"):
+        if plain_off:
             raise click.UsageError("--amqp-port off leaves no AMQP listener without --tls-cert")
         return {}
+    if plain_off and _port(amqps_port) is None:
+        raise click.UsageError("--amqp-port off and --amqps-port off leave no AMQP listener")
     from leveret.server.tls import TLSConfigError, TLSFiles, build_context
 
     try:
