@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import aio_pika
+import kombu
 import pika
 import pika.exceptions
 import pytest
@@ -28,6 +29,7 @@ from tests.security.conftest import (
     raw_tls,
     round_trip,
     tls_port,
+    write_cert,
     write_files,
 )
 
@@ -256,3 +258,31 @@ def test_half_open_handshakes_are_dropped_and_do_not_block_others(tls: ThreadBro
             waited = time.monotonic() - started
             assert waited < 5, f"half-open handshake still open after {waited:.1f} s"
         assert connected_users(tls) == ["guest"]  # the well-behaved client is untouched
+
+
+# ---- kombu / py-amqp (Celery) --------------------------------------------------------------------
+
+
+def test_kombu_over_tls_with_and_without_a_client_certificate(
+    tls_broker: TLSBrokerFactory, ca: trustme.CA, files: Files, tmp_path: Path
+) -> None:
+    """kombu logs in with PLAIN (its default login_method) whether or not it presents a certificate;
+    login_method="EXTERNAL" logs in as the certificate's user."""
+    b = tls_broker(tls_ca=files.ca)
+    alice_cert, alice_key = write_cert(ca.issue_cert("alice.example", common_name="alice"), tmp_path, "alice")
+    base = {"ca_certs": str(files.ca), "cert_reqs": ssl.CERT_REQUIRED, "server_hostname": "localhost"}
+    with_cert = {**base, "certfile": str(alice_cert), "keyfile": str(alice_key)}
+    url = f"amqp://guest:guest@127.0.0.1:{tls_port(b)}//"
+    for sslopts, login, user in (
+        (base, {}, "guest"),
+        (with_cert, {}, "guest"),
+        (with_cert, {"login_method": "EXTERNAL"}, "alice"),
+    ):
+        with kombu.Connection(url, ssl=sslopts, connect_timeout=5, **login) as conn:
+            q = conn.SimpleQueue("kombu-tls")
+            q.put({"task": "add"})
+            assert connected_users(b) == [user]
+            m = q.get(block=True, timeout=5)
+            m.ack()
+            assert m.payload == {"task": "add"}
+            q.close()
