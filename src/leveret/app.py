@@ -118,7 +118,7 @@ class App:
             if https:
                 assert s.https_port is not None and self.server.tls is not None
                 # The AMQPS listener's context: one certificate and one SIGHUP reload for both.
-                site = web.TCPSite(runner, s.host, s.https_port, ssl_context=self.server.tls.listening, reuse_address=True)
+                site = _https_site(runner, s.host, s.https_port, self.server.tls.listening, s.tls_handshake_timeout)
                 await site.start()
                 self.https_port = _site_port(site)
                 log.info("HTTPS management listening on %s:%d", s.host, self.https_port)
@@ -184,6 +184,23 @@ def _rss_bytes() -> int:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def _https_site(runner: Any, host: str, port: int, ctx: Any, handshake_timeout: float) -> Any:
+    """aiohttp's TCPSite with the TLS handshake timeout it does not expose (asyncio's default is 60 s):
+    a half-open HTTPS handshake is dropped as soon as a half-open AMQPS one."""
+    from aiohttp import web
+
+    class HTTPSSite(web.TCPSite):
+        async def start(self) -> None:
+            await web.BaseSite.start(self)  # registers the site with its runner
+            assert self._runner.server is not None
+            self._server = await asyncio.get_running_loop().create_server(
+                self._runner.server, self._host, self._port, ssl=self._ssl_context,
+                ssl_handshake_timeout=handshake_timeout, backlog=self._backlog, reuse_address=True,
+            )  # fmt: skip
+
+    return HTTPSSite(runner, host, port, ssl_context=ctx)
 
 
 def _site_port(site: Any) -> int:

@@ -65,6 +65,20 @@ def test_https_management_overview(tls_broker: TLSBrokerFactory, ca: trustme.CA)
         assert b"200 OK" not in s.recv(1000)
 
 
+def test_half_open_https_handshake_is_dropped(tls_broker: TLSBrokerFactory, ca: trustme.CA) -> None:
+    """tls_handshake_timeout (1 s here) holds for the HTTPS listener too, not asyncio's 60 s."""
+    b: ThreadBroker = tls_broker(https_port=0)
+    assert b.app.https_port
+    with socket.create_connection(("127.0.0.1", b.app.https_port), timeout=10) as silent:
+        started = time.monotonic()
+        assert https_get(b.app.https_port, "/api/overview", client_context(ca))[0] == 200  # others get in meanwhile
+        try:
+            assert silent.recv(100) == b""
+        except ConnectionResetError:
+            pass
+        assert time.monotonic() - started < 5
+
+
 def tls_args(files: Files, *extra: str) -> list[str]:
     return [
         "--tls-cert", str(files.cert), "--tls-key", str(files.key), "--amqps-port", "0", "--https-port", "0",
