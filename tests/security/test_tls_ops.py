@@ -71,7 +71,9 @@ def test_half_open_https_handshake_is_dropped(tls_broker: TLSBrokerFactory, ca: 
     assert b.app.https_port
     with socket.create_connection(("127.0.0.1", b.app.https_port), timeout=10) as silent:
         started = time.monotonic()
-        assert https_get(b.app.https_port, "/api/overview", client_context(ca))[0] == 200  # others get in meanwhile
+        assert (
+            https_get(b.app.https_port, "/api/overview", client_context(ca))[0] == 200
+        )  # others get in meanwhile
         try:
             assert silent.recv(100) == b""
         except ConnectionResetError:
@@ -92,11 +94,19 @@ def log_has(b: ProcessBroker, text: str) -> bool:
 
 def test_sighup_reloads_certificates_for_new_connections_only(tmp_path: Path, ca: trustme.CA) -> None:
     files = write_files(ca, tmp_path / "tls")
-    b = ProcessBroker(tmp_path / "data", extra=tls_args(files)).start()
+    b = ProcessBroker(
+        tmp_path / "data", extra=tls_args(files, "--tls-ca", str(files.ca), "--user", "alice:apw")
+    ).start()
     try:
         assert b.amqps_port and b.https_port
         old = pika.BlockingConnection(pika_params(b.amqps_port, client_context(ca)))
         assert round_trip(old, "before") == b"over tls"
+        # EXTERNAL under uvloop (the thread brokers of test_tls.py run asyncio's own loop).
+        alice = client_context(ca, ca.issue_cert("alice.example", common_name="alice"))
+        with pika.BlockingConnection(
+            pika_params(b.amqps_port, alice, credentials=pika.credentials.ExternalCredentials())
+        ):
+            wait_for(lambda: log_has(b, "user 'alice' authenticated"), timeout=5)
 
         # The operator drops in a certificate from a new CA, in place, and signals the broker.
         new_ca = trustme.CA()
