@@ -71,6 +71,8 @@ class ProcessBroker:
     port: int = 0
     http_port: int = 0
     log: list[str] = field(default_factory=list)
+    amqps_port: int = 0  # with --tls-cert in ``extra``
+    https_port: int = 0
 
     def start(self, timeout: float = 15) -> ProcessBroker:
         cmd = [
@@ -93,9 +95,11 @@ class ProcessBroker:
                 self.port = int(m.group(1))
             if m := re.search(r"HTTP management listening on [\d.]+:(\d+)", line):
                 self.http_port = int(m.group(1))
+            if m := re.search(r"(AMQPS|HTTPS management) listening on [\d.]+:(\d+)", line):
+                setattr(self, "amqps_port" if m.group(1) == "AMQPS" else "https_port", int(m.group(2)))
             if "started (pid" in line:
                 break
-        if not self.port:
+        if not (self.port or self.amqps_port):
             self.kill()
             raise RuntimeError("broker did not start:\n" + "".join(self.log))
         threading.Thread(target=self._drain, daemon=True).start()

@@ -44,6 +44,7 @@ class App:
         self._lock: Any = None
         self._runners: list[Any] = []
         self.http_port: int | None = None
+        self.https_port: int | None = None
         self.prometheus_port: int | None = None
         self.started_at = time.time()
 
@@ -90,7 +91,9 @@ class App:
 
     async def _start_management(self) -> None:
         s = self.settings
-        if s.http_port is None and s.prometheus_port is None:
+        assert self.server is not None
+        https = s.https_port is not None and self.server.tls is not None
+        if s.http_port is None and s.prometheus_port is None and not https:
             return
         try:
             from aiohttp import web
@@ -99,18 +102,26 @@ class App:
         except ImportError:
             log.warning("management API not available in this build")
             return
-        assert self.broker is not None and self.server is not None
+        assert self.broker is not None
         backend = LiveBackend(self.broker, self.node_info)
-        if s.http_port is not None:
+        if s.http_port is not None or https:
             from leveret.management.http import build_app
 
             runner = web.AppRunner(build_app(backend, users=s.users, loopback_users=s.loopback_users), access_log=None)
             await runner.setup()
-            site = web.TCPSite(runner, s.host, s.http_port, reuse_address=True)
-            await site.start()
-            self.http_port = _site_port(site)
             self._runners.append(runner)
-            log.info("HTTP management listening on %s:%d", s.host, self.http_port)
+            if s.http_port is not None:
+                site = web.TCPSite(runner, s.host, s.http_port, reuse_address=True)
+                await site.start()
+                self.http_port = _site_port(site)
+                log.info("HTTP management listening on %s:%d", s.host, self.http_port)
+            if https:
+                assert s.https_port is not None and self.server.tls is not None
+                # The AMQPS listener's context: one certificate and one SIGHUP reload for both.
+                site = _https_site(runner, s.host, s.https_port, self.server.tls.listening, s.tls_handshake_timeout)
+                await site.start()
+                self.https_port = _site_port(site)
+                log.info("HTTPS management listening on %s:%d", s.host, self.https_port)
         if s.prometheus_port is not None:
             from leveret.management.metrics import build_metrics_app
 
@@ -122,10 +133,23 @@ class App:
             self._runners.append(runner)
             log.info("Prometheus metrics listening on %s:%d", s.host, self.prometheus_port)
 
+    def reload_tls(self) -> None:
+        """SIGHUP: re-read the TLS certificate, key and CA; new AMQPS and HTTPS connections use them."""
+        if self.server is None or self.server.tls is None:
+            log.info("SIGHUP: no TLS certificates to reload")
+            return
+        self.server.tls.reload()
+
     def node_info(self) -> NodeInfo:
-        listeners = [{"protocol": "amqp", "ip_address": self.settings.host, "port": self.server.port if self.server else 0}]
+        listeners = []
+        if self.server is not None and self.server.port:
+            listeners.append({"protocol": "amqp", "ip_address": self.settings.host, "port": self.server.port})
+        if self.server is not None and self.server.tls_port:
+            listeners.append({"protocol": "amqp/ssl", "ip_address": self.settings.host, "port": self.server.tls_port})
         if self.http_port is not None:
             listeners.append({"protocol": "http", "ip_address": self.settings.host, "port": self.http_port})
+        if self.https_port is not None:
+            listeners.append({"protocol": "https", "ip_address": self.settings.host, "port": self.https_port})
         if self.prometheus_port is not None:
             listeners.append({"protocol": "http/prometheus", "ip_address": self.settings.host, "port": self.prometheus_port})
         return NodeInfo(
@@ -162,19 +186,37 @@ def _rss_bytes() -> int:
         return 0
 
 
+def _https_site(runner: Any, host: str, port: int, ctx: Any, handshake_timeout: float) -> Any:
+    """aiohttp's TCPSite with the TLS handshake timeout it does not expose (asyncio's default is 60 s):
+    a half-open HTTPS handshake is dropped as soon as a half-open AMQPS one."""
+    from aiohttp import web
+
+    class HTTPSSite(web.TCPSite):
+        async def start(self) -> None:
+            await web.BaseSite.start(self)  # registers the site with its runner
+            assert self._runner.server is not None
+            self._server = await asyncio.get_running_loop().create_server(
+                self._runner.server, self._host, self._port, ssl=self._ssl_context,
+                ssl_handshake_timeout=handshake_timeout, backlog=self._backlog, reuse_address=True,
+            )  # fmt: skip
+
+    return HTTPSSite(runner, host, port, ssl_context=ctx)
+
+
 def _site_port(site: Any) -> int:
     server = site._server  # aiohttp keeps the asyncio server here
     return int(server.sockets[0].getsockname()[1])
 
 
 async def serve(settings: Settings) -> None:
-    """Run until SIGINT/SIGTERM, then shut down cleanly."""
+    """Run until SIGINT/SIGTERM, then shut down cleanly; SIGHUP reloads the TLS certificates."""
     app = App(settings)
     await app.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, app.reload_tls)
     log.info("Leveret %s started (pid %d); press Ctrl-C to stop", __version__, os.getpid())
     await stop.wait()
     log.info("shutting down")

@@ -15,7 +15,7 @@ def default_data_dir() -> Path:
 @dataclass(slots=True)
 class Settings:
     host: str = "127.0.0.1"
-    amqp_port: int = 5672
+    amqp_port: int | None = 5672  # None: no plain AMQP listener (AMQPS only)
     http_port: int | None = 15672  # None: management HTTP off
     prometheus_port: int | None = 15692
     data_dir: Path = field(default_factory=default_data_dir)
@@ -58,3 +58,15 @@ class Settings:
     # messages stay only in the store and are read back as they near the head.
     queue_ram_limit: int | None = 64 * 1024 * 1024
     shutdown_timeout: float = 5.0
+
+    # TLS: with a certificate and key, AMQPS listens on amqps_port and the management API on https_port
+    # (None: that TLS listener off). tls_verify: "none", "peer" (check a client certificate if one is
+    # sent) or "require" (refuse the handshake without one); None means "peer" with a CA, else "none".
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    tls_verify: str | None = None
+    amqps_port: int | None = 5671
+    https_port: int | None = 15671
+    tls_handshake_timeout: float = 5.0  # RabbitMQ's ssl_handshake_timeout
+    tls_login_from: str = "common_name"  # EXTERNAL's user: "common_name" or "subject_alternative_name" (DNS)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from leveret import __version__
 from leveret.cli.perf import perf
@@ -39,6 +41,42 @@ def _timeout(value: str) -> int | None:
     return ms
 
 
+def _tls_options(
+    ctx: click.Context, cert: Path | None, key: Path | None, ca: Path | None, verify: str | None, amqps_port: str,
+    https_port: str, handshake_timeout: float, login_from: str,
+) -> dict[str, Any]:
+    """The TLS settings, checked now (files readable, key matching) so a mistake stops the start with
+    one line."""
+    plain_off = _port(ctx.params["amqp_port"]) is None
+    if cert is None:
+        given = [f"--{n}" for n, v in (("tls-key", key), ("tls-ca", ca), ("tls-verify", verify)) if v is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} needs --tls-cert")
+        if plain_off:
+            raise click.UsageError("--amqp-port off leaves no AMQP listener without --tls-cert")
+        return {}
+    if plain_off and _port(amqps_port) is None:
+        raise click.UsageError("--amqp-port off and --amqps-port off leave no AMQP listener")
+    from leveret.server.tls import TLSConfigError, TLSFiles, build_context
+
+    try:
+        build_context(TLSFiles(cert, key, ca, verify))
+    except TLSConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    return {
+        "tls_cert": cert, "tls_key": key, "tls_ca": ca, "tls_verify": verify, "amqps_port": _port(amqps_port),
+        "https_port": _port(https_port), "tls_handshake_timeout": handshake_timeout, "tls_login_from": login_from,
+    }  # fmt: skip
+
+
+def _http_port(value: str, tls_cert: Path | None) -> int | None:
+    # RabbitMQ with only management.ssl.* configured serves HTTPS alone: basic-auth passwords in every
+    # request should not also go out in clear unless the operator asks for it.
+    if tls_cert is not None and click.get_current_context().get_parameter_source("http_port") is ParameterSource.DEFAULT:
+        return None
+    return _port(value)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "LEVERET"})
 @click.version_option(__version__, prog_name="leveret")
 def main() -> None:
@@ -51,9 +89,9 @@ def main() -> None:
     """
 
 
-@main.command()
+@main.command(context_settings={"auto_envvar_prefix": "LEVERET"})  # LEVERET_AMQP_PORT, not LEVERET_SERVER_AMQP_PORT
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (AMQP and HTTP).")
-@click.option("--amqp-port", default=5672, show_default=True, type=int, help="AMQP port; 0 picks a free port (logged).")
+@click.option("--amqp-port", default="5672", show_default=True, help="AMQP port; 0 picks a free port (logged), 'off' disables (AMQPS only).")
 @click.option("--http-port", default="15672", show_default=True, help="Management HTTP API and dashboard port; 0 picks a free port, 'off' disables.")
 @click.option("--prometheus-port", default="15692", show_default=True, help="Prometheus /metrics port; 0 picks a free port, 'off' disables.")
 @click.option(
@@ -92,12 +130,30 @@ def main() -> None:
 @click.option("--max-queues", default=None, type=click.IntRange(min=0), help="Most queues in a vhost; over it queue.declare gets 406. [default: unlimited]")
 @click.option("--user", "users", multiple=True, metavar="NAME:PASSWORD", callback=_users, help="Add a user (repeatable; env LEVERET_USER='a:pw b:pw'). guest/guest stays, for loopback clients only.")
 @click.option("--vhost", "vhosts", multiple=True, metavar="NAME", help="Create a virtual host besides '/' (repeatable; env LEVERET_VHOST='a b'). Every user may use every vhost.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PEM server certificate (chain): enables AMQPS and HTTPS management. SIGHUP reloads it.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PEM private key of --tls-cert (unencrypted). [default: in the --tls-cert file]")
+@click.option("--tls-ca", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PEM CA certificate(s) that sign client certificates.")
+@click.option(
+    "--tls-verify", type=click.Choice(["none", "peer", "require"]), default=None,
+    help="Client certificates: 'none' (not asked for), 'peer' (checked against --tls-ca if sent; EXTERNAL "
+    "login offered), 'require' (handshake refused without one). [default: peer with --tls-ca, else none]",
+)  # fmt: skip
+@click.option("--amqps-port", default="5671", show_default=True, help="AMQPS (AMQP over TLS) port, with --tls-cert; 0 picks a free port, 'off' disables.")
+@click.option(
+    "--https-port", default="15671", show_default=True,
+    help="HTTPS management port, with --tls-cert; 0 picks a free port, 'off' disables. With --tls-cert the plain "
+    "--http-port is off unless given explicitly (as RabbitMQ with only management.ssl.port).",
+)  # fmt: skip
+@click.option("--tls-handshake-timeout", default=5.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Seconds a client has to complete the TLS handshake.")
+@click.option("--tls-login-from", type=click.Choice(["common_name", "subject_alternative_name"]), default="common_name", show_default=True, help="Which certificate name the EXTERNAL mechanism logs in as (subject CN, or first DNS SAN).")
 def server(
-    host: str, amqp_port: int, http_port: str, prometheus_port: str, data_dir: Path | None, storage: str,
+    host: str, amqp_port: str, http_port: str, prometheus_port: str, data_dir: Path | None, storage: str,
     log_level: str, consumer_timeout: str, consumer_timeout_action: str, frame_max: int, heartbeat: int,
     max_message_size: int, queue_ram_limit: int, channel_max: int, handshake_timeout: float, max_connections: int | None,
     max_consumers_per_channel: int | None, disk_free_limit: int, memory_high_watermark: float,
     store_backlog_limit: int, max_queues: int | None, users: dict[str, str], vhosts: tuple[str, ...],
+    tls_cert: Path | None, tls_key: Path | None, tls_ca: Path | None, tls_verify: str | None, amqps_port: str,
+    https_port: str, tls_handshake_timeout: float, tls_login_from: str,
 ) -> None:  # fmt: skip
     """Run the broker until Ctrl-C or SIGTERM.
 
@@ -107,6 +163,7 @@ def server(
       leveret server --amqp-port 0            # pick a free port (printed in the log)
       leveret server --data-dir ./data --consumer-timeout 60000
       leveret server --host 0.0.0.0 --user app:s3cret --vhost app   # amqp://app:s3cret@host/app
+      leveret server --tls-cert server.pem --tls-key server.key    # + amqps://host:5671, https://host:15671
     """
     logging.basicConfig(
         level=getattr(logging, log_level.upper()),
@@ -115,8 +172,8 @@ def server(
     )
     settings = Settings(
         host=host,
-        amqp_port=amqp_port,
-        http_port=_port(http_port),
+        amqp_port=_port(amqp_port),
+        http_port=_http_port(http_port, tls_cert),
         prometheus_port=_port(prometheus_port),
         data_dir=data_dir or default_data_dir(),
         storage=storage,
@@ -137,6 +194,10 @@ def server(
         store_backlog_limit=store_backlog_limit,
         users={"guest": "guest", **users},
         vhosts=tuple(vhosts),
+        **_tls_options(
+            click.get_current_context(), tls_cert, tls_key, tls_ca, tls_verify, amqps_port, https_port,
+            tls_handshake_timeout, tls_login_from,
+        ),  # fmt: skip
     )
     from leveret.app import run
 

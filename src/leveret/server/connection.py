@@ -26,7 +26,7 @@ from leveret.model.properties import FLAG_USER_ID, check_user_id, with_delivery_
 from leveret.protocol import codec
 from leveret.protocol.connection import AMQPConnection, BadProtocolHeader, ConnState
 from leveret.protocol.events import Ack, HeaderReceived, Heartbeat, MethodReceived, Nack, Publish, Reject
-from leveret.server import auth
+from leveret.server import auth, tls
 from leveret.server.methods import METHOD_HANDLERS
 
 if TYPE_CHECKING:
@@ -142,6 +142,7 @@ class AMQPServerProtocol(asyncio.Protocol):
         self.peer = ("?", 0)
         self.local = ("?", 0)
         self.user = ""
+        self.cert_user: str | None = None  # from a verified TLS client certificate: EXTERNAL logs in as it
         self.client_properties: dict[str, Any] = {}
         self.opened_at = time.monotonic()
         self.last_recv = self.last_send = self.opened_at
@@ -171,6 +172,7 @@ class AMQPServerProtocol(asyncio.Protocol):
         local = transport.get_extra_info("sockname") or ("?", 0)
         self.peer, self.local = (str(peer[0]), int(peer[1])), (str(local[0]), int(local[1]))
         self.name = f"{self.peer[0]}:{self.peer[1]} -> {self.local[0]}:{self.local[1]}"
+        self.cert_user = tls.cert_login(tls.peer_certificate(transport), self.settings.tls_login_from)
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -536,7 +538,7 @@ class AMQPServerProtocol(asyncio.Protocol):
                 0,
                 C.Connection.Start(
                     version_major=0, version_minor=9, server_properties=SERVER_PROPERTIES,
-                    mechanisms=auth.MECHANISMS, locales="en_US",
+                    mechanisms=auth.mechanisms(self.cert_user), locales="en_US",
                 ),  # fmt: skip
             )
         )

@@ -69,7 +69,7 @@ def _durable_exchange(conn: AMQPServerProtocol, name: str) -> bool:
 def start_ok(conn: AMQPServerProtocol, _: Any, m: C.Connection.StartOk) -> None:
     s = conn.settings
     response = m.response if isinstance(m.response, bytes) else str(m.response).encode("latin-1")
-    conn.user = auth.authenticate(m.mechanism, response, s.users, s.loopback_users, conn.peer[0])
+    conn.user = auth.authenticate(m.mechanism, response, s.users, s.loopback_users, conn.peer[0], conn.cert_user)
     conn.client_properties = _table(m.client_properties)
     conn.write(codec.encode_method(0, C.Connection.Tune(s.channel_max, s.frame_max, s.heartbeat)))
 

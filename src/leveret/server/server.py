@@ -6,6 +6,7 @@ import asyncio
 import functools
 import logging
 import time
+from typing import Any
 
 from leveret.config import Settings
 from leveret.errors import ReplyCode
@@ -22,6 +23,7 @@ from leveret.server.alarms import (
     rss_bytes,
 )
 from leveret.server.connection import AMQPServerProtocol
+from leveret.server.tls import ServerTLS, TLSFiles
 
 log = logging.getLogger("leveret.server")
 
@@ -31,16 +33,20 @@ class Server:
 
     A single 1-second tick drives heartbeats, handshake timeouts and consumer
     acknowledgement timeouts, so no timer exists per connection or per delivery.
+    Plain AMQP and AMQPS (with ``settings.tls_cert``) are two listeners feeding the same connections.
     """
 
     def __init__(self, settings: Settings, broker: Broker) -> None:
         self.settings = settings
         self.broker = broker
         self.connections: set[AMQPServerProtocol] = set()
-        self._server: asyncio.base_events.Server | None = None
+        self._listeners: list[asyncio.base_events.Server] = []
         self._tick: asyncio.TimerHandle | None = None
-        self.port = 0
+        self.port = 0  # plain AMQP; 0 while off
+        self.tls_port = 0  # AMQPS; 0 while off
         self.host = settings.host
+        # Raises TLSConfigError (unreadable or mismatched files): the broker does not start.
+        self.tls = ServerTLS(tls_files(settings)) if settings.tls_cert is not None else None
         # Only the SQLite store writes to disk; the probe is replaceable (tests).
         probe = None if settings.storage == "memory" else functools.partial(free_bytes, settings.data_dir)
         self.disk_alarm = DiskAlarm(settings.disk_free_limit, probe)
@@ -50,13 +56,26 @@ class Server:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: AMQPServerProtocol(self), self.settings.host, self.settings.amqp_port, reuse_address=True, backlog=1024
-        )
-        sock = self._server.sockets[0]
-        self.host, self.port = sock.getsockname()[:2]
-        log.info("AMQP listening on %s:%d", self.host, self.port)
+        s = self.settings
+        if s.amqp_port is not None:
+            self.host, self.port = await self._listen(s.amqp_port)
+            log.info("AMQP listening on %s:%d", self.host, self.port)
+        if self.tls is not None and s.amqps_port is not None:
+            # A client that connects and never finishes the TLS handshake is dropped after
+            # tls_handshake_timeout; it never becomes a connection, so it holds no broker state.
+            host, self.tls_port = await self._listen(
+                s.amqps_port, ssl=self.tls.listening, ssl_handshake_timeout=s.tls_handshake_timeout
+            )
+            log.info("AMQPS listening on %s:%d", host, self.tls_port)
         self._schedule_tick(loop)
+
+    async def _listen(self, port: int, **tls: Any) -> tuple[str, int]:
+        server = await asyncio.get_running_loop().create_server(
+            lambda: AMQPServerProtocol(self), self.settings.host, port, reuse_address=True, backlog=1024, **tls
+        )
+        self._listeners.append(server)
+        host, bound = server.sockets[0].getsockname()[:2]
+        return str(host), int(bound)
 
     def _schedule_tick(self, loop: asyncio.AbstractEventLoop) -> None:
         self._tick = loop.call_later(self.tick_interval, self._on_tick, loop)
@@ -109,8 +128,8 @@ class Server:
         """Close the listener, send connection.close 320 to everyone, wait a bounded time."""
         if self._tick is not None:
             self._tick.cancel()
-        if self._server is not None:
-            self._server.close()
+        for server in self._listeners:
+            server.close()
         for c in list(self.connections):
             c.force_close(ReplyCode.CONNECTION_FORCED, "broker forced connection closure with reason 'shutdown'")
         deadline = time.monotonic() + self.settings.shutdown_timeout
@@ -118,5 +137,10 @@ class Server:
             await asyncio.sleep(0.05)
         for c in list(self.connections):
             c.abort()
-        if self._server is not None:
-            await self._server.wait_closed()
+        for server in self._listeners:
+            await server.wait_closed()
+
+
+def tls_files(settings: Settings) -> TLSFiles:
+    assert settings.tls_cert is not None
+    return TLSFiles(settings.tls_cert, settings.tls_key, settings.tls_ca, settings.tls_verify)
