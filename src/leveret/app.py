@@ -180,7 +180,7 @@ class App:
         """The store cannot write for lack of space (``exc``), or can again (None)."""
         if self.server is None or self.store is None:
             return
-        reason = None if exc is None else self.store.failure() or f"storage cannot write: {exc}"
+        reason = None if exc is None else f"storage cannot write: {exc}"
         if self.server.disk_alarm.set_store_failure(reason):
             self._block_publishers()
 
