@@ -194,6 +194,7 @@ def test_default_limit_on_a_64_mib_disk_starts_without_alarm_and_takes_publishes
     start: Start, small_disk: Path
 ) -> None:
     b = start()  # default --disk-free-limit 50 MB
+    time.sleep(1.2)  # the alarm's first probes have run
     conn = connect(b, blocked_connection_timeout=5)
     ch = conn.channel()
     ch.confirm_delivery()
