@@ -202,9 +202,12 @@ class App:
     def _block_publishers(self) -> None:
         # The server's tick applies alarms to every connection within half a second; a publisher
         # must not get that long to fill the disk, so those that publish are blocked at once.
+        # The combined state is raised too, or an alarm that clears before the next tick would
+        # never be seen to change, and these connections would stay blocked.
         server = self.server
         if server is None or not server.disk_alarm.active:
             return
+        server.alarms.active = True
         for c in list(server.connections):
             if c.has_published:
                 c.set_blocked(True)
