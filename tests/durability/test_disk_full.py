@@ -9,10 +9,9 @@ root); skipped with that reason otherwise.
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,21 +27,6 @@ Start = Callable[..., ProcessBroker]
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
 LIMIT = "4000000"  # the repro: --disk-free-limit 4000000 on 64 MiB
 BIG = 6_000_000  # more than the disk has left once the ballast is in: this write fails
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a 64 MiB tmpfs needs root (CI runs these as root)")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
 
 
 @pytest.fixture
