@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from leveret.storage.base import MessageRecord
 from leveret.storage import sqlite as sqlite_mod
+from leveret.storage.base import MessageRecord
 from leveret.storage.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStore, disk_free_bytes
 
 V = "/"
