@@ -43,12 +43,16 @@ def brokers() -> Iterator[Make]:
         b.kill()
 
 
-def run_and_kill(make: Make, data_dir: Path, kind: str, journal: Path, after: int) -> ProcessBroker:
-    """Start a broker, run the writer until ``after`` journal lines, kill -9, start again."""
+def run_and_kill(
+    make: Make, data_dir: Path, kind: str, journal: Path, after: int, then: Callable[[], object] | None = None
+) -> ProcessBroker:
+    """Start a broker, run the writer until ``after`` journal lines (and ``then()``), kill -9, start again."""
     b = make(data_dir)
     writer = subprocess.Popen([sys.executable, "-m", "tests.durability.writers", kind, str(b.port), str(journal)])
     try:
         wait_for(lambda: len(lines(journal)) >= after, timeout=20)
+        if then is not None:
+            wait_for(then, timeout=20, interval=0.0005)
     finally:
         kill9(b)
         assert writer.wait(10) == 0
@@ -147,7 +151,16 @@ def test_kill9_during_dead_lettering(brokers: Make, tmp_path: Path, cycle: int) 
 def test_kill9_during_checkpoints(small_disk: Path, brokers: Make, cycle: int) -> None:
     journal = small_disk.parent / "journal"  # (small_disk before brokers: unmounted after they are killed)
     # On 64 MiB the WAL reservation is 4 MiB: a checkpoint about every 50 of these 64 KB messages.
-    b = run_and_kill(brokers, small_disk / "data", "bigpublish", journal, after=130 + 23 * cycle)
+    # The kill comes as soon as the main file is seen to grow, that is while (or just after) a
+    # checkpoint copies pages into it.
+    db = small_disk / "data" / "leveret.db"
+    sizes: list[int] = []
+
+    def main_file_grew() -> bool:
+        sizes.append(db.stat().st_size)
+        return len(sizes) > 1 and sizes[-1] != sizes[0]
+
+    b = run_and_kill(brokers, db.parent, "bigpublish", journal, after=60 + 23 * cycle, then=main_file_grew)
     confirmed = [int(e[2:]) for e in lines(journal)]
     got = [int(body.split(b" ", 1)[0]) for body in drain(b, "big")]
     assert got == sorted(set(got)), "duplicates or out of order"
