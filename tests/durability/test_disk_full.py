@@ -19,7 +19,8 @@ import pika
 import pytest
 
 from leveret.app import CLEAN_STOP_MARKER
-from tests.durability.conftest import close_quietly, connect
+from tests.durability.conftest import close_quietly, connect, recovery
+from tests.durability.test_kill import kill9
 from tests.helpers import ProcessBroker, wait_for
 from tests.http_client import http_request
 
@@ -188,3 +189,22 @@ def test_default_limit_on_a_64_mib_disk_starts_without_alarm_and_takes_publishes
     close_quietly(conn)
     assert "alarm set" not in "".join(b.log)
     assert health(b) == (200, {"status": "ok"})
+
+
+def test_a_broker_killed_with_a_full_wal_starts_again_on_a_full_disk(start: Start, small_disk: Path) -> None:
+    b = start()
+    conn = connect(b)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare("q", durable=True)
+    for i in range(20):  # 2 MB: in the WAL, not checkpointed yet
+        ch.basic_publish("", "q", b"%d " % i + bytes(100_000), PERSISTENT)
+    close_quietly(conn)
+    kill9(b)
+    fill(small_disk, 0)  # recovery's checkpoint cannot grow the main file
+    b = start()
+    log = "".join(b.log)
+    assert "no disk space to checkpoint" in log
+    assert recovery(b)[:2] == (1, 20)
+    got = drain(b, "q")  # consumers are served (their acks fit in the WAL already allocated)
+    assert [int(body.split(b" ")[0]) for body, _ in got] == list(range(20))

@@ -590,7 +590,20 @@ class SqliteStore:
 
     def _preallocate_wal(self, conn: sqlite3.Connection) -> None:
         """Checkpoint what was recovered and fill the (then empty) WAL with zeros; see the docstring."""
-        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        try:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            if not _is_space_error(exc):
+                raise
+            # A full disk must not stop the broker from starting: what the WAL holds is
+            # committed and read from there; the writer checkpoints once there is room.
+            log.warning(
+                "storage %s: no disk space to checkpoint what was recovered (%s); starting with the WAL"
+                " as it is",
+                self._path,
+                exc,
+            )
+            busy = 1
         share = disk_free_bytes(self._path.parent) // WAL_DISK_SHARE
         if share < self._wal_alloc:
             # A small disk: reserve less and checkpoint sooner (never below a few hundred frames).
