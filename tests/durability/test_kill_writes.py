@@ -5,8 +5,9 @@ deletes of exchanges, queues and bindings, purges, dead-lettering, and big publi
 small disk, where the WAL is checkpointed every few dozen commits (so kills land in
 checkpoints too). A writer process (:mod:`tests.durability.writers`) journals every
 operation the broker answered; the broker is killed at a varying point, started again
-on the same data dir, and what it recovered is compared with the journal. One cycle per
-kind in CI; ``LEVERET_KILL_WRITE_CYCLES=N`` runs N (each on a fresh data dir).
+on the same data dir, and what it recovered is compared with the journal. Two cycles per
+kind in CI (killed at different points); ``LEVERET_KILL_WRITE_CYCLES=N`` runs N, each on a
+fresh data dir.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from tests.durability.writers import meta_ops
 from tests.helpers import ProcessBroker, wait_for
 from tests.http_client import http_request
 
-CYCLES = int(os.environ.get("LEVERET_KILL_WRITE_CYCLES", "1"))
+CYCLES = int(os.environ.get("LEVERET_KILL_WRITE_CYCLES", "2"))
 Make = Callable[[Path], ProcessBroker]
 
 
