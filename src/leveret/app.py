@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -12,6 +13,7 @@ from typing import Any
 
 from leveret import __version__
 from leveret.config import Settings
+from leveret.errors import ReplyCode
 from leveret.management.backend import NodeInfo
 from leveret.model.broker import Broker
 from leveret.server.server import Server
@@ -22,7 +24,8 @@ log = logging.getLogger("leveret")
 CLEAN_STOP_MARKER = "clean-stop"  # written after the store is closed; absent after a crash
 
 
-def open_store(settings: Settings) -> Store:
+def open_store(settings: Settings, app: App | None = None) -> Store:
+    """The configured store; with ``app``, its failures and space reports go to ``app``."""
     if settings.storage == "memory":
         from leveret.storage.memory import MemoryStore
 
@@ -30,7 +33,15 @@ def open_store(settings: Settings) -> Store:
     from leveret.storage.sqlite import SqliteStore
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return SqliteStore(settings.data_dir / "leveret.db")
+    if app is None:
+        return SqliteStore(settings.data_dir / "leveret.db")
+    return SqliteStore(
+        settings.data_dir / "leveret.db",
+        disk_free_limit=settings.disk_free_limit,
+        on_error=functools.partial(app.from_store, app.store_failed),
+        on_stall=functools.partial(app.from_store, app.store_stalled),
+        on_low_space=functools.partial(app.from_store, app.store_low_on_space),
+    )
 
 
 class App:
@@ -47,6 +58,8 @@ class App:
         self.https_port: int | None = None
         self.prometheus_port: int | None = None
         self.started_at = time.time()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fail_closed: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -65,7 +78,8 @@ class App:
         unclean = had_store and not marker.exists()
         if s.storage != "memory":
             marker.unlink(missing_ok=True)
-        self.store = open_store(s)
+        self._loop = asyncio.get_running_loop()
+        self.store = open_store(s, self)
         recovered = self.store.open()
         self.store.attach_loop(asyncio.get_running_loop())
         self.broker = Broker(
@@ -86,6 +100,10 @@ class App:
         if len(self.broker.vhosts) > 1:
             log.info("virtual hosts: %s", ", ".join(sorted(self.broker.vhosts)))
         self.server = Server(s, self.broker)
+        store_free = getattr(self.store, "disk_free_bytes", None)
+        if self.server.disk_alarm.probe is not None and store_free is not None:
+            # What the store can still write: it counts the unused part of its WAL reservation.
+            self.server.disk_alarm.probe = store_free
         await self.server.start()
         await self._start_management()
 
@@ -162,17 +180,78 @@ class App:
             pid=os.getpid(),
             rss_bytes=_rss_bytes(),
             consumer_timeout=self.settings.consumer_timeout,
+            failure=self.store.failure() if self.store is not None else None,
         )
+
+    # -- store events: called on any thread, handled on the loop ----------------------------
+
+    def from_store(self, handler: Any, arg: Any) -> None:
+        """Hop a store event (writer thread or loop thread) over to the loop."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(handler, arg)
+        except RuntimeError:  # the loop is shutting down
+            pass
+
+    def store_low_on_space(self, free: int) -> None:
+        """The store's writer found less than the limit free: the alarm goes on now."""
+        if self.server is not None and self.server.disk_alarm.note(free):
+            self._block_publishers()
+
+    def store_stalled(self, exc: BaseException | None) -> None:
+        """The store cannot write for lack of space (``exc``), or can again (None)."""
+        if self.server is None or self.store is None:
+            return
+        reason = None if exc is None else f"storage cannot write: {exc}"
+        if self.server.disk_alarm.set_store_failure(reason):
+            self._block_publishers()
+
+    def store_failed(self, exc: BaseException) -> None:
+        """The store failed for good: fail closed, visibly, and never leave a client waiting for it."""
+        reason = (self.store.failure() if self.store is not None else None) or f"storage failed: {exc}"
+        server = self.server
+        if server is None or self._fail_closed is not None:
+            return
+        server.disk_alarm.set_store_failure(reason)
+        log.error(
+            "%s. Closing every connection (541) and refusing new ones: nothing durable can be written. "
+            "/api/healthchecks/node reports the failure.", reason,
+        )  # fmt: skip
+        for c in list(server.connections):
+            c.force_close(ReplyCode.INTERNAL_ERROR, reason)
+        self._fail_closed = asyncio.ensure_future(server.stop())
+
+    def _block_publishers(self) -> None:
+        # The server's tick applies alarms to every connection within half a second; a publisher
+        # must not get that long to fill the disk, so those that publish are blocked at once.
+        # The combined state is raised too, or an alarm that clears before the next tick would
+        # never be seen to change, and these connections would stay blocked.
+        server = self.server
+        if server is None or not server.disk_alarm.active:
+            return
+        server.alarms.active = True
+        for c in list(server.connections):
+            if c.has_published:
+                c.set_blocked(True)
 
     async def stop(self) -> None:
         for r in self._runners:
             await r.cleanup()
+        if self._fail_closed is not None:
+            await self._fail_closed
         if self.server is not None:
             await self.server.stop()
         if self.store is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.store.close)
-            if self.settings.storage != "memory":
+            failure = self.store.failure()
+            if self.settings.storage != "memory" and failure is None:
                 (self.settings.data_dir / CLEAN_STOP_MARKER).touch()
+            elif failure is not None:
+                # Delivered marks (and acks) may be among what was not written: without the
+                # marker, the next start flags every recovered message redelivered.
+                log.error("not a clean stop (%s): recovered messages will be flagged redelivered", failure)
         if self._lock is not None:
             self._lock.release()
         log.info("broker stopped")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -33,6 +35,23 @@ def recovery(b: ProcessBroker) -> tuple[int, int, float]:
         if m := RECOVERY_LINE.search(line):
             return int(m.group(1)), int(m.group(2)), float(m.group(3))
     raise AssertionError("no recovery line in the log:\n" + "".join(b.log))
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 MiB tmpfs, unmounted at teardown. Needs root (CI runs as root); skipped with the reason otherwise."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a 64 MiB tmpfs needs root (CI runs these as root)")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        if subprocess.run(["umount", str(mnt)], check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], check=False)  # still busy: detach it anyway
 
 
 @pytest.fixture

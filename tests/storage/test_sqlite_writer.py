@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from leveret.storage import sqlite as sqlite_mod
 from leveret.storage.base import MessageRecord
 from leveret.storage.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStore, disk_free_bytes
 
@@ -28,8 +29,115 @@ def msg(i: int, body: bytes = b"body") -> MessageRecord:
     return MessageRecord(i, "ex", "rk", b"p", body)
 
 
-def test_write_failure_is_reported_and_withholds_every_later_confirm(
+def cap_file(store: SqliteStore) -> None:
+    """Simulate a full disk: the file may not grow past its current size (SQLITE_FULL).
+
+    Run on the writer thread, which owns the connection, between two transactions.
+    """
+    capped = threading.Event()
+
+    def cap() -> None:
+        conn = store._conn
+        assert conn is not None
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")
+        capped.set()
+
+    store.sync(cap)
+    assert capped.wait(WAIT)
+
+
+def uncap_file(store: SqliteStore) -> None:
+    """Space is back. The store is stalled (no callback runs), so take its lock from here."""
+    with store._lock:
+        assert store._conn is not None
+        store._conn.execute("PRAGMA max_page_count = 1073741823")
+
+
+def test_a_write_that_fails_for_space_is_held_and_confirmed_once_space_returns(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stalls: list[BaseException | None] = []
+    changed = threading.Event()
+    errors: list[BaseException] = []
+
+    def on_stall(exc: BaseException | None) -> None:
+        stalls.append(exc)
+        changed.set()
+
+    store = SqliteStore(tmp_path / "s.db", on_stall=on_stall, on_error=errors.append)
+    store.open()
+    store.append(V, "q", msg(1))
+    assert synced(store)
+    cap_file(store)
+
+    confirmed: list[int] = []
+    # New queues: their ids are allocated in the batch that fails and must be given back.
+    store.append(V, "q2", msg(2, b"x" * 100_000))
+    store.sync(lambda: confirmed.append(2))
+    assert changed.wait(WAIT)
+    changed.clear()
+    assert len(stalls) == 1 and isinstance(stalls[0], sqlite3.OperationalError)
+    assert "full" in str(stalls[0])
+    assert store.stalled is stalls[0] and store.error is None
+    assert "cannot write" in (store.failure() or "")
+    assert "lack of disk space" in caplog.text
+    store.append(V, "q3", msg(3))
+    store.remove(V, "q", [1])
+    store.sync(lambda: confirmed.append(3))
+    # While stalled: reads (paging) are served from what is held, nothing is confirmed.
+    assert store.read_bodies(V, "q2", [2]) == {2: b"x" * 100_000}
+    assert store.read_bodies(V, "q", [1]) == {1: b"body"}
+    time.sleep(3 * sqlite_mod.RETRY_INTERVAL)  # a few retries fail
+    assert confirmed == [] and len(stalls) == 1
+
+    uncap_file(store)
+    assert changed.wait(WAIT)
+    deadline = time.monotonic() + WAIT
+    while confirmed != [2, 3] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert confirmed == [2, 3]
+    assert stalls[1:] == [None] and store.stalled is None and store.failure() is None
+    assert "writes resumed" in caplog.text
+    assert errors == []
+    store.close()
+
+    r = SqliteStore(tmp_path / "s.db")
+    try:
+        got = r.open().messages
+        assert {k: [m.msg_id for m in v] for k, v in got.items()} == {(V, "q2"): [2], (V, "q3"): [3]}
+    finally:
+        r.close()
+
+
+def test_close_without_space_gives_up_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+    store.open()
+    store.append(V, "q", msg(1))
+    assert synced(store)
+    cap_file(store)
+    confirmed: list[int] = []
+    store.append(V, "q", msg(2, b"x" * 100_000))
+    store.sync(lambda: confirmed.append(2))
+    deadline = time.monotonic() + WAIT
+    while store.stalled is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert store.stalled is not None
+    started = time.monotonic()
+    store.close()
+    assert time.monotonic() - started < WAIT
+    assert confirmed == []
+    assert "not written" in (store.failure() or "")
+    assert "were NOT written" in caplog.text
+    r = SqliteStore(tmp_path / "s.db")
+    try:
+        assert [m.msg_id for m in r.open().messages[V, "q"]] == [1]
+    finally:
+        r.close()
+
+
+def test_a_failure_that_is_not_about_space_fails_the_store_for_good(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     errors: list[BaseException] = []
     failed = threading.Event()
@@ -42,39 +150,23 @@ def test_write_failure_is_reported_and_withholds_every_later_confirm(
     store.open()
     store.append(V, "q", msg(1))
     assert synced(store)
-
-    # Simulate a full disk: cap the file at its current size (from the writer
-    # thread, which owns the connection, between two transactions).
-    capped = threading.Event()
-
-    def cap() -> None:
-        conn = store._conn
-        assert conn is not None
-        pages = conn.execute("PRAGMA page_count").fetchone()[0]
-        conn.execute(f"PRAGMA max_page_count = {pages}")
-        capped.set()
-
-    store.sync(cap)
-    assert capped.wait(WAIT)
     confirmed: list[int] = []
-    store.append(V, "q", msg(2, b"x" * 100_000))
-    store.sync(lambda: confirmed.append(2))
-    assert failed.wait(WAIT)
+
+    def broken(self: SqliteStore, batch: list[tuple[object, ...]], durable: bool) -> list[Callable[[], None]]:
+        raise sqlite3.OperationalError("disk I/O error")  # not SQLITE_FULL
+
+    with monkeypatch.context() as m:
+        m.setattr(SqliteStore, "_apply", broken)
+        store.append(V, "q", msg(2))
+        store.sync(lambda: confirmed.append(2))
+        assert failed.wait(WAIT)
     store.append(V, "q", msg(3))
     store.sync(lambda: confirmed.append(3))
-    store.close()  # does not hang on a failed store
-
+    time.sleep(0.2)
+    store.close()
     assert confirmed == []
-    assert len(errors) == 1 and isinstance(errors[0], sqlite3.OperationalError)
-    assert "full" in str(errors[0])
-    assert store.error is errors[0]
-    assert "write failed" in caplog.text
-
-    r = SqliteStore(tmp_path / "s.db")
-    try:
-        assert [m.msg_id for m in r.open().messages[V, "q"]] == [1]
-    finally:
-        r.close()
+    assert store.error is errors[0] and store.stalled is None
+    assert "storage failed" in (store.failure() or "")
 
 
 def test_on_error_is_optional_and_a_bad_record_fails_loudly(
@@ -412,3 +504,81 @@ def test_a_full_disk_does_not_stop_the_store_from_opening(
     again = SqliteStore(db)
     assert [m.msg_id for m in again.open().messages[V, "q"]] == [1]
     again.close()
+
+
+def test_an_in_place_commit_that_finds_no_space_hands_the_batch_to_the_writer(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+    store.open()
+    cap_file(store)
+    with store._lock:  # the writer has finished the batch that capped the file
+        pass
+    loop = FakeLoop()
+    store.attach_loop(loop)
+    confirmed: list[int] = []
+    store.append(V, "q", msg(1, b"x" * 100_000))
+    store.sync(lambda: confirmed.append(1))
+    loop.run_once()
+    loop.end_turn()  # the kick commits in place, on this thread, and fails
+    assert store.stalled is not None and confirmed == []
+    store.append(V, "q", msg(2))
+    store.sync(lambda: confirmed.append(2))
+    loop.run_once()
+    loop.end_turn()  # stalled: no second attempt on the loop thread
+    assert confirmed == [] and store.pending() == 4
+    uncap_file(store)
+    deadline = time.monotonic() + WAIT
+    while confirmed != [1, 2] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert confirmed == [1, 2], "the writer retried on its own"
+    store.close()
+    assert committed_ids(tmp_path / "s.db") == [1, 2]
+
+
+def test_the_writer_probes_free_space_once_its_writes_may_have_used_the_margin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limit = 10_000_000
+    free = {"bytes": limit + 1_000_000}
+    probes: list[int] = []
+
+    def fake_free(path: Path) -> int:
+        probes.append(free["bytes"])
+        return free["bytes"]
+
+    monkeypatch.setattr(sqlite_mod, "disk_free_bytes", fake_free)
+    low: list[int] = []
+    # checkpoint_pages=1: a tiny WAL reservation, so "free" is what fake_free says.
+    store = SqliteStore(tmp_path / "s.db", checkpoint_pages=1, disk_free_limit=limit, on_low_space=low.append)
+    store.open()
+    opened = len(probes)
+    store.append(V, "q", msg(1))
+    assert synced(store)
+    assert len(probes) == opened, "a small batch well inside the margin costs no statvfs"
+    free["bytes"] = limit - 1  # someone else's writes, or ours: the next probe sees it
+    store.append(V, "q", msg(2, b"x" * 1_200_000))  # more than the 1 MB margin
+    assert synced(store)
+    assert len(probes) == opened + 1 and len(low) == 1 and low[0] < limit
+    store.append(V, "q", msg(3))
+    assert synced(store)
+    assert len(low) == 1, "reported once per crossing"
+    store.close()
+
+
+def test_free_space_counts_the_unused_wal_reservation_and_a_small_disk_reserves_less(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+    store.open()
+    wal = Path(f"{tmp_path / 's.db'}-wal").stat().st_size
+    assert wal > 30_000_000, "the default reservation"
+    counted = store.disk_free_bytes() - shutil.disk_usage(tmp_path).free
+    assert abs(counted - wal) < 2_000_000, "the unused reservation is free space for the store"
+    store.close()
+
+    monkeypatch.setattr(sqlite_mod, "disk_free_bytes", lambda path: 64 << 20)  # a 64 MiB disk
+    small = SqliteStore(tmp_path / "small.db")
+    small.open()
+    assert Path(f"{tmp_path / 'small.db'}-wal").stat().st_size <= (64 << 20) // sqlite_mod.WAL_DISK_SHARE
+    small.append(V, "q", msg(1))
+    assert synced(small)
+    small.close()

@@ -46,6 +46,7 @@ class NodeInfo:
     rss_bytes: int = 0
     consumer_timeout: int | None = None
     exchange_types: tuple[str, ...] = ("direct", "fanout", "headers", "topic")  # declarable types
+    failure: str | None = None  # why the node is not healthy (the store cannot write), None if it is
 
 
 class Backend(Protocol):

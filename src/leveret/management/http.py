@@ -477,7 +477,9 @@ async def post_definitions(request: web.Request) -> web.Response:
 
 
 async def healthcheck(request: web.Request) -> web.Response:
-    _backend(request).node_info()
+    failure = _backend(request).node_info().failure
+    if failure is not None:  # RabbitMQ's failed health check: 503 with a reason
+        return web.json_response({"status": "failed", "reason": failure}, status=503)
     return web.json_response({"status": "ok"})
 
 

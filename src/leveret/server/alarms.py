@@ -24,12 +24,15 @@ log = logging.getLogger("leveret.alarms")
 class DiskAlarm:
     """``probe()`` returns free bytes; the alarm is set while that is below ``limit``.
 
-    ``limit`` 0 or ``probe`` None disables the alarm. ``probe`` is a plain attribute:
+    ``limit`` 0 or ``probe`` None disables the probe. ``probe`` is a plain attribute:
     tests replace it to simulate a full disk. An exception from the probe is logged
-    and leaves the alarm as it was.
+    and leaves the alarm as it was. Two faster inputs than the periodic probe:
+    :meth:`note` (free bytes the store's writer measured after a batch) and
+    :attr:`store_failure` (set while the store cannot write: the alarm holds, whatever
+    the probe says, so publishers stay blocked until writes get through again).
     """
 
-    __slots__ = ("limit", "probe", "interval", "active", "_next", "_failed")
+    __slots__ = ("limit", "probe", "interval", "active", "_next", "_failed", "store_failure")
     reason = "low on disk"
 
     def __init__(self, limit: int, probe: Callable[[], int] | None, interval: float = 1.0) -> None:
@@ -39,12 +42,15 @@ class DiskAlarm:
         self.active = False
         self._next = 0.0
         self._failed = False
+        self.store_failure: str | None = None
 
     def check(self, now: float) -> bool:
         """Probe the disk if due; return True if the alarm changed state (read :attr:`active`)."""
-        if now < self._next or self.probe is None or self.limit <= 0:
+        if now < self._next:
             return False
         self._next = now + self.interval
+        if self.probe is None or self.limit <= 0:
+            return self._set(self.store_failure is not None, None)
         try:
             free = self.probe()
         except Exception as exc:
@@ -53,17 +59,40 @@ class DiskAlarm:
             self._failed = True
             return False
         self._failed = False
-        low = free < self.limit
+        return self._set(free < self.limit or self.store_failure is not None, free)
+
+    def note(self, free: int) -> bool:
+        """A measurement taken elsewhere (the store, after a write): apply it now; True if changed."""
+        if self.limit <= 0:
+            return False
+        return self._set(free < self.limit or self.store_failure is not None, free)
+
+    def set_store_failure(self, reason: str | None) -> bool:
+        """The store cannot write (``reason``) or can again (None); True if the alarm changed.
+
+        Clearing it probes again at the next :meth:`check`, which decides whether the alarm lifts.
+        """
+        self.store_failure = reason
+        self._next = 0.0
+        if reason is not None:
+            return self._set(True, None)
+        return False
+
+    def _set(self, low: bool, free: int | None) -> bool:
         if low == self.active:
             return False
         self.active = low
-        if low:
+        if low and self.store_failure is not None:
+            log.warning("disk alarm set: %s; publishers are blocked", self.store_failure)
+        elif low:
             log.warning(
-                "disk free space alarm set: %d bytes free, limit %d; publishers are blocked", free, self.limit
+                "disk free space alarm set: %s bytes free, limit %d; publishers are blocked", free, self.limit
             )
+        elif free is None:
+            log.warning("disk alarm cleared: the store writes again; publishers resume")
         else:
             log.warning(
-                "disk free space alarm cleared: %d bytes free, limit %d; publishers resume", free, self.limit
+                "disk free space alarm cleared: %s bytes free, limit %d; publishers resume", free, self.limit
             )
         return True
 

@@ -11,8 +11,10 @@ operation submitted *before* the call is on disk (fsynced). Many calls between t
 disk flushes share one flush (group commit). The callback may run on the writer
 thread; the caller is responsible for hopping back to its own loop. If the store
 fails (disk full, I/O error) the callbacks of operations that did not reach the
-disk are never called: a confirm must not be sent for them. A store reports the
-failure by other means (the SQLite store's ``on_error``).
+disk are not called: a confirm must not be sent for them. A store may hold them
+and call them late, once the operations are written (the SQLite store does when
+disk space returns); it reports the failure by :meth:`Store.failure` and by other
+means (the SQLite store's ``on_error``, ``on_stall``).
 
 Arguments of queues, exchanges and bindings are AMQP field tables; a store keeps
 them losslessly (see :mod:`leveret.storage.codec`) and raises :class:`TypeError`
@@ -172,4 +174,10 @@ class Store(Protocol):
         """Operations submitted but not yet written: how far the store lags behind.
 
         The broker may stop reading from publishers while this is high (flow control).
+        """
+
+    def failure(self) -> str | None:
+        """Why the store cannot write right now (no disk space, failed), or None while it can.
+
+        Health checks report it; the broker writes no clean-stop marker while it is set.
         """

@@ -135,6 +135,9 @@ class MemoryStore:
     def pending(self) -> int:
         return 0
 
+    def failure(self) -> str | None:
+        return None
+
 
 def _copy_arguments(arguments: dict[str, object]) -> dict[str, object]:
     # Round-trip through the SQLite store's codec: the caller cannot mutate what we

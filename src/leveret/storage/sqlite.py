@@ -47,11 +47,31 @@ and keeps it that size (``journal_size_limit``); every commit then overwrites
 allocated blocks. Zeros are not valid frames (checksums), so recovery stops at the
 last real one. ``close`` runs a TRUNCATE checkpoint, leaving an empty WAL.
 
-Failure. An exception in the writer (disk full, I/O error) rolls the batch back,
-is logged on ``leveret.storage`` and passed to ``on_error`` (on the writer thread).
-The store is then failed for good: later operations are dropped and no further
-``sync`` callback is ever called, because one would claim durability for
-operations that were lost. The broker is expected to stop confirming and restart.
+Disk full. A batch that fails for lack of space (SQLITE_FULL, ENOSPC, EDQUOT) is
+rolled back and put back at the head of the queue: the store is *stalled*, not
+failed. ``on_stall(exc)`` is called once, nothing is committed in place any more,
+and the writer retries the batch every ``RETRY_INTERVAL`` (at once on ``close``).
+Later operations queue up behind it and reads of paged-out bodies are served from
+the queue and the file. When a retry commits, ``on_stall(None)`` is called and the
+callbacks run as usual: every confirm is late, none is lost, none is given for
+something not written. A ``close`` that still finds no space gives up, logs how many
+operations were lost and leaves :meth:`failure` set (no clean stop).
+
+Space probe. With ``disk_free_limit`` set, the writer counts the bytes each batch
+could take and runs a ``statvfs`` once they may have used up the margin above the
+limit (so every batch once it is near); below the limit it calls
+``on_low_space(free)``, so the alarm is not left to a once-a-second probe that
+writes can outrun. "Free" (:meth:`disk_free_bytes`) includes the unused part of the
+WAL reservation, which only the store can use; and the reservation itself is at
+most ``1/WAL_DISK_SHARE`` of the free space found at open, so a small disk is not
+spent on it.
+
+Failure. Any other exception in the writer (I/O error, corruption, a bug) rolls
+the batch back, is logged on ``leveret.storage`` and passed to ``on_error`` (on
+the thread that wrote). The store is then failed for good: later operations are
+dropped and no further ``sync`` callback is ever called, because one would claim
+durability for operations that were lost. The broker is expected to close its
+clients and be restarted.
 
 Recovery. SQLite drops a torn WAL tail itself (frames after the last valid commit
 frame, checked by checksums). A main database file that is not a database or is
@@ -62,6 +82,7 @@ crash-loops on a bad file helps nobody, and the bad file is kept for inspection.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -134,6 +155,14 @@ _READ = -1  # (_READ, vhost, queue, ids, result dict, threading.Event); below _S
 
 # Most bytes the WAL is preallocated to (see "WAL preallocation" above).
 WAL_ALLOC_MAX = 64 << 20
+# ... and at most this fraction (1/n) of the free space found at open.
+WAL_DISK_SHARE = 16
+
+# Seconds between two attempts at a batch that failed for lack of space.
+RETRY_INTERVAL = 0.25
+
+# Bytes a batch is counted for per operation, on top of message bodies (space probe).
+_OP_BYTES = 128
 
 # After attach_loop: how long operations nobody waits for (no sync) may wait to be handed
 # to the writer, unless a sync takes them along sooner. They are atomic when written;
@@ -152,6 +181,10 @@ _DELETE_MESSAGE = "DELETE FROM messages WHERE queue = ? AND msg_id = ?"
 # cause files to be moved.
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
+# ... and the ones that mean "no space": SQLITE_FULL, and SQLITE_IOERR_SHMSIZE (growing the
+# -shm file failed, which on tmpfs is ENOSPC).
+_SQLITE_FULL = 13
+_SQLITE_IOERR_SHMSIZE = 10 | (19 << 8)
 
 _Row = tuple[int, int, str, str, bytes, bytes, bool, float | None]
 
@@ -169,13 +202,28 @@ class SqliteStore:
     checkpoints. ``batch_max``: most operations applied in one transaction.
     ``inline_max``: most pending operations a kick commits on the loop thread after
     :meth:`attach_loop` (0: never; see the module docstring).
-    ``on_error(exc)`` is called on the writer thread if writing fails; the store is
-    failed from then on (see the module docstring). Call :meth:`open` before any
-    other method, from the thread that will call the others.
+    ``on_error(exc)`` is called if writing fails for another reason than space; the
+    store is failed from then on. ``on_stall(exc)`` is called when a write fails for
+    lack of space and ``on_stall(None)`` when a retry got through;
+    ``on_low_space(free)`` when the writer finds less than ``disk_free_limit`` bytes
+    free (see the module docstring). Each may be called on the writer thread or on
+    the loop thread (in-place commits), with the store's lock held: hand over, do not
+    call the store. Call :meth:`open` before any other method, from the thread that
+    will call the others.
     """
 
     __slots__ = (
         "_batch_max",
+        "_budget",
+        "_disk_limit",
+        "_low",
+        "_on_low_space",
+        "_on_stall",
+        "_qid_undo",
+        "_retry_at",
+        "_stalled",
+        "_stalled_since",
+        "_unwritten",
         "_checkpoint_bytes",
         "_frame_bytes",
         "_checkpoint_pages",
@@ -213,6 +261,9 @@ class SqliteStore:
         inline_max: int = 64,
         on_error: Callable[[BaseException], None] | None = None,
         quarantine_corrupt: bool = True,
+        disk_free_limit: int = 0,
+        on_stall: Callable[[BaseException | None], None] | None = None,
+        on_low_space: Callable[[int], None] | None = None,
     ) -> None:
         if checkpoint_pages < 1 or batch_max < 1 or inline_max < 0:
             raise ValueError("checkpoint_pages and batch_max must be positive, inline_max not negative")
@@ -243,6 +294,17 @@ class SqliteStore:
         self._full_sync = True
         self._error: BaseException | None = None
         self._closed = False
+        self._stalled: BaseException | None = None  # the space error a held batch waits on
+        self._stalled_since = 0.0
+        self._retry_at = 0.0
+        self._unwritten = 0  # operations a close() that found no space had to drop
+        # (key, qid before) for each change a batch made to _qids, undone if it rolls back.
+        self._qid_undo: list[tuple[tuple[str, str], int | None]] = []
+        self._on_stall = on_stall
+        self._on_low_space = on_low_space
+        self._disk_limit = disk_free_limit
+        self._budget = 0  # bytes that may be written before the next statvfs
+        self._low = False  # the last statvfs found less than disk_free_limit
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -286,12 +348,35 @@ class SqliteStore:
 
     @property
     def error(self) -> BaseException | None:
-        """The exception that failed the store, or ``None`` while it is healthy."""
+        """The exception that failed the store for good, or ``None``."""
         return self._error
 
+    @property
+    def stalled(self) -> BaseException | None:
+        """The space error that writes are waiting on, or ``None`` while writes get through."""
+        return self._stalled
+
+    def failure(self) -> str | None:
+        """Why the store cannot write right now (for health checks), or ``None`` while it can."""
+        if self._error is not None:
+            return f"storage failed: {self._error}; nothing more is written, restart the broker"
+        if self._unwritten:
+            return f"storage stopped with {self._unwritten} operations not written (no disk space)"
+        if self._stalled is not None:
+            waited = time.monotonic() - self._stalled_since
+            return f"storage cannot write: {self._stalled} (waiting for disk space for {waited:.0f} s)"
+        return None
+
     def disk_free_bytes(self) -> int:
-        """Free bytes on the file system holding the database (for the disk-free alarm)."""
-        return disk_free_bytes(self._path.parent)
+        """Bytes the store can still write: free on its file system plus the unused WAL reservation."""
+        return disk_free_bytes(self._path.parent) + self._wal_unused()
+
+    def _wal_unused(self) -> int:
+        try:
+            size = os.stat(self._wal_path).st_size
+        except OSError:
+            return 0
+        return max(0, min(size, self._wal_alloc) - self._wal_size())
 
     def pending(self) -> int:
         return len(self._ops)
@@ -312,7 +397,7 @@ class SqliteStore:
             return
         loop = self._loop
         if loop is None:
-            if not self._wake.is_set():
+            if not self._wake.is_set() and self._stalled is None:  # stalled: the writer retries on its own
                 self._wake.set()
         else:
             self._kick_pending = True
@@ -331,6 +416,9 @@ class SqliteStore:
         self._kick_pending = False
         ops = self._ops
         if not ops or self._closed:
+            return
+        if self._stalled is not None:  # no space: the writer retries on its own, nothing is urgent
+            self._urgent = False
             return
         if not self._urgent:
             # Nobody waits (acks, delivered marks, unconfirmed publishes): let them gather
@@ -355,7 +443,7 @@ class SqliteStore:
 
     def _lazy_timer(self) -> None:
         self._timer_pending = False
-        if self._ops:
+        if self._ops and self._stalled is None:
             self._wake.set()
 
     def append(self, vhost: str, queue: str, msg: MessageRecord) -> None:
@@ -381,22 +469,44 @@ class SqliteStore:
             return {}
         result: dict[int, bytes] = {}
         done = threading.Event()
-        self._ops.append((_READ, vhost, queue, tuple(msg_ids), result, done))
         # Apply everything up to the read right here (the caller blocks either way);
         # if the writer is busy, wait for it to finish its batch, then take over.
         if not self._lock.acquire(timeout=60):
             raise RuntimeError("the store did not answer a read within 60 s")
         later: list[Callable[[], None]] = []
         try:
-            while not done.is_set() and self._conn is not None:
-                self._apply_here(later)
+            if self._stalled is None:
+                self._ops.append((_READ, vhost, queue, tuple(msg_ids), result, done))
+                while not done.is_set() and self._conn is not None and self._stalled is None:
+                    self._apply_here(later)
+            if not done.is_set() and self._stalled is not None and self._conn is not None:
+                # No space to write what is pending: read past it (consumers must go on).
+                result = self._read_stalled(vhost, queue, msg_ids)
+                done.set()
         finally:
             self._lock.release()
         _run_callbacks(later)
-        if self._ops or self._checkpoint_due():
+        if self._stalled is None and (self._ops or self._checkpoint_due()):
             self._wake.set()
         if not done.is_set():
             raise RuntimeError("the store is closed")
+        return result
+
+    def _read_stalled(self, vhost: str, queue: str, msg_ids: list[int]) -> dict[int, bytes]:
+        """Bodies from the pending appends, else from the file (caller holds ``_lock``)."""
+        wanted = set(msg_ids)
+        result: dict[int, bytes] = {}
+        for op in self._ops:
+            if op[0] == _APPEND and op[3].msg_id in wanted and op[1] == vhost and op[2] == queue:
+                result[op[3].msg_id] = op[3].body
+        missing = wanted.difference(result)
+        qid = self._qids.get((vhost, queue))
+        if missing and qid is not None and self._conn is not None:
+            rows = self._conn.execute(
+                "SELECT msg_id, body FROM messages WHERE queue = ? AND msg_id BETWEEN ? AND ?",
+                (qid, min(missing), max(missing)),
+            )
+            result.update((i, bytes(b)) for i, b in rows if i in missing)
         return result
 
     def sync(self, callback: Callable[[], None]) -> None:
@@ -470,8 +580,8 @@ class SqliteStore:
             self._next_checkpoint = self._checkpoint_bytes
             # Room for a checkpoint's worth plus a full batch of small messages (capped).
             self._wal_alloc = min(32 + self._checkpoint_bytes + (self._checkpoint_bytes >> 2), WAL_ALLOC_MAX)
-            conn.execute(f"PRAGMA journal_size_limit = {self._wal_alloc}")
             self._preallocate_wal(conn)
+            self._probe_space()
         except BaseException:
             conn.close()
             raise
@@ -480,7 +590,30 @@ class SqliteStore:
 
     def _preallocate_wal(self, conn: sqlite3.Connection) -> None:
         """Checkpoint what was recovered and fill the (then empty) WAL with zeros; see the docstring."""
-        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        try:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            if not _is_space_error(exc):
+                raise
+            # A full disk must not stop the broker from starting: what the WAL holds is
+            # committed and read from there; the writer checkpoints once there is room.
+            log.warning(
+                "storage %s: no disk space to checkpoint what was recovered (%s); starting with the WAL"
+                " as it is",
+                self._path,
+                exc,
+            )
+            busy = 1
+        share = disk_free_bytes(self._path.parent) // WAL_DISK_SHARE
+        if share < self._wal_alloc:
+            # A small disk: reserve less and checkpoint sooner (never below a few hundred frames).
+            self._wal_alloc = share
+            floor = 256 * self._frame_bytes
+            self._checkpoint_bytes = max(min(self._checkpoint_bytes, share * 4 // 5), floor)
+            self._next_checkpoint = self._checkpoint_bytes
+            log.info("storage %s: small disk, WAL reservation %d bytes (1/%d of free space)",
+                     self._path, share, WAL_DISK_SHARE)  # fmt: skip
+        conn.execute(f"PRAGMA journal_size_limit = {max(self._wal_alloc, self._checkpoint_bytes)}")
         if not busy:
             fd = os.open(self._wal_path, os.O_WRONLY | os.O_CREAT, 0o644)
             try:
@@ -592,14 +725,27 @@ class SqliteStore:
         running = True
         try:
             while running:
-                wait()
+                if self._stalled is None:
+                    wait()
+                else:  # retry on a timer, or at once for close()
+                    wait(max(0.0, self._retry_at - time.monotonic()))
                 clear()  # before popping: an operation appended after this sets it again
                 with lock:
                     if self._conn is None:
                         return
+                    if self._stalled is not None:
+                        if not self._closed and time.monotonic() < self._retry_at:
+                            continue
+                        # A checkpoint lets the WAL start over in blocks it already has.
+                        self._next_checkpoint = min(self._next_checkpoint, self._checkpoint_bytes)
+                        self._maybe_checkpoint()
                     while running and ops:
                         running = self._drain_and_apply(checkpoint=True)
-                    if running:
+                        if self._stalled is not None:
+                            if self._closed:
+                                running = self._give_up()
+                            break
+                    if running and self._stalled is None:
                         self._maybe_checkpoint()  # an inline commit may have left one due
         except BaseException as exc:  # a bug in the writer itself: never die silently
             self._fail(exc)
@@ -647,11 +793,23 @@ class SqliteStore:
                 if op[0] == _READ:
                     op[5].set()  # the reader sees an empty result and raises
             return not closing  # failed: drop everything, call nothing
+        undo = self._qid_undo
+        undo.clear()
         try:
             callbacks = self._apply(batch, durable)
         except Exception as exc:
+            for key, qid in reversed(undo):  # the queue ids of the rolled-back batch are not in the file
+                if qid is None:
+                    self._qids.pop(key, None)
+                else:
+                    self._qids[key] = qid
+            if _is_space_error(exc):
+                self._stall(batch, exc)
+                return True  # a close op in the batch is back in the queue; the writer decides
             self._fail(exc)
             return not closing
+        if self._stalled is not None:
+            self._resume()
         if later is None:
             _run_callbacks(callbacks)
         else:
@@ -659,6 +817,87 @@ class SqliteStore:
         if checkpoint and not closing:
             self._maybe_checkpoint()
         return not closing
+
+    def _stall(self, batch: list[tuple[Any, ...]], exc: BaseException) -> None:
+        """Put a batch that failed for lack of space back at the head, to be retried."""
+        # A read that was served before the failure has its answer (what it read is what
+        # the batch had appended); it is not served again.
+        self._ops.extendleft(reversed([op for op in batch if op[0] != _READ or not op[5].is_set()]))
+        now = time.monotonic()
+        self._retry_at = now + RETRY_INTERVAL
+        if self._stalled is not None:
+            return
+        self._stalled = exc
+        self._stalled_since = now
+        log.error(
+            "storage %s: a write failed for lack of disk space (%s); %d operations are held and retried"
+            " every %g s until space returns. Confirms and durable declares wait until then; nothing"
+            " confirmed is lost. Free disk space to resume.",
+            self._path,
+            exc,
+            len(self._ops),
+            RETRY_INTERVAL,
+        )
+        self._wake.set()  # the writer may be waiting without a timeout
+        self._notify(self._on_stall, exc)
+        self._probe_space()
+
+    def _resume(self) -> None:
+        waited = time.monotonic() - self._stalled_since
+        self._stalled = None
+        log.warning(
+            "storage %s: writes resumed after %.1f s without disk space; %d operations still pending",
+            self._path,
+            waited,
+            len(self._ops),
+        )
+        self._notify(self._on_stall, None)
+
+    def _give_up(self) -> bool:
+        """close() and still no space: drop what is pending (never confirmed), say so. Returns False."""
+        lost = [op for op in self._ops if op[0] != _CLOSE]
+        self._ops.clear()
+        for op in lost:
+            if op[0] == _READ:
+                op[5].set()
+        self._unwritten = len(lost)
+        log.error(
+            "storage %s: closing without disk space: %d operations were NOT written (none of them was"
+            " confirmed); messages taken since are flagged redelivered at the next start",
+            self._path,
+            len(lost),
+        )
+        return False
+
+    def _note_written(self, nbytes: int) -> None:
+        """A batch of about ``nbytes`` was written: statvfs if the margin above the limit may be gone."""
+        if self._disk_limit > 0:
+            self._budget -= nbytes
+            if self._budget <= 0:
+                self._probe_space()
+
+    def _probe_space(self) -> None:
+        if self._disk_limit <= 0:
+            return
+        try:
+            free = self.disk_free_bytes()
+        except OSError:
+            return
+        self._budget = free - self._disk_limit
+        low = free < self._disk_limit
+        if low and not self._low:
+            log.warning(
+                "storage %s: %d bytes free, below the limit of %d", self._path, free, self._disk_limit
+            )
+            self._notify(self._on_low_space, free)
+        self._low = low
+
+    def _notify(self, hook: Callable[[Any], None] | None, arg: Any) -> None:
+        if hook is not None:
+            try:
+                hook(arg)
+            except Exception:
+                log.exception("storage event handler failed")
 
     def _apply(self, batch: list[tuple[Any, ...]], durable: bool) -> list[Callable[[], None]]:
         conn = self._conn
@@ -676,12 +915,14 @@ class SqliteStore:
         delivered: list[tuple[int, int]] = []
         deletes: list[tuple[int, int]] = []
         deleted: set[tuple[int, int]] = set()  # ids with a pending delete or delivered mark
+        nbytes = _OP_BYTES * len(batch)
         conn.execute("BEGIN")
         try:
             for op in batch:
                 kind = op[0]
                 if kind == _APPEND:
                     msg = op[3]
+                    nbytes += len(msg.body)
                     qid = qids.get((op[1], op[2])) or self._new_qid(conn, op[1], op[2])
                     if (qid, msg.msg_id) in deleted:
                         # Appended after a remove/deliver of the same id in this batch: those
@@ -739,6 +980,7 @@ class SqliteStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        self._note_written(nbytes)
         return callbacks
 
     def _read_bodies(self, conn: sqlite3.Connection, op: tuple[Any, ...]) -> None:
@@ -758,12 +1000,14 @@ class SqliteStore:
     def _new_qid(self, conn: sqlite3.Connection, vhost: str, name: str) -> int:
         qid = conn.execute("INSERT INTO queue_ids (vhost, name) VALUES (?, ?)", (vhost, name)).lastrowid
         assert qid is not None
+        self._qid_undo.append(((vhost, name), self._qids.get((vhost, name))))
         self._qids[vhost, name] = qid
         return qid
 
     def _delete_queue(self, conn: sqlite3.Connection, vhost: str, name: str) -> None:
         qid = self._qids.pop((vhost, name), None)
         if qid is not None:
+            self._qid_undo.append(((vhost, name), qid))
             conn.execute("DELETE FROM messages WHERE queue = ?", (qid,))
             conn.execute("DELETE FROM queue_ids WHERE id = ?", (qid,))
         conn.execute("DELETE FROM queues WHERE vhost = ? AND name = ?", (vhost, name))
@@ -795,7 +1039,18 @@ class SqliteStore:
         if size < self._next_checkpoint:
             return
         assert self._conn is not None
-        busy, wal_pages, done = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        try:
+            busy, wal_pages, done = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            if not _is_space_error(exc):
+                raise
+            # What the WAL holds is committed; the checkpoint is tried again once the WAL has
+            # grown by another checkpoint's worth, or at the next retry of a stalled batch.
+            if self._stalled is None:  # while stalled it is retried with every batch: say it once
+                log.warning("storage %s: checkpoint failed for lack of disk space (%s)", self._path, exc)
+            self._next_checkpoint = size + self._checkpoint_bytes
+            self._probe_space()
+            return
         if busy or done < wal_pages:
             # Someone else is reading the file and pins the WAL; do not retry after
             # every commit, wait until it has grown by another checkpoint's worth.
@@ -808,9 +1063,10 @@ class SqliteStore:
             return
         self._error = exc
         log.error(
-            "storage %s: write failed; the store is now failed, nothing more will be written "
-            "and pending confirms are withheld",
+            "storage %s: write failed (%s); the store is now FAILED: nothing more will be written and"
+            " pending confirms and durable replies are withheld. Restart the broker once the cause is fixed.",
             self._path,
+            exc,
             exc_info=exc,
         )
         if self._on_error is not None:
@@ -867,6 +1123,18 @@ def _binding_params(b: BindingRecord) -> tuple[str, str, str, str, str, str]:
         b.routing_key,
         encode_arguments(b.arguments),
     )
+
+
+def _is_space_error(exc: BaseException) -> bool:
+    """True for a failure a retry may cure once disk space returns (nothing is damaged)."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if isinstance(code, int):
+            return (code & 0xFF) == _SQLITE_FULL or code == _SQLITE_IOERR_SHMSIZE
+        return "database or disk is full" in str(exc)
+    return False
 
 
 def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
