@@ -130,8 +130,10 @@ def test_consumer_cut_mid_frame(broker: ThreadBroker, proxy: FaultProxy, cut_at:
         i = int(body.rstrip(b"."))
         assert len(body) == 500  # never a partial body
         seen.add(i)
-        c.basic_ack(m.delivery_tag)
+        # Recorded before the call: BlockingChannel.basic_ack writes the ack and then flushes, and the
+        # flush raises when the cut lands right after, with the ack already on its way to the broker.
         acked.append(i)
+        c.basic_ack(m.delivery_tag)
 
     ch.basic_consume("work", on_message, consumer_tag="c1")  # returns once consume-ok is in
     # Armed before the client reads a delivery: with deliveries flowing for a while first, a fast run
