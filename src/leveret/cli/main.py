@@ -79,6 +79,12 @@ def main() -> None:
     "back from disk as they near the head (0: keep everything in RAM).",
 )  # fmt: skip
 @click.option("--max-message-size", default=16 * 1024 * 1024, show_default=True, type=int, help="Largest message body in bytes.")
+@click.option(
+    "--max-incomplete-content", default=64 * 1024 * 1024, show_default=True, type=click.IntRange(min=0),
+    help="Body bytes the unfinished publishes of one connection may announce, all its channels together "
+    "(never less than --max-message-size); a content header over it closes its channel with 406 before "
+    "any of its body is buffered.",
+)  # fmt: skip
 @click.option("--channel-max", default=2047, show_default=True, type=click.IntRange(0, 65535), help="Most channels a connection may open (negotiated with the client); over it: 530.")
 @click.option("--handshake-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Seconds a client has to complete the AMQP handshake before its socket is closed.")
 @click.option("--max-connections", default=None, type=click.IntRange(min=0), help="Most client connections; over it connection.open gets 530. [default: unlimited]")
@@ -95,7 +101,7 @@ def main() -> None:
 def server(
     host: str, amqp_port: int, http_port: str, prometheus_port: str, data_dir: Path | None, storage: str,
     log_level: str, consumer_timeout: str, consumer_timeout_action: str, frame_max: int, heartbeat: int,
-    max_message_size: int, queue_ram_limit: int, channel_max: int, handshake_timeout: float, max_connections: int | None,
+    max_message_size: int, max_incomplete_content: int, queue_ram_limit: int, channel_max: int, handshake_timeout: float, max_connections: int | None,
     max_consumers_per_channel: int | None, disk_free_limit: int, memory_high_watermark: float,
     store_backlog_limit: int, max_queues: int | None, users: dict[str, str], vhosts: tuple[str, ...],
 ) -> None:  # fmt: skip
@@ -126,6 +132,7 @@ def server(
         frame_max=frame_max,
         heartbeat=heartbeat,
         max_message_size=max_message_size,
+        max_incomplete_content=max_incomplete_content,
         queue_ram_limit=queue_ram_limit or None,
         channel_max=channel_max,
         handshake_timeout=handshake_timeout,

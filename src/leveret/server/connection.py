@@ -130,7 +130,11 @@ class AMQPServerProtocol(asyncio.Protocol):
         self.broker = server.broker
         s = server.settings
         self.settings = s
-        self.amqp = AMQPConnection(frame_max=s.frame_max, channel_max=s.channel_max, max_message_size=s.max_message_size)
+        self.amqp = AMQPConnection(
+            frame_max=s.frame_max, channel_max=s.channel_max, max_message_size=s.max_message_size,
+            max_incomplete_content=s.max_incomplete_content,
+        )  # fmt: skip
+        self.memory_alarm = server.memory_alarm
         self.transport: asyncio.Transport | None = None
         self.client: ClientConnection | None = None
         self.channels: dict[int, ServerChannel] = {}
@@ -154,8 +158,10 @@ class AMQPServerProtocol(asyncio.Protocol):
         self.awaiting_sync: list[tuple[int, bytes]] | None = None
         self.deferred: tuple[list[Any], AMQPError | None] | None = None
         self.read_pauses: set[str] = set()  # why reading is paused: "sync", "disk"
+        # A publisher from its first basic.publish frame (not its first whole message): alarms block
+        # it even while it holds only unfinished content.
         self.has_published = False
-        self.blocked = False  # by the disk alarm
+        self.blocked = False  # by an alarm
 
     # ---- transport callbacks -------------------------------------------------------------------
 
@@ -176,6 +182,9 @@ class AMQPServerProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self.closing = True
+        freed = self.amqp.release()  # unfinished publishes: up to max_incomplete_content
+        if freed:
+            self.memory_alarm.freed(freed)
         if self.client is not None:
             client, self.client = self.client, None
             try:
@@ -227,6 +236,10 @@ class AMQPServerProtocol(asyncio.Protocol):
             error: AMQPError | None = err
         else:
             error = None
+        if self.amqp.publishing:
+            self.has_published = True
+        if self.memory_alarm.note(len(data)):
+            self.check_alarms()
         if self.deferred is not None:  # read before pause_reading took effect: keep the order
             self.deferred = (self.deferred[0] + events, error or self.deferred[1])
             return
@@ -447,6 +460,16 @@ class AMQPServerProtocol(asyncio.Protocol):
         self.read_pauses.discard(reason)
         if not self.read_pauses and self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
+
+    def check_alarms(self) -> None:
+        """Reading outran the periodic check (see MemoryAlarm.note): check the alarms now and block
+        or unblock publishers as the server's tick does."""
+        alarms = self.server.alarms
+        if alarms.check(time.monotonic()):
+            blocked = alarms.active
+            for c in list(self.server.connections):
+                if c.has_published or not blocked:
+                    c.set_blocked(blocked)
 
     def set_blocked(self, blocked: bool) -> None:
         """Resource alarm (disk, memory, store backlog): stop (or resume) reading from this publishing connection.
