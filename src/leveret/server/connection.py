@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import socket
 import threading
 import time
@@ -33,6 +34,10 @@ if TYPE_CHECKING:
     from leveret.server.server import Server
 
 log = logging.getLogger("leveret.connection")
+
+# While an alarm blocks a connection, its socket is polled this often for a hang-up (see _watch_peer).
+PEER_WATCH_INTERVAL = 1.0
+_HANGUP = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
 
 # Output gathered in one loop turn is written at the end of the turn, or as soon as it reaches this size.
 OUT_FLUSH_BYTES = 256 * 1024
@@ -487,11 +492,34 @@ class AMQPServerProtocol(asyncio.Protocol):
             if notify:
                 self.write(codec.encode_method(0, C.Connection.Blocked(reason=self.server.alarms.reason)))
             self.pause_input("disk")
+            self.loop.call_later(PEER_WATCH_INTERVAL, self._watch_peer)
         else:
             if notify:
                 self.write(codec.encode_method(0, C.Connection.Unblocked()))
             self.last_recv = time.monotonic()  # heartbeats were not read while blocked
             self.resume_input("disk")
+
+    def _watch_peer(self) -> None:
+        """While an alarm keeps this connection unread, notice a peer that hung up.
+
+        Nothing reads the socket, so its EOF would go unseen (a client without heartbeats is never
+        timed out) and the connection would keep what it buffered, up to max_incomplete_content of
+        unfinished messages, for as long as the alarm lasts: which that memory itself may prolong.
+        So, once a second while blocked, poll the socket (no read) for a hang-up, and drop the
+        connection if there is one.
+        """
+        if not self.blocked or self.transport is None or self.transport.is_closing():
+            return
+        sock = self.transport.get_extra_info("socket")
+        fd = sock.fileno() if sock is not None else -1
+        if fd >= 0:
+            poller = select.poll()
+            poller.register(fd, _HANGUP)
+            if any(ev & _HANGUP for _, ev in poller.poll(0)):
+                log.info("connection %s: the client hung up while blocked by an alarm", self.name)
+                self.abort()
+                return
+        self.loop.call_later(PEER_WATCH_INTERVAL, self._watch_peer)
 
     # ---- errors and closing --------------------------------------------------------------------
 
