@@ -51,7 +51,9 @@ def main() -> None:
     """
 
 
-@main.command()
+# The server's own prefix: its options read LEVERET_<OPTION> as documented (the group's would give
+# LEVERET_SERVER_<OPTION>).
+@main.command(context_settings={"auto_envvar_prefix": "LEVERET"})
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (AMQP and HTTP).")
 @click.option("--amqp-port", default=5672, show_default=True, type=int, help="AMQP port; 0 picks a free port (logged).")
 @click.option("--http-port", default="15672", show_default=True, help="Management HTTP API and dashboard port; 0 picks a free port, 'off' disables.")
@@ -96,8 +98,8 @@ def main() -> None:
 @click.option("--memory-high-watermark", default=0.4, show_default=True, type=click.FloatRange(min=0), help="Block publishers above this much resident memory: a fraction of RAM if <= 1, else bytes; 0 disables.")
 @click.option("--store-backlog-limit", default=100_000, show_default=True, type=click.IntRange(min=0), help="Pause reading publishers while the store's writer lags by more operations than this; 0 disables.")
 @click.option("--max-queues", default=None, type=click.IntRange(min=0), help="Most queues in a vhost; over it queue.declare gets 406. [default: unlimited]")
-@click.option("--user", "users", multiple=True, metavar="NAME:PASSWORD", callback=_users, help="Add a user (repeatable; env LEVERET_USER='a:pw b:pw'). guest/guest stays, for loopback clients only.")
-@click.option("--vhost", "vhosts", multiple=True, metavar="NAME", help="Create a virtual host besides '/' (repeatable; env LEVERET_VHOST='a b'). Every user may use every vhost.")
+@click.option("--user", "users", multiple=True, metavar="NAME:PASSWORD", callback=_users, envvar="LEVERET_USER", help="Add a user (repeatable; env LEVERET_USER='a:pw b:pw'). guest/guest stays, for loopback clients only.")
+@click.option("--vhost", "vhosts", multiple=True, metavar="NAME", envvar="LEVERET_VHOST", help="Create a virtual host besides '/' (repeatable; env LEVERET_VHOST='a b'). Every user may use every vhost.")
 def server(
     host: str, amqp_port: int, http_port: str, prometheus_port: str, data_dir: Path | None, storage: str,
     log_level: str, consumer_timeout: str, consumer_timeout_action: str, frame_max: int, heartbeat: int,
