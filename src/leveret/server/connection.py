@@ -167,6 +167,7 @@ class AMQPServerProtocol(asyncio.Protocol):
         # it even while it holds only unfinished content.
         self.has_published = False
         self.blocked = False  # by an alarm
+        self.watching_peer = False  # _watch_peer is scheduled
 
     # ---- transport callbacks -------------------------------------------------------------------
 
@@ -492,7 +493,9 @@ class AMQPServerProtocol(asyncio.Protocol):
             if notify:
                 self.write(codec.encode_method(0, C.Connection.Blocked(reason=self.server.alarms.reason)))
             self.pause_input("disk")
-            self.loop.call_later(PEER_WATCH_INTERVAL, self._watch_peer)
+            if not self.watching_peer:
+                self.watching_peer = True
+                self.loop.call_later(PEER_WATCH_INTERVAL, self._watch_peer)
         else:
             if notify:
                 self.write(codec.encode_method(0, C.Connection.Unblocked()))
@@ -509,6 +512,7 @@ class AMQPServerProtocol(asyncio.Protocol):
         connection if there is one.
         """
         if not self.blocked or self.transport is None or self.transport.is_closing():
+            self.watching_peer = False
             return
         sock = self.transport.get_extra_info("socket")
         fd = sock.fileno() if sock is not None else -1
@@ -517,6 +521,7 @@ class AMQPServerProtocol(asyncio.Protocol):
             poller.register(fd, _HANGUP)
             if any(ev & _HANGUP for _, ev in poller.poll(0)):
                 log.info("connection %s: the client hung up while blocked by an alarm", self.name)
+                self.watching_peer = False
                 self.abort()
                 return
         self.loop.call_later(PEER_WATCH_INTERVAL, self._watch_peer)
