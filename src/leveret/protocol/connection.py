@@ -14,7 +14,9 @@ is buffered; a content header against ``max_message_size`` and, with the bodies 
 channels have announced but not finished (:attr:`AMQPConnection.announced`), against
 ``max_incomplete_content``, before any of its body is buffered (406 on that channel).
 :attr:`AMQPConnection.buffered` is what unfinished bodies hold now. Tables in method
-arguments are walked (:mod:`leveret.protocol.tables`) before pamqp decodes them. Errors are raised as :class:`leveret.errors.ConnectionError_` (the
+arguments are walked (:mod:`leveret.protocol.tables`) before pamqp decodes them.
+
+Errors are raised as :class:`leveret.errors.ConnectionError_` (the
 caller sends connection.close with its code) or
 :class:`leveret.errors.ChannelError` carrying the channel in ``.channel``.
 After a bad protocol header :class:`BadProtocolHeader` is raised: write
