@@ -26,7 +26,11 @@ def run_hypothesis(examples: int) -> None:
 
     cfg = settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     total = 0
-    for name in ("test_any_bytes", "test_mutated_valid_session", "test_well_framed_garbage", "test_atheris_entry_point"):
+    names = (
+        "test_any_bytes", "test_mutated_valid_session", "test_well_framed_garbage", "test_atheris_entry_point",
+        "test_valid_but_extreme_values",  # deep and wide tables, 255-byte names, full-frame headers, many channels
+    )  # fmt: skip
+    for name in names:
         fn = getattr(test_fuzz, name).hypothesis.inner_test
         t0 = time.monotonic()
         strategies = getattr(test_fuzz, name).hypothesis._given_kwargs

@@ -232,9 +232,7 @@ class App:
         if server is None or not server.disk_alarm.active:
             return
         server.alarms.active = True
-        for c in list(server.connections):
-            if c.has_published:
-                c.set_blocked(True)
+        server.apply_alarms()
 
     async def stop(self) -> None:
         for r in self._runners:

@@ -28,6 +28,9 @@ class Settings:
     heartbeat: int = 60
     handshake_timeout: float = 10.0
     max_message_size: int = 16 * 1024 * 1024
+    # Body bytes the unfinished publishes of one connection may announce, all its channels together
+    # (at least max_message_size); a content header over it gets 406 before its body is buffered.
+    max_incomplete_content: int = 64 * 1024 * 1024
 
     # Limits; None means unlimited (RabbitMQ's defaults). Hitting one is a clear AMQP error with
     # RabbitMQ's code and text: 530 on connection.open, 530 on basic.consume, 406 on queue.declare.

@@ -43,9 +43,13 @@ SEED = (
 EVENTS = (Ack, HeaderReceived, Heartbeat, MethodReceived, Nack, Publish, Reject)
 
 
-def run(data: bytes, *, after_handshake: bool, cuts: list[int] | None = None) -> None:
+def run(
+    data: bytes, *, after_handshake: bool, cuts: list[int] | None = None, frame_max: int = 4096, channel_max: int = 16
+) -> None:
     """Feed ``data`` (in pieces at ``cuts``) to a fresh connection; raise AssertionError on a broken contract."""
-    conn = AMQPConnection(frame_max=4096, channel_max=16, max_message_size=1 << 16)
+    conn = AMQPConnection(
+        frame_max=frame_max, channel_max=channel_max, max_message_size=1 << 16, max_incomplete_content=1 << 17
+    )
     pieces = []
     prev = 0
     for c in sorted(cuts or []) + [len(data)]:

@@ -89,7 +89,9 @@ def main() -> None:
     """
 
 
-@main.command(context_settings={"auto_envvar_prefix": "LEVERET"})  # LEVERET_AMQP_PORT, not LEVERET_SERVER_AMQP_PORT
+# The server's own prefix: its options read LEVERET_<OPTION> as documented (the group's would give
+# LEVERET_SERVER_<OPTION>).
+@main.command(context_settings={"auto_envvar_prefix": "LEVERET"})
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (AMQP and HTTP).")
 @click.option("--amqp-port", default="5672", show_default=True, help="AMQP port; 0 picks a free port (logged), 'off' disables (AMQPS only).")
 @click.option("--http-port", default="15672", show_default=True, help="Management HTTP API and dashboard port; 0 picks a free port, 'off' disables.")
@@ -117,6 +119,12 @@ def main() -> None:
     "back from disk as they near the head (0: keep everything in RAM).",
 )  # fmt: skip
 @click.option("--max-message-size", default=16 * 1024 * 1024, show_default=True, type=int, help="Largest message body in bytes.")
+@click.option(
+    "--max-incomplete-content", default=64 * 1024 * 1024, show_default=True, type=click.IntRange(min=0),
+    help="Body bytes the unfinished publishes of one connection may announce, all its channels together "
+    "(never less than --max-message-size); a content header over it closes its channel with 406 before "
+    "any of its body is buffered.",
+)  # fmt: skip
 @click.option("--channel-max", default=2047, show_default=True, type=click.IntRange(0, 65535), help="Most channels a connection may open (negotiated with the client); over it: 530.")
 @click.option("--handshake-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Seconds a client has to complete the AMQP handshake before its socket is closed.")
 @click.option("--max-connections", default=None, type=click.IntRange(min=0), help="Most client connections; over it connection.open gets 530. [default: unlimited]")
@@ -128,8 +136,8 @@ def main() -> None:
 @click.option("--memory-high-watermark", default=0.4, show_default=True, type=click.FloatRange(min=0), help="Block publishers above this much resident memory: a fraction of RAM if <= 1, else bytes; 0 disables.")
 @click.option("--store-backlog-limit", default=100_000, show_default=True, type=click.IntRange(min=0), help="Pause reading publishers while the store's writer lags by more operations than this; 0 disables.")
 @click.option("--max-queues", default=None, type=click.IntRange(min=0), help="Most queues in a vhost; over it queue.declare gets 406. [default: unlimited]")
-@click.option("--user", "users", multiple=True, metavar="NAME:PASSWORD", callback=_users, help="Add a user (repeatable; env LEVERET_USER='a:pw b:pw'). guest/guest stays, for loopback clients only.")
-@click.option("--vhost", "vhosts", multiple=True, metavar="NAME", help="Create a virtual host besides '/' (repeatable; env LEVERET_VHOST='a b'). Every user may use every vhost.")
+@click.option("--user", "users", multiple=True, metavar="NAME:PASSWORD", callback=_users, envvar="LEVERET_USER", help="Add a user (repeatable; env LEVERET_USER='a:pw b:pw'). guest/guest stays, for loopback clients only.")
+@click.option("--vhost", "vhosts", multiple=True, metavar="NAME", envvar="LEVERET_VHOST", help="Create a virtual host besides '/' (repeatable; env LEVERET_VHOST='a b'). Every user may use every vhost.")
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PEM server certificate (chain): enables AMQPS and HTTPS management. SIGHUP reloads it.")
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PEM private key of --tls-cert (unencrypted). [default: in the --tls-cert file]")
 @click.option("--tls-ca", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PEM CA certificate(s) that sign client certificates.")
@@ -149,7 +157,7 @@ def main() -> None:
 def server(
     host: str, amqp_port: str, http_port: str, prometheus_port: str, data_dir: Path | None, storage: str,
     log_level: str, consumer_timeout: str, consumer_timeout_action: str, frame_max: int, heartbeat: int,
-    max_message_size: int, queue_ram_limit: int, channel_max: int, handshake_timeout: float, max_connections: int | None,
+    max_message_size: int, max_incomplete_content: int, queue_ram_limit: int, channel_max: int, handshake_timeout: float, max_connections: int | None,
     max_consumers_per_channel: int | None, disk_free_limit: int, memory_high_watermark: float,
     store_backlog_limit: int, max_queues: int | None, users: dict[str, str], vhosts: tuple[str, ...],
     tls_cert: Path | None, tls_key: Path | None, tls_ca: Path | None, tls_verify: str | None, amqps_port: str,
@@ -183,6 +191,7 @@ def server(
         frame_max=frame_max,
         heartbeat=heartbeat,
         max_message_size=max_message_size,
+        max_incomplete_content=max_incomplete_content,
         queue_ram_limit=queue_ram_limit or None,
         channel_max=channel_max,
         handshake_timeout=handshake_timeout,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from leveret.errors import ChannelError, ReplyCode, precondition_failed
+from leveret.model.validation import check_arguments
 
 QUEUE_TYPES = ("classic", "quorum")
 # Arguments RabbitMQ 3.10 refuses on a quorum queue (checked against a real node; x-foo and other
@@ -208,6 +209,7 @@ def validate_queue(name: str, vhost: str, durable: bool, exclusive: bool, auto_d
 
 def validate_consume(queue: str, vhost: str, args: dict[str, Any]) -> None:
     """basic.consume arguments (RabbitMQ checks x-priority is an integer)."""
+    check_arguments(args, f"queue '{queue}' in vhost '{vhost}'")
     if "x-priority" in args and not _is_int(args["x-priority"]):
         raise _invalid("x-priority", f"queue '{queue}' in vhost '{vhost}'", f'"expected integer, got {wire_type(args["x-priority"])}"')
 

@@ -20,10 +20,12 @@ import struct
 from decimal import Decimal
 from typing import Any
 
-from pamqp.decode import field_table
+from pamqp.decode import embedded_value, field_table
 
 from leveret.errors import precondition_failed
+from leveret.limits import MAX_TABLE_DEPTH, TableError, scan_table
 from leveret.model.arguments import wire_type
+from leveret.model.properties import table_entries
 
 X_MATCH = ("all", "any", "all-with-x", "any-with-x")
 
@@ -33,7 +35,15 @@ _FLAG_HEADERS = 0x2000
 
 
 def headers_table(properties: bytes) -> dict[str, Any]:
-    """The ``headers`` property of a raw basic property section ({} if unset or unreadable)."""
+    """The ``headers`` property of a raw basic property section ({} if unset or malformed).
+
+    Never raises, and never recurses deeper than :data:`~leveret.limits.MAX_TABLE_DEPTH`: the
+    table's bytes are walked first (:func:`leveret.limits.scan_table`, iterative). A header whose
+    value nests deeper than that is kept as present with the value :data:`TOO_DEEP`, which equals
+    nothing: binding arguments are limited to the same depth, so no binding value could equal it
+    and the match comes out as RabbitMQ's (which has no limit) would. Presence-only bindings (a
+    void value) still match it.
+    """
     if len(properties) < 2:
         return {}
     (flags,) = struct.unpack_from(">H", properties)
@@ -44,10 +54,34 @@ def headers_table(properties: bytes) -> dict[str, Any]:
         for flag in (_FLAG_CONTENT_TYPE, _FLAG_CONTENT_ENCODING):  # the shortstrs before it
             if flags & flag:
                 pos += 1 + properties[pos]
-        _, table = field_table(properties[pos:])
-    except (IndexError, ValueError, struct.error, UnicodeDecodeError):
+        end, depth = scan_table(properties, pos, None)
+        if depth <= MAX_TABLE_DEPTH:
+            return field_table(properties[pos:end])[1]
+        table: dict[str, Any] = {}
+        for key, value in table_entries(properties[pos + 4 : end]):
+            # the value alone in a table: as deep as it would be in the headers table
+            alone = struct.pack(">I", 1 + len(value)) + b"\x00" + value
+            try:
+                scan_table(alone)
+            except TableError:
+                table[key.decode("utf-8")] = TOO_DEEP
+            else:
+                table[key.decode("utf-8")] = embedded_value(value)[1]
+        return table
+    except Exception:  # untrusted bytes: pamqp raises ValueError, UnicodeDecodeError, struct.error...
         return {}
-    return table
+
+
+class _TooDeep:
+    """A header value nested too deeply to decode; equal to nothing but itself."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<header nested too deep>"
+
+
+TOO_DEEP = _TooDeep()
 
 
 def _show_value(v: Any) -> str:

@@ -14,6 +14,7 @@ import re
 import struct
 
 from leveret.errors import precondition_failed
+from leveret.limits import VALUE_SIZES, TableError, scan_table
 
 FLAG_HEADERS = 0x2000
 FLAG_EXPIRATION = 0x0100
@@ -29,11 +30,6 @@ _FIELDS = (
 _u32 = struct.Struct(">I")
 _i64 = struct.Struct(">q")
 _u64 = struct.Struct(">Q")
-# field-value sizes by type tag; None: a u32 length follows
-_FIXED = {
-    b"t": 1, b"b": 1, b"B": 1, b"s": 2, b"u": 2, b"I": 4, b"i": 4, b"f": 4,
-    b"l": 8, b"L": 8, b"d": 8, b"T": 8, b"D": 5, b"V": 0,
-}  # fmt: skip
 _INTS = {b"b": ">b", b"B": ">B", b"s": ">h", b"u": ">H", b"I": ">i", b"i": ">I", b"l": ">q", b"L": ">q"}
 _ERLANG_INT = re.compile(rb"[+-]?[0-9]+")
 
@@ -51,22 +47,28 @@ def priority(properties: bytes) -> int:
         return 0
     flags = properties[0]
     pos = 2
-    if flags & 0x80:  # content-type
-        pos += 1 + properties[pos]
-    if flags & 0x40:  # content-encoding
-        pos += 1 + properties[pos]
-    if flags & 0x20:  # headers
-        pos += 4 + _u32.unpack_from(properties, pos)[0]
-    if flags & 0x10:  # delivery-mode
-        pos += 1
-    return properties[pos]
+    try:
+        if flags & 0x80:  # content-type
+            pos += 1 + properties[pos]
+        if flags & 0x40:  # content-encoding
+            pos += 1 + properties[pos]
+        if flags & 0x20:  # headers
+            pos += 4 + _u32.unpack_from(properties, pos)[0]
+        if flags & 0x10:  # delivery-mode
+            pos += 1
+        return properties[pos]
+    except (IndexError, struct.error):  # a truncated property section: no priority
+        return 0
 
 
 def check_user_id(properties: bytes, user: str) -> None:
     """RabbitMQ refuses a publish whose ``user_id`` property is not the authenticated user (406)."""
     if len(properties) < 2 or not properties[1] & FLAG_USER_ID:
         return
-    raw = _split(properties)[1][FLAG_USER_ID][1:]
+    try:
+        raw = _split(properties)[1][FLAG_USER_ID][1:]
+    except ValueError:
+        raise precondition_failed("user_id property cannot be read: the basic properties are malformed") from None
     claimed = raw.decode("utf-8", "replace")
     if claimed != user:
         raise precondition_failed(f"user_id property set to '{claimed}' but authenticated user was '{user}'")
@@ -77,13 +79,16 @@ def with_delivery_count(properties: bytes, count: int) -> bytes:
     ``count``, replacing one already there or appended (rabbit_misc:set_table_value keeps order)."""
     if len(properties) < 2:
         properties = b"\x00\x00"
-    flags, fields = _split(properties)
+    try:
+        flags, fields = _split(properties)
+    except ValueError:
+        return properties  # malformed as published: delivered as it is rather than not at all
     entries: list[tuple[bytes, bytes]] = []
     raw = fields.get(FLAG_HEADERS)
     if raw is not None:
         try:
             entries = _table_entries(raw[4:])
-        except (ValueError, IndexError, struct.error):
+        except ValueError:
             entries = []
     value = _long(count)
     for i, (k, _) in enumerate(entries):
@@ -108,11 +113,14 @@ def may_have_cc(properties: bytes) -> bool:
 def sender_selected(properties: bytes) -> tuple[list[str], bytes]:
     """Sender-selected distribution: the routing keys the ``CC`` and ``BCC`` headers add (their
     longstr items), and the properties without ``BCC`` (RabbitMQ removes it from every copy)."""
-    flags, fields = _split(properties)
     try:
-        entries = _table_entries(fields[FLAG_HEADERS][4:])
-    except (KeyError, ValueError, IndexError, struct.error):
+        flags, fields = _split(properties)
+        raw = fields[FLAG_HEADERS]
+    except (KeyError, ValueError):
         return [], properties
+    if not _well_formed(raw):
+        return [], properties
+    entries = _table_entries(raw[4:])
     keys: list[str] = []
     for k, v in entries:
         if k in (b"CC", b"BCC") and v[:1] == b"A":
@@ -124,20 +132,29 @@ def sender_selected(properties: bytes) -> tuple[list[str], bytes]:
 
 
 def _split(properties: bytes) -> tuple[int, dict[int, bytes]]:
-    """(flags, {flag: raw value}) of a property section."""
+    """(flags, {flag: raw value}) of a property section. ValueError if the values do not fit."""
+    if len(properties) < 2:
+        raise ValueError("property flags truncated")
     flags = (properties[0] << 8) | properties[1]
     fields: dict[int, bytes] = {}
     pos = 2
+    size = len(properties)
     for flag, kind in _FIELDS:
         if flags & flag:
+            if pos >= size:
+                raise ValueError("property section truncated")
             if kind == "s":
                 n = 1 + properties[pos]
             elif kind == "t":
+                if pos + 4 > size:
+                    raise ValueError("property section truncated")
                 n = 4 + _u32.unpack_from(properties, pos)[0]
             elif kind == "o":
                 n = 1
             else:
                 n = 8
+            if pos + n > size:
+                raise ValueError("property section truncated")
             fields[flag] = properties[pos : pos + n]
             pos += n
     return flags, fields
@@ -155,7 +172,10 @@ def expiration_ms(properties: bytes) -> int | None:
     """
     if not has_expiration(properties):
         return None
-    raw = _split(properties)[1][FLAG_EXPIRATION][1:]
+    try:
+        raw = _split(properties)[1][FLAG_EXPIRATION][1:]
+    except ValueError:
+        raise precondition_failed("invalid expiration: the basic properties are malformed") from None
     m = _ERLANG_INT.match(raw)
     text = raw.decode("utf-8", "replace")
     if m is None:
@@ -172,22 +192,27 @@ def expiration_ms(properties: bytes) -> int | None:
 
 
 def _value_end(buf: bytes, pos: int) -> int:
-    """Where the field value starting (at its type tag) at ``pos`` ends."""
-    tag = buf[pos : pos + 1]
-    size = _FIXED.get(tag)
+    """Where the field value starting (at its type tag) at ``pos`` ends. ValueError if it does not fit."""
+    if pos >= len(buf):
+        raise ValueError("field value truncated")
+    tag = buf[pos]
+    if tag not in VALUE_SIZES:
+        raise ValueError(f"unknown field type {tag}")
+    size = VALUE_SIZES[tag]
     if size is not None:
         end = pos + 1 + size
-    elif tag in (b"S", b"A", b"F", b"x"):
+    elif pos + 5 <= len(buf):
         end = pos + 5 + _u32.unpack_from(buf, pos + 1)[0]
     else:
-        raise ValueError(f"unknown field type {tag!r}")
+        raise ValueError("field value truncated")
     if end > len(buf):
         raise ValueError("field value truncated")
     return end
 
 
-def _table_entries(table: bytes) -> list[tuple[bytes, bytes]]:
-    """A field table's contents (no length prefix) as [(key, raw typed value)]."""
+def table_entries(table: bytes) -> list[tuple[bytes, bytes]]:
+    """A field table's contents (no length prefix) as [(key, raw typed value)]; one level only, so
+    nesting costs nothing. ValueError if the entries do not fit."""
     out = []
     pos = 0
     while pos < len(table):
@@ -197,6 +222,19 @@ def _table_entries(table: bytes) -> list[tuple[bytes, bytes]]:
         pos = _value_end(table, start)
         out.append((key, table[start:pos]))
     return out
+
+
+_table_entries = table_entries
+
+
+def _well_formed(raw_table: bytes) -> bool:
+    """True if a table (with its length prefix, exactly) is well formed at every depth, so the
+    one-level splitters below cannot fail on any part of it. Iterative, linear in its bytes."""
+    try:
+        end, _ = scan_table(raw_table, 0, None)
+    except TableError:
+        return False
+    return end == len(raw_table)
 
 
 def _array_items(value: bytes) -> list[bytes]:
@@ -263,14 +301,15 @@ def dead_letter(
     kept as ``original-expiration``. Headers come out sorted by key, as RabbitMQ sends them.
     ``now`` is the wall-clock time in seconds.
     """
-    flags, fields = _split(properties)
+    try:
+        flags, fields = _split(properties)
+    except ValueError:
+        flags, fields = 0, {}  # malformed as published (never validated on the hot path): start afresh
     headers: dict[bytes, bytes] = {}
     raw_headers = fields.get(FLAG_HEADERS)
-    if raw_headers is not None:
-        try:
-            headers = dict(_table_entries(raw_headers[4:]))
-        except (ValueError, IndexError, struct.error):
-            headers = {}  # a malformed table (never validated at publish): start afresh
+    if raw_headers is not None and _well_formed(raw_headers):
+        headers = dict(_table_entries(raw_headers[4:]))  # cannot fail: checked at every depth
+    # else: a malformed table (never validated at publish): start afresh
     cc = headers.get(b"CC")
     rks = [_longstr(routing_key)]
     if cc is not None and cc[:1] == b"A":

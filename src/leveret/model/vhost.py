@@ -19,6 +19,7 @@ from leveret.errors import (
     resource_locked,
 )
 from leveret.model import arguments as A
+from leveret.model import validation as V
 from leveret.model.connection import ClientConnection
 from leveret.model.exchange import EXCHANGE, QUEUE, TYPES, DefaultExchange, Exchange
 from leveret.model.headers import headers_table
@@ -74,6 +75,7 @@ class VHost:
         auto_delete: bool = False,
         arguments: dict[str, Any] | None = None,
     ) -> Queue:
+        V.check_shortstr("queue name", name)
         args = dict(arguments or {})
         if passive:
             if not name:
@@ -83,6 +85,7 @@ class VHost:
             name = server_name("amq.gen-")
         else:
             A.check_name("queue", name)
+        V.check_arguments(args, f"queue '{name}' in vhost '{self.name}'")
         q = self.queues.get(name)
         if q is not None:
             self.get_queue(name, conn)  # exclusivity check
@@ -164,10 +167,12 @@ class VHost:
         internal: bool = False,
         arguments: dict[str, Any] | None = None,
     ) -> Exchange:
+        V.check_shortstr("exchange name", name)
         if passive:
             return self.get_exchange(name)
         if not name:
             raise ChannelError(ReplyCode.ACCESS_REFUSED, "operation not permitted on the default exchange")
+        V.check_arguments(dict(arguments or {}), f"exchange '{name}' in vhost '{self.name}'")
         if type_ not in TYPES:
             raise ConnectionError_(ReplyCode.COMMAND_INVALID, f"unknown exchange type '{type_}'")
         x = self.exchanges.get(name)
@@ -218,6 +223,7 @@ class VHost:
 
     def bind(self, conn: ClientConnection | None, queue: str, exchange: str, routing_key: str, args: dict[str, Any]) -> None:
         """queue.bind: bind ``queue`` to ``exchange``."""
+        self._check_binding(routing_key, args)
         if not exchange:
             raise ChannelError(ReplyCode.ACCESS_REFUSED, DEFAULT_EXCHANGE_REFUSED)
         x = self.get_exchange(exchange)
@@ -232,6 +238,7 @@ class VHost:
         self, conn: ClientConnection | None, queue: str, exchange: str, routing_key: str, args: dict[str, Any]
     ) -> None:
         """queue.unbind: remove the binding equal to (exchange, queue, routing key, arguments)."""
+        self._check_binding(routing_key, args)
         if not exchange:
             raise ChannelError(ReplyCode.ACCESS_REFUSED, DEFAULT_EXCHANGE_REFUSED)
         x = self.exchanges.get(exchange)
@@ -246,6 +253,7 @@ class VHost:
 
     def bind_exchange(self, destination: str, source: str, routing_key: str, args: dict[str, Any]) -> None:
         """exchange.bind: messages routed by ``source`` also go through ``destination``."""
+        self._check_binding(routing_key, args)
         if not destination or not source:
             raise ChannelError(ReplyCode.ACCESS_REFUSED, DEFAULT_EXCHANGE_REFUSED)
         src = self.get_exchange(source)
@@ -256,6 +264,7 @@ class VHost:
 
     def unbind_exchange(self, destination: str, source: str, routing_key: str, args: dict[str, Any]) -> None:
         """exchange.unbind; a missing exchange or binding is not an error."""
+        self._check_binding(routing_key, args)
         if not destination or not source:
             raise ChannelError(ReplyCode.ACCESS_REFUSED, DEFAULT_EXCHANGE_REFUSED)
         src = self.exchanges.get(source)
@@ -265,6 +274,10 @@ class VHost:
         if src.durable and dst.durable:
             self.store.delete_binding(BindingRecord(self.name, source, destination, EXCHANGE, routing_key, dict(args)))
         self._maybe_auto_delete(src)
+
+    def _check_binding(self, routing_key: str, args: dict[str, Any]) -> None:
+        V.check_shortstr("routing key", routing_key)
+        V.check_arguments(args, f"binding in vhost '{self.name}'")
 
     def recover_binding(self, b: BindingRecord) -> None:
         """Put back a binding read from the store (skipped if either end was not recovered)."""

@@ -81,9 +81,17 @@ def _no_validation() -> None:
 
 
 def shortstr(s: str) -> bytes:
-    b = s.encode("utf-8")
+    """``s`` as an AMQP short string, for values the broker reports (exchange and routing key of a
+    delivery, get-ok or return; reply texts).
+
+    Never raises: a value over 255 bytes is cut at the last whole character that fits. The model
+    refuses such names and keys at every entry point, but a message stored before that check (or
+    dead-lettered through a queue declared before it) must still be deliverable: one message that
+    cannot be encoded would otherwise fail every delivery from its queue.
+    """
+    b = s.encode("utf-8", "surrogatepass")
     if len(b) > 255:
-        raise ValueError("short string over 255 bytes")
+        b = b[:255].decode("utf-8", "ignore").encode("utf-8")
     return bytes((len(b),)) + b
 
 
@@ -211,10 +219,13 @@ def delivery_mode(properties: bytes) -> int:
     if not flags & FLAG_DELIVERY_MODE:
         return 0
     pos = 2
-    if flags & FLAG_CONTENT_TYPE:
-        pos += 1 + properties[pos]
-    if flags & FLAG_CONTENT_ENCODING:
-        pos += 1 + properties[pos]
-    if flags & FLAG_HEADERS:
-        pos += 4 + _u32.unpack_from(properties, pos)[0]
-    return properties[pos]
+    try:
+        if flags & FLAG_CONTENT_TYPE:
+            pos += 1 + properties[pos]
+        if flags & FLAG_CONTENT_ENCODING:
+            pos += 1 + properties[pos]
+        if flags & FLAG_HEADERS:
+            pos += 4 + _u32.unpack_from(properties, pos)[0]
+        return properties[pos]
+    except (IndexError, struct.error):  # a truncated property section: transient
+        return 0

@@ -10,7 +10,13 @@ Usage::
 ``receive_data`` buffers partial frames; a short buffer simply yields no event yet.
 When it raises, the events parsed before the bad frame are in the error's ``events``.
 A frame is checked against ``frame_max`` from its 7-byte head, before its payload
-is buffered. Errors are raised as :class:`leveret.errors.ConnectionError_` (the
+is buffered; a content header against ``max_message_size`` and, with the bodies other
+channels have announced but not finished (:attr:`AMQPConnection.announced`), against
+``max_incomplete_content``, before any of its body is buffered (406 on that channel).
+:attr:`AMQPConnection.buffered` is what unfinished bodies hold now. Tables in method
+arguments are walked (:mod:`leveret.protocol.tables`) before pamqp decodes them.
+
+Errors are raised as :class:`leveret.errors.ConnectionError_` (the
 caller sends connection.close with its code) or
 :class:`leveret.errors.ChannelError` carrying the channel in ``.channel``.
 After a bad protocol header :class:`BadProtocolHeader` is raised: write
@@ -27,7 +33,8 @@ from pamqp import commands
 from pamqp.base import Frame
 
 from leveret.errors import AMQPError, ChannelError, ConnectionError_, ReplyCode
-from leveret.protocol import codec
+from leveret.limits import TableError
+from leveret.protocol import codec, tables
 from leveret.protocol.events import (
     Ack,
     Event,
@@ -129,14 +136,27 @@ class _PendingContent:
 class AMQPConnection:
     """Parses client bytes into events and tracks connection and channel states."""
 
-    def __init__(self, *, frame_max: int = 131072, channel_max: int = 2047, max_message_size: int = 16 << 20) -> None:
+    def __init__(
+        self,
+        *,
+        frame_max: int = 131072,
+        channel_max: int = 2047,
+        max_message_size: int = 16 << 20,
+        max_incomplete_content: int = 64 << 20,
+    ) -> None:
         self.state = ConnState.AWAIT_HEADER
         self.frame_max = frame_max
         self.channel_max = channel_max
         self.max_message_size = max_message_size
+        # Body bytes the content headers of unfinished publishes may announce, all channels together
+        # (never below one message of max_message_size).
+        self.max_incomplete_content = max(max_incomplete_content, max_message_size)
         self.channels: dict[int, ChanState] = {}
         self._pending: dict[int, _PendingContent] = {}
         self._buf = bytearray()
+        self.announced = 0  # body bytes announced by the content headers of unfinished publishes
+        self.buffered = 0  # body bytes of unfinished publishes held so far
+        self.publishing = False  # a basic.publish frame has arrived (the connection is a publisher)
 
     # ---- input -------------------------------------------------------------------------------
 
@@ -225,7 +245,7 @@ class AMQPConnection:
                 events.append(MethodReceived(channel, commands.Channel.Close()))
             elif index == 0x00140029:  # channel.close-ok
                 del self.channels[channel]
-                self._pending.pop(channel, None)
+                self._drop_pending(channel)
             return
         if state is None:
             if index != 0x0014000A:  # channel.open
@@ -248,7 +268,7 @@ class AMQPConnection:
         method = self._decode(index, payload)
         if index == 0x00140028:  # channel.close from the client: the channel is gone once we reply
             del self.channels[channel]
-            self._pending.pop(channel, None)
+            self._drop_pending(channel)
         elif index == 0x00140029 or index >> 16 == 10:  # close-ok for a close we never sent; connection.*
             raise ConnectionError_(ReplyCode.COMMAND_INVALID, "unimplemented method", index >> 16, index & 0xFFFF)
         events.append(MethodReceived(channel, method))
@@ -276,6 +296,17 @@ class AMQPConnection:
         cls: Any = commands.INDEX_MAPPING.get(index)
         if cls is None:
             raise ConnectionError_(ReplyCode.NOT_IMPLEMENTED, f"unknown method {index >> 16}.{index & 0xFFFF}")
+        try:
+            tables.check_method(index, payload, 4)
+        except TableError as err:
+            if err.too_deep:
+                # Not malformed, but more than Leveret decodes (see leveret.limits): say so plainly.
+                raise ConnectionError_(
+                    ReplyCode.FRAME_ERROR, f"cannot decode {cls.name}: {err}", index >> 16, index & 0xFFFF
+                ) from None
+            raise ConnectionError_(
+                ReplyCode.FRAME_ERROR, f"cannot decode {erl_binary(payload[4:68], False)}", index >> 16, index & 0xFFFF
+            ) from None
         method: Frame = cls()
         try:
             method.unmarshal(payload[4:])
@@ -293,6 +324,7 @@ class AMQPConnection:
             if index == codec.BASIC_PUBLISH:
                 exchange, rk, mandatory, immediate = codec.decode_publish(payload[4:])
                 self._pending[channel] = _PendingContent(exchange, rk, mandatory, immediate)
+                self.publishing = True
                 return
             tag, bits = codec.decode_tag_bits(payload[4:])
         except UnicodeDecodeError:
@@ -326,21 +358,37 @@ class AMQPConnection:
             )
         if body_size > self.max_message_size:
             # RabbitMQ: channel error 406 with this text, then the body frames are dropped.
-            del self._pending[channel]
-            self.channels[channel] = ChanState.CLOSING
-            err = ChannelError(
-                ReplyCode.PRECONDITION_FAILED,
-                f"message size {body_size} is larger than configured max size {self.max_message_size}",
-                60,
-                40,
-                channel,
+            self._refuse_content(
+                channel, f"message size {body_size} is larger than configured max size {self.max_message_size}"
             )
-            raise err
+        if body_size and self.announced + body_size > self.max_incomplete_content:
+            # Leveret's own bound, checked before any body byte is buffered: without it one connection
+            # could hold channel_max unfinished 16 MiB messages. Refused as the size check above is.
+            self._refuse_content(
+                channel,
+                f"message size {body_size} would take the content of unfinished messages on this connection "
+                f"over {self.max_incomplete_content} bytes ({self.announced} announced)",
+            )
         p.properties = payload[12:]
         p.body_size = body_size
         if body_size == 0:
             del self._pending[channel]
             events.append(Publish(channel, p.exchange, p.routing_key, p.mandatory, p.immediate, p.properties, b""))
+        else:
+            self.announced += body_size
+
+    def _refuse_content(self, channel: int, text: str) -> None:
+        """Channel error 406 for a content header; the channel drops its body frames until close-ok."""
+        del self._pending[channel]
+        self.channels[channel] = ChanState.CLOSING
+        raise ChannelError(ReplyCode.PRECONDITION_FAILED, text, 60, 40, channel)
+
+    def _drop_pending(self, channel: int) -> None:
+        """Forget the unfinished publish on ``channel`` (if any) and the bytes it held."""
+        p = self._pending.pop(channel, None)
+        if p is not None and p.properties is not None:
+            self.announced -= p.body_size
+            self.buffered -= p.got
 
     def _on_body(self, channel: int, payload: bytes, events: list[Event]) -> None:
         p = self._pending.get(channel)
@@ -355,6 +403,8 @@ class AMQPConnection:
             raise ConnectionError_(ReplyCode.FRAME_ERROR, f"content body exceeds declared size {p.body_size}")
         if p.got == p.body_size:
             del self._pending[channel]
+            self.announced -= p.body_size
+            self.buffered -= p.got - len(payload)
             if p.parts:
                 p.parts.append(payload)
                 body = b"".join(p.parts)
@@ -363,6 +413,7 @@ class AMQPConnection:
             events.append(Publish(channel, p.exchange, p.routing_key, p.mandatory, p.immediate, p.properties, body))
         else:
             p.parts.append(payload)
+            self.buffered += len(payload)
 
     # ---- output ------------------------------------------------------------------------------
 
@@ -372,13 +423,22 @@ class AMQPConnection:
     def close_channel(self, channel: int, code: int, text: str, class_id: int = 0, method_id: int = 0) -> bytes:
         """channel.close from the broker; the channel drops input until close-ok."""
         self.channels[channel] = ChanState.CLOSING
-        self._pending.pop(channel, None)
+        self._drop_pending(channel)
         return codec.encode_method(channel, commands.Channel.Close(code, text, class_id, method_id))
 
     def close(self, code: int, text: str, class_id: int = 0, method_id: int = 0) -> bytes:
         """connection.close from the broker; input is dropped until close-ok."""
         self.state = ConnState.CLOSING
         return codec.encode_method(0, commands.Connection.Close(code, text, class_id, method_id))
+
+    def release(self) -> int:
+        """Drop every unfinished publish and the input buffer (the connection is gone); returns the
+        bytes let go, so the caller can hand a large amount back to the OS."""
+        freed = self.buffered + len(self._buf)
+        self._pending.clear()
+        self._buf = bytearray()
+        self.announced = self.buffered = 0
+        return freed
 
     def tune(self, frame_max: int, channel_max: int) -> None:
         """Apply the values negotiated by tune / tune-ok."""

@@ -110,10 +110,20 @@ class MemoryAlarm:
 
     Same interface as :class:`DiskAlarm` (``check(now)``, ``active``, a replaceable ``probe`` returning
     bytes in use). ``limit`` 0 disables it. Cheap enough (one read of /proc/self/statm) to run every tick.
+
+    The tick alone can be outrun: a client can send hundreds of megabytes in half a second. So
+    connections report what they read (:meth:`note`, a counter and a comparison); once the bytes
+    read since the last probe could have used up the room left under the limit (or
+    :data:`MAX_UNMEASURED`), :meth:`note` returns True and the caller checks the alarms at once.
+    Connections report what they let go when they close (:meth:`freed`); the next check hands it
+    back to the OS.
     """
 
-    __slots__ = ("limit", "probe", "active", "_failed", "trim", "_trimmed_at")
+    __slots__ = ("limit", "probe", "active", "_failed", "trim", "_trimmed_at", "_unmeasured", "_room", "_freed")
     reason = "low on memory"
+    MAX_UNMEASURED = 16 << 20  # bytes read between two probes at most
+    MIN_UNMEASURED = 1 << 20  # not more often than once per this many bytes read
+    FREED_TRIM = 1 << 20  # bytes freed by closed connections worth a malloc_trim
 
     def __init__(self, limit: int, probe: Callable[[], int] | None) -> None:
         self.limit = limit
@@ -124,8 +134,24 @@ class MemoryAlarm:
         # freed message bodies mapped, so resident memory would otherwise never fall.
         self.trim: Callable[[], object] | None = _malloc_trim()
         self._trimmed_at = -1e9
+        self._unmeasured = 0  # bytes read since the last probe
+        self._room = self.MIN_UNMEASURED  # bytes that may be read before the next probe
+        self._freed = 0  # bytes closed connections let go since the last trim
+
+    def note(self, nbytes: int) -> bool:
+        """``nbytes`` were just read from a client: True if the alarms should be checked now."""
+        self._unmeasured += nbytes
+        return self._unmeasured >= self._room and self.probe is not None and self.limit > 0
+
+    def freed(self, nbytes: int) -> None:
+        """A closed connection let ``nbytes`` of buffered input go (trimmed at the next check)."""
+        self._freed += nbytes
 
     def check(self, now: float) -> bool:
+        if self.trim is not None and self._freed >= self.FREED_TRIM:
+            self._freed = 0
+            self._trimmed_at = now
+            self.trim()
         if self.probe is None or self.limit <= 0:
             return False
         if self.active and self.trim is not None and now - self._trimmed_at >= 2.0:
@@ -139,6 +165,8 @@ class MemoryAlarm:
             self._failed = True
             return False
         self._failed = False
+        self._unmeasured = 0
+        self._room = max(self.MIN_UNMEASURED, min(self.MAX_UNMEASURED, (self.limit - used) // 2))
         high = used > self.limit
         if high == self.active:
             return False

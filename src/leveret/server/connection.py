@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import socket
 import threading
 import time
@@ -33,6 +34,10 @@ if TYPE_CHECKING:
     from leveret.server.server import Server
 
 log = logging.getLogger("leveret.connection")
+
+# While an alarm blocks a connection, its socket is polled this often for a hang-up (see _watch_peer).
+PEER_WATCH_INTERVAL = 1.0
+_HANGUP = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
 
 # Output gathered in one loop turn is written at the end of the turn, or as soon as it reaches this size.
 OUT_FLUSH_BYTES = 256 * 1024
@@ -130,7 +135,11 @@ class AMQPServerProtocol(asyncio.Protocol):
         self.broker = server.broker
         s = server.settings
         self.settings = s
-        self.amqp = AMQPConnection(frame_max=s.frame_max, channel_max=s.channel_max, max_message_size=s.max_message_size)
+        self.amqp = AMQPConnection(
+            frame_max=s.frame_max, channel_max=s.channel_max, max_message_size=s.max_message_size,
+            max_incomplete_content=s.max_incomplete_content,
+        )  # fmt: skip
+        self.memory_alarm = server.memory_alarm
         self.transport: asyncio.Transport | None = None
         self.client: ClientConnection | None = None
         self.channels: dict[int, ServerChannel] = {}
@@ -155,8 +164,11 @@ class AMQPServerProtocol(asyncio.Protocol):
         self.awaiting_sync: list[tuple[int, bytes]] | None = None
         self.deferred: tuple[list[Any], AMQPError | None] | None = None
         self.read_pauses: set[str] = set()  # why reading is paused: "sync", "disk"
+        # A publisher from its first basic.publish frame (not its first whole message): alarms block
+        # it even while it holds only unfinished content.
         self.has_published = False
-        self.blocked = False  # by the disk alarm
+        self.blocked = False  # by an alarm
+        self.watching_peer = False  # _watch_peer is scheduled
 
     # ---- transport callbacks -------------------------------------------------------------------
 
@@ -178,6 +190,9 @@ class AMQPServerProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self.closing = True
+        freed = self.amqp.release()  # unfinished publishes: up to max_incomplete_content
+        if freed:
+            self.memory_alarm.freed(freed)
         if self.client is not None:
             client, self.client = self.client, None
             try:
@@ -229,6 +244,10 @@ class AMQPServerProtocol(asyncio.Protocol):
             error: AMQPError | None = err
         else:
             error = None
+        if self.amqp.publishing:
+            self.has_published = True
+        if self.memory_alarm.note(len(data)):
+            self.check_alarms()
         if self.deferred is not None:  # read before pause_reading took effect: keep the order
             self.deferred = (self.deferred[0] + events, error or self.deferred[1])
             return
@@ -450,6 +469,11 @@ class AMQPServerProtocol(asyncio.Protocol):
         if not self.read_pauses and self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
+    def check_alarms(self) -> None:
+        """Reading outran the periodic check (see MemoryAlarm.note): check the alarms now and block
+        or unblock publishers as the server's tick does."""
+        self.server.check_alarms(time.monotonic())
+
     def set_blocked(self, blocked: bool) -> None:
         """Resource alarm (disk, memory, store backlog): stop (or resume) reading from this publishing connection.
 
@@ -466,11 +490,38 @@ class AMQPServerProtocol(asyncio.Protocol):
             if notify:
                 self.write(codec.encode_method(0, C.Connection.Blocked(reason=self.server.alarms.reason)))
             self.pause_input("disk")
+            if not self.watching_peer:
+                self.watching_peer = True
+                self.loop.call_later(PEER_WATCH_INTERVAL, self._watch_peer)
         else:
             if notify:
                 self.write(codec.encode_method(0, C.Connection.Unblocked()))
             self.last_recv = time.monotonic()  # heartbeats were not read while blocked
             self.resume_input("disk")
+
+    def _watch_peer(self) -> None:
+        """While an alarm keeps this connection unread, notice a peer that hung up.
+
+        Nothing reads the socket, so its EOF would go unseen (a client without heartbeats is never
+        timed out) and the connection would keep what it buffered, up to max_incomplete_content of
+        unfinished messages, for as long as the alarm lasts: which that memory itself may prolong.
+        So, once a second while blocked, poll the socket (no read) for a hang-up, and drop the
+        connection if there is one.
+        """
+        if not self.blocked or self.transport is None or self.transport.is_closing():
+            self.watching_peer = False
+            return
+        sock = self.transport.get_extra_info("socket")
+        fd = sock.fileno() if sock is not None else -1
+        if fd >= 0:
+            poller = select.poll()
+            poller.register(fd, _HANGUP)
+            if any(ev & _HANGUP for _, ev in poller.poll(0)):
+                log.info("connection %s: the client hung up while blocked by an alarm", self.name)
+                self.watching_peer = False
+                self.abort()
+                return
+        self.loop.call_later(PEER_WATCH_INTERVAL, self._watch_peer)
 
     # ---- errors and closing --------------------------------------------------------------------
 

@@ -84,14 +84,24 @@ class Server:
     def tick_interval(self) -> float:
         return 0.5  # consumer timeouts fire within half a second of their deadline
 
+    def check_alarms(self, now: float) -> None:
+        """Check every alarm source; when the combined state changed, block the connections that
+        publish (or unblock every connection). Run by the tick, and at once by a connection whose
+        reading outran it (MemoryAlarm.note)."""
+        if self.alarms.check(now):
+            self.apply_alarms()
+
+    def apply_alarms(self) -> None:
+        """Block every publishing connection while an alarm is active; unblock all when none is."""
+        blocked = self.alarms.active
+        for c in list(self.connections):
+            if c.has_published or not blocked:
+                c.set_blocked(blocked)
+
     def _on_tick(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
             now = time.monotonic()
-            if self.alarms.check(now):
-                blocked = self.alarms.active
-                for c in list(self.connections):
-                    if c.has_published or not blocked:
-                        c.set_blocked(blocked)
+            self.check_alarms(now)
             for c in list(self.connections):
                 self._check_connection(c, now)
             self.broker.check_timeouts(now)
