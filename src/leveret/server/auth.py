@@ -9,6 +9,7 @@ import logging
 from pamqp import decode
 
 from leveret.errors import ConnectionError_, ReplyCode
+from leveret.limits import scan_table
 
 log = logging.getLogger("leveret.auth")
 
@@ -30,8 +31,11 @@ def parse_response(mechanism: str, response: bytes) -> tuple[str, str]:
                 raise ValueError("PLAIN response must be authzid NUL user NUL password")
             return parts[1].decode("utf-8"), parts[2].decode("utf-8")
         if mechanism == "AMQPLAIN":
-            # A field table without its 4-byte length prefix.
-            _, table = decode.field_table(len(response).to_bytes(4, "big") + response)
+            # A field table without its 4-byte length prefix; walked first (iteratively, depth-bounded)
+            # because pamqp decodes nested tables recursively.
+            framed = len(response).to_bytes(4, "big") + response
+            scan_table(framed)
+            _, table = decode.field_table(framed)
             login, password = table.get("LOGIN", ""), table.get("PASSWORD", "")
             if isinstance(login, bytes):
                 login = login.decode("utf-8")
