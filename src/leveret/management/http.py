@@ -26,20 +26,22 @@ import hmac
 import ipaddress
 import json
 import logging
-import math
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
 from leveret.errors import AMQPError, ReplyCode
 from leveret.management import definitions as defs
 from leveret.management import shapes
-from leveret.management.backend import Backend, GotMessage
+from leveret.management.backend import Backend, GotMessage, QueueKey
+from leveret.management.listing import ListingError, Source, respond
 from leveret.management.rates import TOTALS_STATS, RateSampler, Sample
+from leveret.model.snapshots import ChannelSnapshot, ConnectionSnapshot, ExchangeSnapshot
 
 log = logging.getLogger("leveret.management")
 
@@ -53,6 +55,18 @@ TICKER: web.AppKey[asyncio.Task[None]] = web.AppKey("ticker", asyncio.Task)
 
 JSON = dict[str, Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: Largest request body (RabbitMQ's default ``management.http.max_body_size``): a definitions
+#: file of about 200,000 queues. Bigger bodies get 400 "Exceeded HTTP request body size limit".
+MAX_BODY = 20_000_000
+#: Seconds a client may take to send a request's headers (and, idle, between requests) and,
+#: separately, its body; then the connection is closed (headers) or answered 408 (body).
+REQUEST_TIMEOUT = 30.0
+#: Queues read per loop turn when summing or sampling every queue.
+COUNT_SLICE = 2000
+# A JSON escape of a lone UTF-16 surrogate, which no UTF-8 string can hold (json.loads takes it).
+_LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
 ACKMODES = {"ack_requeue_true": True, "reject_requeue_true": True,
             "ack_requeue_false": False, "reject_requeue_false": False}  # fmt: skip
 
@@ -70,6 +84,7 @@ def _bad_request(reason: str) -> web.HTTPException:
 # ---- middlewares --------------------------------------------------------------------
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes RabbitMQ's JSON error shape; nothing escapes as a traceback page."""
     try:
         return await handler(request)
     except AMQPError as e:
@@ -78,15 +93,34 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if e.code in (ReplyCode.ACCESS_REFUSED, ReplyCode.NOT_ALLOWED):
             return _error(403, "access_refused", e.text)
         return _error(400, "bad_request", e.text)
+    except ListingError as e:
+        return _error(400, e.error, e.reason)
     except web.HTTPException as e:
         if e.content_type == "application/json" or e.status < 400:
             raise
         if e.status == 404:
             return _error(404, "Object Not Found", "Not Found")
         return _error(e.status, e.reason, e.reason)
-    except Exception:
+    except RecursionError:
+        return _error(400, "bad_request", "nested too deeply")
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception as e:
         log.exception("management handler failed: %s %s", request.method, request.path)
-        return _error(500, "internal_server_error", "see the broker log")
+        return _error(500, "internal_server_error", f"{type(e).__name__}; the broker log has the details")
+
+
+@web.middleware
+async def _strict_path(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Path segments must percent-decode to UTF-8; otherwise ``bad%FFname`` would reach a
+    handler as the literal text (yarl keeps undecodable escapes as they are)."""
+    for part in request.rel_url.raw_parts:
+        if "%" in part:
+            try:
+                unquote_to_bytes(part).decode("utf-8")
+            except UnicodeDecodeError:
+                return _error(400, "bad_request", "path segment is not valid UTF-8 once percent-decoded")
+    return await handler(request)
 
 
 def _is_loopback(remote: str | None) -> bool:
@@ -156,84 +190,52 @@ def _flag(request: web.Request, name: str) -> bool:
     return request.query.get(name, "false").lower() in ("true", "1", "yes")
 
 
-def _int_param(request: web.Request, name: str, default: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise _bad_request(f"{name} must be an integer") from None
-
-
 async def _body(request: web.Request) -> JSON:
+    """The request body as a JSON object: 400 if it is too big, not JSON, nested too deeply or
+    holds text that is not Unicode; 408 if it does not arrive within :data:`REQUEST_TIMEOUT`."""
     if not request.can_read_body:
         return {}
     try:
-        body = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        async with asyncio.timeout(REQUEST_TIMEOUT):
+            raw = await request.read()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(
+            text=json.dumps({"error": "request_timeout", "reason": "request body not received in time"}),
+            content_type="application/json", headers={"Connection": "close"},
+        ) from None  # fmt: skip
+    except web.HTTPRequestEntityTooLarge:
+        raise _bad_request("Exceeded HTTP request body size limit") from None
+    if not raw.strip():
+        return {}
+    if _LONE_SURROGATE.search(raw):
+        raise _bad_request("body holds a lone UTF-16 surrogate escape, which is not Unicode text")
+    try:
+        body = json.loads(raw)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
         raise _bad_request("body is not valid JSON") from None
+    except RecursionError:
+        raise _bad_request("body is nested too deeply") from None
+    if body is None:
+        return {}
     if not isinstance(body, dict):
         raise _bad_request("body must be a JSON object")
     return body
 
 
-def _pick(item: JSON, columns: list[str]) -> JSON:
-    out: JSON = {}
-    for col in columns:
-        src: Any = item
-        dst = out
-        parts = col.split(".")
-        for part in parts[:-1]:
-            src = src.get(part) if isinstance(src, dict) else None
-            dst = dst.setdefault(part, {})
-        if isinstance(src, dict) and parts[-1] in src:
-            dst[parts[-1]] = src[parts[-1]]
-    return out
+async def _counted(b: Backend, keys: list[QueueKey]) -> tuple[int, int, int]:
+    """(ready, unacknowledged, consumers) summed over ``keys``, a slice per loop turn."""
+    ready = unacked = consumers = 0
+    for i in range(0, len(keys), COUNT_SLICE):
+        for c in b.queue_counters(keys[i : i + COUNT_SLICE]):
+            ready += c.messages_ready
+            unacked += c.messages_unacknowledged
+            consumers += c.consumers
+        await asyncio.sleep(0)
+    return ready, unacked, consumers
 
 
-def _sort_key(value: Any) -> tuple[int, Any]:
-    if value is None:
-        return (0, 0)
-    if isinstance(value, bool | int | float):
-        return (1, value)
-    return (2, str(value))
-
-
-def _listing(request: web.Request, items: list[JSON]) -> web.Response:
-    """RabbitMQ list semantics: ``name``/``use_regex`` filter, ``sort``/``sort_reverse``,
-    ``columns``, and ``page``/``page_size`` pagination (which changes the shape)."""
-    total = len(items)
-    name = request.query.get("name")
-    if name:
-        if _flag(request, "use_regex"):
-            try:
-                rx = re.compile(name)
-            except re.error as e:
-                raise _bad_request(f"bad regex: {e}") from None
-            items = [i for i in items if rx.search(str(i.get("name", "")))]
-        else:
-            items = [i for i in items if name in str(i.get("name", ""))]
-    sort = request.query.get("sort")
-    if sort:
-        items.sort(key=lambda i: _sort_key(_pick(i, [sort]).get(sort.split(".")[0])),
-                   reverse=_flag(request, "sort_reverse"))  # fmt: skip
-    if request.query.get("columns"):
-        cols = [c for c in request.query["columns"].split(",") if c]
-        items = [_pick(i, cols) for i in items]
-    if "page" not in request.query:
-        return web.json_response(items)
-    page = _int_param(request, "page", 1)
-    size = _int_param(request, "page_size", 100)
-    if page < 1 or not 1 <= size <= 500:
-        raise _bad_request("page must be >= 1 and page_size between 1 and 500")
-    filtered = len(items)
-    page_count = max(1, math.ceil(filtered / size))
-    return web.json_response({
-        "filtered_count": filtered, "item_count": len(items[(page - 1) * size: page * size]),
-        "items": items[(page - 1) * size: page * size], "page": page, "page_count": page_count,
-        "page_size": size, "total_count": total,
-    })  # fmt: skip
+def _rendered(render: Callable[[Any], JSON]) -> Callable[[Sequence[Any]], list[tuple[Any, JSON]]]:
+    return lambda chunk: [(e, render(e)) for e in chunk]
 
 
 def _samples(samples: list[Sample], incr: float, attr: str | int) -> list[JSON]:
@@ -265,14 +267,13 @@ async def overview(request: web.Request) -> web.Response:
     b = _backend(request)
     rates = request.app[RATES]
     info = b.node_info()
-    queues = b.queues()
-    conns = b.connections()
-    chans = b.channels()
+    counts = b.object_counts()
+    ready, unacked, consumers = await _counted(b, b.queue_keys())
     depth = rates.depth_rates()
     queue_totals: JSON = {
-        "messages": sum(q.messages for q in queues),
-        "messages_ready": sum(q.messages_ready for q in queues),
-        "messages_unacknowledged": sum(q.messages_unacknowledged for q in queues),
+        "messages": ready + unacked,
+        "messages_ready": ready,
+        "messages_unacknowledged": unacked,
     }
     for key in list(queue_totals):
         queue_totals[f"{key}_details"] = shapes.details(depth[key])
@@ -302,11 +303,11 @@ async def overview(request: web.Request) -> web.Response:
         "contexts": [],
         "exchange_types": [{"name": t, "enabled": True} for t in info.exchange_types],
         "object_totals": {
-            "connections": len(conns),
-            "channels": len(chans),
-            "exchanges": len(b.exchanges()),
-            "queues": len(queues),
-            "consumers": sum(q.consumers for q in queues),
+            "connections": counts["connections"],
+            "channels": counts["channels"],
+            "exchanges": counts["exchanges"],
+            "queues": counts["queues"],
+            "consumers": consumers,
         },
         "queue_totals": queue_totals,
         "message_stats": stats,
@@ -314,12 +315,30 @@ async def overview(request: web.Request) -> web.Response:
     })  # fmt: skip
 
 
-async def list_queues(request: web.Request) -> web.Response:
+async def list_queues(request: web.Request) -> web.StreamResponse:
     vhost = _vhost(request) if "vhost" in request.match_info else None
+    b = _backend(request)
     node = _node(request)
     rates = request.app[RATES]
-    items = [shapes.queue_json(q, node, rates) for q in _backend(request).queues(vhost)]
-    return _listing(request, items)
+
+    def render(keys: Sequence[QueueKey]) -> list[tuple[QueueKey, JSON]]:
+        return [((q.vhost, q.name), shapes.queue_json(q, node, rates)) for q in b.queues_by_key(keys)]
+
+    # Keys, not snapshots: filtering, the default sort and paging need only names, so a page of
+    # 30,000 queues renders 100 of them.
+    return await respond(request, Source(b.queue_keys(vhost), _key_name, _same, render))
+
+
+def _key_name(key: QueueKey) -> str:
+    return key[1]
+
+
+def _same(key: QueueKey) -> QueueKey:
+    return key
+
+
+def _vhost_name(x: ExchangeSnapshot) -> tuple[str, str]:
+    return (x.vhost, x.name)
 
 
 async def get_queue(request: web.Request) -> web.Response:
@@ -336,7 +355,14 @@ async def put_queue(request: web.Request) -> web.Response:
         raise _bad_request("arguments must be a JSON object")
     if body.get("type") and "x-queue-type" not in arguments:
         arguments["x-queue-type"] = body["type"]
-    existed = any(q.name == name for q in b.queues(vhost))
+    defs.check_name("queue", name)
+    try:
+        b.queue(vhost, name)
+        existed = True
+    except AMQPError as e:
+        if e.code != ReplyCode.NOT_FOUND:
+            raise
+        existed = False
     b.declare_queue(
         vhost, name, bool(body.get("durable", True)), bool(body.get("auto_delete", False)), arguments
     )
@@ -406,9 +432,22 @@ async def queue_bindings(request: web.Request) -> web.Response:
     return web.json_response(items)
 
 
-async def list_connections(request: web.Request) -> web.Response:
+async def list_connections(request: web.Request) -> web.StreamResponse:
     node = _node(request)
-    return _listing(request, [shapes.connection_json(c, node) for c in _backend(request).connections()])
+
+    def render(c: ConnectionSnapshot) -> JSON:
+        return shapes.connection_json(c, node)
+
+    conns = _backend(request).connections()
+    return await respond(request, Source(conns, _conn_name, _conn_key, _rendered(render)))
+
+
+def _conn_name(c: ConnectionSnapshot) -> str:
+    return c.name
+
+
+def _conn_key(c: ConnectionSnapshot) -> tuple[str, str]:
+    return (c.vhost, c.name)
 
 
 async def get_connection(request: web.Request) -> web.Response:
@@ -426,11 +465,21 @@ async def close_connection(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def list_channels(request: web.Request) -> web.Response:
+async def list_channels(request: web.Request) -> web.StreamResponse:
     b = _backend(request)
     peers = {c.name: c for c in b.connections()}
     node = _node(request)
-    return _listing(request, [shapes.channel_json(ch, node, peers) for ch in b.channels()])
+
+    def render(ch: ChannelSnapshot) -> JSON:
+        return shapes.channel_json(ch, node, peers)
+
+    def name(ch: ChannelSnapshot) -> str:
+        return shapes.channel_name(ch.connection, ch.number)
+
+    def key(ch: ChannelSnapshot) -> tuple[str, str, int]:
+        return (ch.vhost, ch.connection, ch.number)
+
+    return await respond(request, Source(b.channels(), name, key, _rendered(render)))
 
 
 async def list_consumers(request: web.Request) -> web.Response:
@@ -441,9 +490,14 @@ async def list_consumers(request: web.Request) -> web.Response:
     return web.json_response([shapes.consumer_json(c, node, peers) for c in b.consumers(vhost)])
 
 
-async def list_exchanges(request: web.Request) -> web.Response:
+async def list_exchanges(request: web.Request) -> web.StreamResponse:
     vhost = _vhost(request) if "vhost" in request.match_info else None
-    return _listing(request, [shapes.exchange_json(x) for x in _backend(request).exchanges(vhost)])
+    xs = _backend(request).exchanges(vhost)
+    return await respond(request, Source(xs, _x_name, _vhost_name, _rendered(shapes.exchange_json)))
+
+
+def _x_name(x: ExchangeSnapshot) -> str:
+    return x.name
 
 
 async def get_exchange(request: web.Request) -> web.Response:
@@ -470,7 +524,7 @@ async def get_definitions(request: web.Request) -> web.Response:
 
 async def post_definitions(request: web.Request) -> web.Response:
     vhost = _vhost(request) if "vhost" in request.match_info else None
-    report = defs.import_definitions(_backend(request), await _body(request), vhost)
+    report = await defs.import_definitions_sliced(_backend(request), await _body(request), vhost)
     if report.ignored:
         log.info("definitions import ignored: %s", ", ".join(report.ignored))
     return web.Response(status=204)
@@ -494,22 +548,22 @@ async def whoami(request: web.Request) -> web.Response:
     return web.json_response({"name": user, "tags": ["administrator"]})
 
 
-def _vhost_json(request: web.Request, vhost: str) -> JSON:
-    qs = _backend(request).queues(vhost)
+async def _vhost_json(request: web.Request, vhost: str) -> JSON:
+    b = _backend(request)
+    ready, unacked, _ = await _counted(b, b.queue_keys(vhost))
     return {
         "name": vhost, "description": "", "tags": [], "default_queue_type": "classic", "tracing": False,
         "metadata": {"description": "", "tags": []}, "cluster_state": {_node(request): "running"},
-        "messages": sum(q.messages for q in qs), "messages_ready": sum(q.messages_ready for q in qs),
-        "messages_unacknowledged": sum(q.messages_unacknowledged for q in qs),
+        "messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked,
     }  # fmt: skip
 
 
 async def list_vhosts(request: web.Request) -> web.Response:
-    return web.json_response([_vhost_json(request, v) for v in _backend(request).vhosts()])
+    return web.json_response([await _vhost_json(request, v) for v in _backend(request).vhosts()])
 
 
 async def get_vhost(request: web.Request) -> web.Response:
-    return web.json_response(_vhost_json(request, _vhost(request)))
+    return web.json_response(await _vhost_json(request, _vhost(request)))
 
 
 async def list_nodes(request: web.Request) -> web.Response:
@@ -529,15 +583,28 @@ async def dashboard(request: web.Request) -> web.FileResponse:
 
 # ---- rate ticker --------------------------------------------------------------------
 def sample_once(app: web.Application) -> None:
-    """Feed the app's sampler one sample from the backend (the ticker calls this)."""
+    """Feed the app's sampler one sample from the backend, all at once (for tests)."""
     b = app[BACKEND]
-    app[RATES].tick(time.monotonic(), time.time(), b.totals(), b.queues())
+    app[RATES].tick(time.monotonic(), time.time(), b.totals(), b.queue_counters(b.queue_keys()))
+
+
+async def sample_sliced(app: web.Application) -> None:
+    """:func:`sample_once` reading :data:`COUNT_SLICE` queues per loop turn (the ticker's way)."""
+    b = app[BACKEND]
+    tick = app[RATES].begin_tick(time.monotonic(), time.time(), b.totals())
+    if tick is None:
+        return
+    keys = b.queue_keys()
+    for i in range(0, len(keys), COUNT_SLICE):
+        tick.feed(b.queue_counters(keys[i : i + COUNT_SLICE]))
+        await asyncio.sleep(0)
+    tick.finish()
 
 
 async def _tick_forever(app: web.Application) -> None:
     while True:
         try:
-            sample_once(app)
+            await sample_sliced(app)
         except Exception:
             log.exception("rate sampling failed")
         await asyncio.sleep(app[INTERVAL])
@@ -559,9 +626,15 @@ def build_app(
     loopback_users: Iterable[str] = ("guest",),
     rates_interval: float = 1.0,
     rates: RateSampler | None = None,
+    request_timeout: float = REQUEST_TIMEOUT,
 ) -> web.Application:
     """The management app; run it with ``aiohttp.web.AppRunner`` in the broker's loop."""
-    app = web.Application(middlewares=[_errors, _auth], client_max_size=64 * 1024 * 1024)
+    app = web.Application(
+        middlewares=[_errors, _strict_path, _auth], client_max_size=MAX_BODY,
+        # aiohttp closes a connection whose request headers are still incomplete (or which sits
+        # idle between requests) when this runs out; its default is an hour.
+        handler_args={"keepalive_timeout": request_timeout},
+    )  # fmt: skip
     app[BACKEND] = backend
     app[RATES] = rates if rates is not None else RateSampler()
     app[USERS] = users
