@@ -39,7 +39,7 @@ from leveret.errors import AMQPError, ReplyCode
 from leveret.management import definitions as defs
 from leveret.management import shapes
 from leveret.management.backend import Backend, GotMessage, QueueKey
-from leveret.management.listing import ListingError, Source, respond
+from leveret.management.listing import ListingError, Source, gc_paused, respond
 from leveret.management.rates import TOTALS_STATS, RateSampler, Sample
 from leveret.model.snapshots import ChannelSnapshot, ConnectionSnapshot, ExchangeSnapshot
 
@@ -52,6 +52,7 @@ USERS: web.AppKey[dict[str, str]] = web.AppKey("users", dict)
 LOOPBACK_USERS: web.AppKey[tuple[str, ...]] = web.AppKey("loopback_users", tuple)
 INTERVAL: web.AppKey[float] = web.AppKey("rates_interval", float)
 TICKER: web.AppKey[asyncio.Task[None]] = web.AppKey("ticker", asyncio.Task)
+TIMEOUT: web.AppKey[float] = web.AppKey("request_timeout", float)
 
 JSON = dict[str, Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -61,8 +62,10 @@ MAX_BODY = 20_000_000
 #: Seconds a client may take to send a request's headers (and, idle, between requests) and,
 #: separately, its body; then the connection is closed (headers) or answered 408 (body).
 REQUEST_TIMEOUT = 30.0
+#: Seconds to drain the unread rest of a body after answering early (a 400, a 408), then close.
+LINGER = 2.0
 #: Queues read per loop turn when summing or sampling every queue.
-COUNT_SLICE = 2000
+COUNT_SLICE = 1000
 # A JSON escape of a lone UTF-16 surrogate, which no UTF-8 string can hold (json.loads takes it).
 _LONE_SURROGATE = re.compile(
     rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
@@ -196,7 +199,7 @@ async def _body(request: web.Request) -> JSON:
     if not request.can_read_body:
         return {}
     try:
-        async with asyncio.timeout(REQUEST_TIMEOUT):
+        async with asyncio.timeout(request.app[TIMEOUT]):
             raw = await request.read()
     except TimeoutError:
         raise web.HTTPRequestTimeout(
@@ -226,10 +229,11 @@ async def _counted(b: Backend, keys: list[QueueKey]) -> tuple[int, int, int]:
     """(ready, unacknowledged, consumers) summed over ``keys``, a slice per loop turn."""
     ready = unacked = consumers = 0
     for i in range(0, len(keys), COUNT_SLICE):
-        for c in b.queue_counters(keys[i : i + COUNT_SLICE]):
-            ready += c.messages_ready
-            unacked += c.messages_unacknowledged
-            consumers += c.consumers
+        with gc_paused():
+            for c in b.queue_counters(keys[i : i + COUNT_SLICE]):
+                ready += c.messages_ready
+                unacked += c.messages_unacknowledged
+                consumers += c.consumers
         await asyncio.sleep(0)
     return ready, unacked, consumers
 
@@ -596,7 +600,8 @@ async def sample_sliced(app: web.Application) -> None:
         return
     keys = b.queue_keys()
     for i in range(0, len(keys), COUNT_SLICE):
-        tick.feed(b.queue_counters(keys[i : i + COUNT_SLICE]))
+        with gc_paused():
+            tick.feed(b.queue_counters(keys[i : i + COUNT_SLICE]))
         await asyncio.sleep(0)
     tick.finish()
 
@@ -632,14 +637,16 @@ def build_app(
     app = web.Application(
         middlewares=[_errors, _strict_path, _auth], client_max_size=MAX_BODY,
         # aiohttp closes a connection whose request headers are still incomplete (or which sits
-        # idle between requests) when this runs out; its default is an hour.
-        handler_args={"keepalive_timeout": request_timeout},
+        # idle between requests) when keepalive_timeout runs out (its default is an hour); after
+        # answering a request whose body is still arriving it waits lingering_time for the rest.
+        handler_args={"keepalive_timeout": request_timeout, "lingering_time": LINGER},
     )  # fmt: skip
     app[BACKEND] = backend
     app[RATES] = rates if rates is not None else RateSampler()
     app[USERS] = users
     app[LOOPBACK_USERS] = tuple(loopback_users)
     app[INTERVAL] = rates_interval
+    app[TIMEOUT] = request_timeout
     app.cleanup_ctx.append(_ticker)
     r = app.router
     r.add_get("/", dashboard)

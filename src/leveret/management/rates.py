@@ -78,7 +78,10 @@ class RateSampler:
         self.window = window
         self.history = history
         self._samples: deque[Sample] = deque()
+        # Per queue, (tick time, counters) at each tick where they changed (the step function);
+        # an idle queue costs a comparison per tick, not a new entry.
         self._queues: dict[QueueKey, deque[tuple[float, tuple[int, ...]]]] = {}
+        self._ref: tuple[float, float] | None = None
 
     # ---- feeding -----------------------------------------------------------------
     def tick(self, now: float, wall: float, totals: Totals, queues: Iterable[QueueLike]) -> None:
@@ -116,11 +119,39 @@ class RateSampler:
         pair = self._window_pair((s.t, s.counters) for s in self._samples)
         return {key: (_rate(*pair, i) if pair else 0.0) for i, (_, key) in enumerate(TOTALS_STATS)}
 
+    def _reference(self) -> tuple[float, float] | None:
+        """(last tick, the newest tick at least ``window`` before it, or the oldest)."""
+        if len(self._samples) < 2:
+            return None
+        last = self._samples[-1].t
+        if self._ref is None or self._ref[0] != last:
+            first = self._samples[-2].t
+            for i in range(len(self._samples) - 2, -1, -1):
+                first = self._samples[i].t
+                if last - first >= self.window:
+                    break
+            self._ref = (last, first)
+        return self._ref
+
     def queue_rates(self, vhost: str, name: str) -> dict[str, float]:
         """Per-queue rates keyed like :data:`QUEUE_STATS`; zeros for an unknown queue."""
         hist = self._queues.get((vhost, name))
-        pair = self._window_pair(hist) if hist else None
-        return {key: (_rate(*pair, i) if pair else 0.0) for i, (_, key) in enumerate(QUEUE_STATS)}
+        ref = self._reference()
+        if not hist or ref is None:
+            return {key: 0.0 for _, key in QUEUE_STATS}
+        now, t_first = ref
+        # A queue's history holds only its changes: its counters at time t are those of the
+        # last entry at or before t (or its first entry, when it appeared after t).
+        first, start = hist[0], hist[0][0]
+        for entry in reversed(hist):
+            if entry[0] <= t_first:
+                first, start = entry, t_first
+                break
+        dt = now - start
+        last = hist[-1][1]
+        return {
+            key: (max(0.0, (last[i] - first[1][i]) / dt) if dt > 0 else 0.0) for i, (_, key) in enumerate(QUEUE_STATS)
+        }
 
     def depth_rates(self) -> dict[str, float]:
         """Rate of change of queue depth totals (messages, messages_ready, messages_unacknowledged)."""
@@ -199,10 +230,13 @@ class Tick:
                 hist = queues_hist[key] = deque()
                 if prev_t is not None:
                     hist.append((prev_t, (0, 0, 0, 0)))
-            elif hist and any(c < p for c, p in zip(counters, hist[-1][1], strict=True)):
+            elif not hist or counters == hist[-1][1]:
+                continue
+            elif any(c < p for c, p in zip(counters, hist[-1][1], strict=True)):
                 hist = queues_hist[key] = deque()
             hist.append((now, counters))
-            while len(hist) > 2 and hist[0][0] < qhorizon:
+            # Keep the newest entry at or before the horizon: it gives the counters there.
+            while len(hist) > 1 and hist[1][0] <= qhorizon:
                 hist.popleft()
 
     def finish(self) -> None:
