@@ -76,6 +76,7 @@ def _decode_fieldwise(raw: bytes) -> dict[str, Any]:
                 continue
             if kind == "s":
                 size = raw[pos]
+                _need(raw, pos + 1 + size)
                 out[name] = raw[pos + 1 : pos + 1 + size].decode("utf-8", "replace")
                 pos += 1 + size
             elif kind == "o":
@@ -86,11 +87,17 @@ def _decode_fieldwise(raw: bytes) -> dict[str, Any]:
                 pos += 8
             else:
                 (size,) = struct.unpack_from(">I", raw, pos)
+                _need(raw, pos + 4 + size)
                 out[name] = _decode_table(raw[pos + 4 : pos + 4 + size])
                 pos += 4 + size
     except (IndexError, struct.error):
         out["undecodable"] = "the properties end early"
     return out
+
+
+def _need(raw: bytes, end: int) -> None:
+    if end > len(raw):
+        raise IndexError("cut short")
 
 
 def _decode_table(body: bytes) -> dict[str, Any]:
