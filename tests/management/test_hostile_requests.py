@@ -59,11 +59,12 @@ def test_headers_never_finished_are_timed_out(short: Served) -> None:
 
 def test_headers_trickled_byte_by_byte_are_timed_out(short: Served) -> None:
     with _connect(short) as s:
+        s.sendall(b"GET /api/overview HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         deadline = time.monotonic() + TIMEOUT + 5
         closed = False
         while time.monotonic() < deadline and not closed:
             try:
-                s.sendall(b"X")
+                s.sendall(b"a")
             except (BrokenPipeError, ConnectionResetError):
                 closed = True
                 break

@@ -411,10 +411,10 @@ async def get_messages(request: web.Request) -> web.Response:
     vhost, name = _vhost(request), request.match_info["name"]
     body = await _body(request)
     ackmode = body.get("ackmode")
-    if ackmode not in ACKMODES:
+    if not isinstance(ackmode, str) or ackmode not in ACKMODES:
         raise _bad_request(f"ackmode must be one of {', '.join(ACKMODES)}")
     encoding = body.get("encoding", "auto")
-    if encoding not in ("auto", "base64"):
+    if not isinstance(encoding, str) or encoding not in ("auto", "base64"):
         raise _bad_request("encoding must be auto or base64")
     try:
         count = int(body.get("count", 1))
