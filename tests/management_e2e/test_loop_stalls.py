@@ -3,7 +3,7 @@
 A real ``leveret server`` subprocess, so the broker's event loop has a core of its own and the test's
 clients do not share its GIL. A pika publisher with confirms measures round trips, one message at a
 time, while HTTP requests that used to run for seconds on the loop are served: a catastrophic regex,
-a definitions import of thousands of queues, and full and paged listings of them. The bounds are
+a definitions import of thousands of queues, full and paged listings of them, and their export. The bounds are
 loose (a busy 2-core CI box), far below the stalls the old code caused.
 """
 
@@ -84,7 +84,6 @@ def _served_without_stall(b: ProcessBroker, probe: RoundTrips, method: str, path
     worst, count = probe.worst_since(before)
     assert probe.error is None, probe.error
     assert status in (200, 204, 400), (path[:80], status, str(got)[:300])
-    print(f"\n{method} {path[:50]} took {took:.2f}s worst {worst:.3f}s n={count}")
     assert count >= 1 and worst < WORST_RTT, f"{method} {path[:60]} took {took:.2f} s; worst AMQP round trip {worst:.2f} s"
     return got
 
@@ -117,3 +116,5 @@ def test_import_and_listings_of_many_queues_do_not_stall_amqp(process_broker: Pr
         ov = _served_without_stall(b, probe, "GET", "/api/overview")
         assert isinstance(ov, dict) and ov["object_totals"]["queues"] >= QUEUES
         _served_without_stall(b, probe, "GET", "/api/queues?page=1&sort=messages&columns=name,messages")
+        defs = _served_without_stall(b, probe, "GET", "/api/definitions")
+        assert isinstance(defs, dict) and len(defs["queues"]) >= QUEUES

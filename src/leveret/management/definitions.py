@@ -34,6 +34,7 @@ from leveret.management.shapes import (
     exchange_definition,
     jsonable,
 )
+from leveret.model.snapshots import QueueSnapshot
 
 HASHING_ALGORITHM = "rabbit_password_hashing_sha256"
 #: Declarations per event-loop turn when importing over HTTP.
@@ -51,22 +52,26 @@ def check_password_hash(password: str, encoded: str) -> bool:
     return len(raw) > 4 and password_hash(password, raw[:4]) == encoded
 
 
-def export_definitions(backend: Backend, users: dict[str, str], vhost: str | None = None) -> dict[str, Any]:
-    """The definitions document for the whole broker, or for one ``vhost``."""
+def queue_definition(q: QueueSnapshot) -> dict[str, Any]:
+    """A queue as the definitions document lists it."""
+    return {
+        "name": q.name,
+        "vhost": q.vhost,
+        "durable": q.durable,
+        "auto_delete": q.auto_delete,
+        "arguments": jsonable(q.arguments),
+        "type": q.type,
+    }
+
+
+def export_definitions(
+    backend: Backend, users: dict[str, str], vhost: str | None = None, *, with_queues: bool = True
+) -> dict[str, Any]:
+    """The definitions document for the whole broker, or for one ``vhost``; ``with_queues=False``
+    leaves ``queues`` empty for a caller that adds them a slice at a time."""
     info = backend.node_info()
     vhosts = [v for v in backend.vhosts() if vhost is None or v == vhost]
-    queues = [
-        {
-            "name": q.name,
-            "vhost": q.vhost,
-            "durable": q.durable,
-            "auto_delete": q.auto_delete,
-            "arguments": jsonable(q.arguments),
-            "type": q.type,
-        }
-        for q in backend.queues(vhost)
-        if not q.exclusive
-    ]
+    queues = [queue_definition(q) for q in backend.queues(vhost) if not q.exclusive] if with_queues else []
     exchanges = [
         exchange_definition(x)
         for x in backend.exchanges(vhost)
