@@ -66,10 +66,11 @@ REQUEST_TIMEOUT = 30.0
 LINGER = 2.0
 #: Queues read per loop turn when summing or sampling every queue.
 COUNT_SLICE = 1000
-# A JSON escape of a lone UTF-16 surrogate, which no UTF-8 string can hold (json.loads takes it).
-_LONE_SURROGATE = re.compile(
-    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
-)
+# JSON escapes of UTF-16 surrogates: json.loads accepts a lone one, which no UTF-8 text can hold.
+# Pairs are removed first, then any surrogate escape left is lone. Both scans run in C with a literal
+# prefix: 30 ms for an 18 MB definitions file. (An escaped backslash before "ud800" is refused too.)
+_SURROGATE_PAIR = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 ACKMODES = {"ack_requeue_true": True, "reject_requeue_true": True,
             "ack_requeue_false": False, "reject_requeue_false": False}  # fmt: skip
 
@@ -193,6 +194,12 @@ def _flag(request: web.Request, name: str) -> bool:
     return request.query.get(name, "false").lower() in ("true", "1", "yes")
 
 
+def _has_lone_surrogate(raw: bytes) -> bool:
+    if b"\\ud" not in raw and b"\\uD" not in raw:
+        return False
+    return _SURROGATE.search(_SURROGATE_PAIR.sub(b"", raw)) is not None
+
+
 async def _body(request: web.Request) -> JSON:
     """The request body as a JSON object: 400 if it is too big, not JSON, nested too deeply or
     holds text that is not Unicode; 408 if it does not arrive within :data:`REQUEST_TIMEOUT`."""
@@ -210,7 +217,7 @@ async def _body(request: web.Request) -> JSON:
         raise _bad_request("Exceeded HTTP request body size limit") from None
     if not raw.strip():
         return {}
-    if _LONE_SURROGATE.search(raw):
+    if _has_lone_surrogate(raw):
         raise _bad_request("body holds a lone UTF-16 surrogate escape, which is not Unicode text")
     try:
         body = json.loads(raw)
