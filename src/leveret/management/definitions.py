@@ -38,7 +38,7 @@ from leveret.model.snapshots import QueueSnapshot
 
 HASHING_ALGORITHM = "rabbit_password_hashing_sha256"
 #: Declarations per event-loop turn when importing over HTTP.
-IMPORT_SLICE = 200
+IMPORT_SLICE = 50
 
 
 def password_hash(password: str, salt: bytes | None = None) -> str:

@@ -39,6 +39,7 @@ from leveret.errors import AMQPError, ReplyCode
 from leveret.management import definitions as defs
 from leveret.management import shapes
 from leveret.management.backend import Backend, GotMessage, QueueKey
+from leveret.management.jsonbody import loads_sliced
 from leveret.management.listing import SLICE, ListingError, Source, gc_paused, respond
 from leveret.management.rates import TOTALS_STATS, RateSampler, Sample
 from leveret.model.snapshots import ChannelSnapshot, ConnectionSnapshot, ExchangeSnapshot
@@ -62,6 +63,8 @@ MAX_BODY = 20_000_000
 #: Seconds a client may take to send a request's headers (and, idle, between requests) and,
 #: separately, its body; then the connection is closed (headers) or answered 408 (body).
 REQUEST_TIMEOUT = 30.0
+#: Bodies at least this big are parsed in slices (see jsonbody.py).
+SLICED_PARSE = 1_000_000
 #: Seconds to drain the unread rest of a body after answering early (a 400, a 408), then close.
 LINGER = 2.0
 #: Queues read per loop turn when summing or sampling every queue.
@@ -220,7 +223,8 @@ async def _body(request: web.Request) -> JSON:
     if _has_lone_surrogate(raw):
         raise _bad_request("body holds a lone UTF-16 surrogate escape, which is not Unicode text")
     try:
-        body = json.loads(raw)
+        # A big body (a definitions file) is parsed a slice per loop turn, as UTF-8 only.
+        body = json.loads(raw) if len(raw) < SLICED_PARSE else await loads_sliced(raw.decode("utf-8"))
     except ValueError:  # JSONDecodeError and UnicodeDecodeError
         raise _bad_request("body is not valid JSON") from None
     except RecursionError:
