@@ -111,3 +111,20 @@ def test_unpaged_listing_streams_every_item(api: Served) -> None:
     api.backend.qs.clear()
     status, body, _ = api.request("GET", "/api/queues")
     assert (status, body) == (200, [])
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["name", "vhost", "messages", "messages_ready", "messages_unacknowledged", "consumers",
+     "message_stats.publish_details.rate", "message_stats.ack_details.rate", "arguments.x-max-length", "type"],
+)  # fmt: skip
+def test_sorts_answered_from_counters_match_the_rendered_values(many: Served, path: str) -> None:
+    many.backend.load_rate = 3.0  # counters grow, so rates differ from zero
+    many.backend.qs[("/", "Job-3")].unacked = [b"x"] * 4
+    many.backend.qs[("/", "Job-5")].consumers = 2
+    many.backend.qs[("/", "Job-2")].arguments = {"x-max-length": 9}
+    _, items, _ = many.request("GET", f"/api/queues?sort={path}")
+    values = [listing.sort_key(listing.dotted(q, path)) for q in items]
+    assert values == sorted(values), path
+    _, page, _ = many.request("GET", f"/api/queues?page=1&page_size=3&sort={path}&sort_reverse=true")
+    assert [q["name"] for q in page["items"]] == [q["name"] for q in reversed(items)][:3]

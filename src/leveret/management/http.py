@@ -38,7 +38,7 @@ from aiohttp import web
 from leveret.errors import AMQPError, ReplyCode
 from leveret.management import definitions as defs
 from leveret.management import shapes
-from leveret.management.backend import Backend, GotMessage, QueueKey
+from leveret.management.backend import Backend, GotMessage, QueueCounters, QueueKey
 from leveret.management.jsonbody import loads_sliced
 from leveret.management.listing import SLICE, ListingError, Source, gc_paused, respond
 from leveret.management.rates import TOTALS_STATS, RateSampler, Sample
@@ -339,9 +339,27 @@ async def list_queues(request: web.Request) -> web.StreamResponse:
     def render(keys: Sequence[QueueKey]) -> list[tuple[QueueKey, JSON]]:
         return [((q.vhost, q.name), shapes.queue_json(q, node, rates)) for q in b.queues_by_key(keys)]
 
-    # Keys, not snapshots: filtering, the default sort and paging need only names, so a page of
-    # 30,000 queues renders 100 of them.
-    return await respond(request, Source(b.queue_keys(vhost), _key_name, _same, render))
+    def sort_values(path: str, keys: Sequence[QueueKey]) -> list[tuple[QueueKey, Any]] | None:
+        if path in _COUNTER_SORTS:
+            get = _COUNTER_SORTS[path]
+            return [((c.vhost, c.name), get(c)) for c in b.queue_counters(keys)]
+        rate = _RATE_SORTS.get(path)
+        if rate is None:
+            return None
+        return [(k, round(rates.queue_rates(*k)[rate], 2)) for k in keys]
+
+    # Keys, not snapshots: filtering, the default sort and paging need only names, and the
+    # dashboard's sorts only counters, so a page of 30,000 queues renders 100 of them.
+    return await respond(request, Source(b.queue_keys(vhost), _key_name, _same, render, sort_values))
+
+
+# Sort paths a queue listing answers from QueueCounters (the values queue_json would show).
+_COUNTER_SORTS: dict[str, Callable[[QueueCounters], Any]] = {
+    "name": lambda c: c.name, "vhost": lambda c: c.vhost, "messages": lambda c: c.messages,
+    "messages_ready": lambda c: c.messages_ready, "messages_unacknowledged": lambda c: c.messages_unacknowledged,
+    "consumers": lambda c: c.consumers,
+}  # fmt: skip
+_RATE_SORTS = {f"message_stats.{key}_details.rate": key for key in ("publish", "deliver_get", "ack", "redeliver")}
 
 
 def _key_name(key: QueueKey) -> str:
