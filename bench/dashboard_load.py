@@ -10,6 +10,7 @@ transient message at a time to its own queue and records each publish-to-confirm
 * ``idle``: nothing else talks to the broker;
 * ``dashboard``: a poller does what the dashboard (static/app.js) does every second: ``GET
   /api/overview`` and its page of ``/api/queues`` at the same time, then waits a second;
+* ``sorted``: the same with the table sorted by its Ready column, largest first;
 * ``full``: the same, but the second request is the whole unpaged ``GET /api/queues`` (what the
   dashboard used to poll, and what RabbitMQ's API still allows).
 
@@ -50,7 +51,12 @@ DASHBOARD_PAGE = (
 )  # what app.js asks for (sorted by name, the default)
 STALL = 0.05  # a confirm slower than this counts toward "stalled_s"
 AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
-PHASES = {"idle": None, "dashboard": DASHBOARD_PAGE, "full": "/api/queues"}
+PHASES = {
+    "idle": None,
+    "dashboard": DASHBOARD_PAGE,
+    "sorted": DASHBOARD_PAGE + "&sort=messages_ready&sort_reverse=true",  # the table sorted by Ready
+    "full": "/api/queues",
+}
 
 
 def _pct(values: list[float], p: float) -> float:
