@@ -9,7 +9,10 @@ broker runs in its own event loop (port 15672 by default). Contract:
 * Backend errors map as RabbitMQ's do: AMQPError 404 -> 404
   ``{"error": "Object Not Found", "reason": "Not Found"}``; 405/406 (and other soft
   codes) -> 400 ``{"error": "bad_request", "reason": <reply text>}``. A malformed request
-  body is 400 too. Anything else escaping a handler is a bug: 500, logged.
+  body is 400 too. Anything else escaping a handler is a bug: 500, logged. Bodies, paths and
+  timeouts are checked as :mod:`leveret.management.guards` says.
+* Lists follow :mod:`leveret.management.listing` (RabbitMQ's pagination, filters, sorting), and
+  no request runs long on the event loop: work over every queue goes a slice per loop turn.
 * ``{vhost}`` and ``{name}`` in paths are URL-encoded (``%2F`` is the vhost ``/``).
 * Rates come from a :class:`~leveret.management.rates.RateSampler` that the app
   ticks every ``rates_interval`` seconds while it runs (``app[RATES]``).
@@ -26,12 +29,10 @@ import hmac
 import ipaddress
 import json
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
@@ -39,8 +40,18 @@ from leveret.errors import AMQPError, ReplyCode
 from leveret.management import definitions as defs
 from leveret.management import shapes
 from leveret.management.backend import Backend, GotMessage, QueueCounters, QueueKey
-from leveret.management.jsonbody import loads_sliced
-from leveret.management.listing import SLICE, ListingError, Source, gc_paused, respond
+from leveret.management.guards import (
+    LINGER,
+    MAX_BODY,
+    REQUEST_TIMEOUT,
+    TIMEOUT,
+    bad_request,
+    error_response,
+    errors_middleware,
+    json_body,
+    strict_path_middleware,
+)
+from leveret.management.listing import SLICE, Source, gc_paused, respond
 from leveret.management.rates import TOTALS_STATS, RateSampler, Sample
 from leveret.model.snapshots import ChannelSnapshot, ConnectionSnapshot, ExchangeSnapshot
 
@@ -53,83 +64,16 @@ USERS: web.AppKey[dict[str, str]] = web.AppKey("users", dict)
 LOOPBACK_USERS: web.AppKey[tuple[str, ...]] = web.AppKey("loopback_users", tuple)
 INTERVAL: web.AppKey[float] = web.AppKey("rates_interval", float)
 TICKER: web.AppKey[asyncio.Task[None]] = web.AppKey("ticker", asyncio.Task)
-TIMEOUT: web.AppKey[float] = web.AppKey("request_timeout", float)
 
 JSON = dict[str, Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-#: Largest request body (RabbitMQ's default ``management.http.max_body_size``): a definitions
-#: file of about 200,000 queues. Bigger bodies get 400 "Exceeded HTTP request body size limit".
-MAX_BODY = 20_000_000
-#: Seconds a client may take to send a request's headers (and, idle, between requests) and,
-#: separately, its body; then the connection is closed (headers) or answered 408 (body).
-REQUEST_TIMEOUT = 30.0
-#: Bodies at least this big are parsed in slices (see jsonbody.py).
-SLICED_PARSE = 1_000_000
-#: Seconds to drain the unread rest of a body after answering early (a 400, a 408), then close.
-LINGER = 2.0
 #: Queues read per loop turn when summing or sampling every queue.
 COUNT_SLICE = 1000
-# JSON escapes of UTF-16 surrogates: json.loads accepts a lone one, which no UTF-8 text can hold.
-# Pairs are removed first, then any surrogate escape left is lone. Both scans run in C with a literal
-# prefix: 30 ms for an 18 MB definitions file. (An escaped backslash before "ud800" is refused too.)
-_SURROGATE_PAIR = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}")
-_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 ACKMODES = {"ack_requeue_true": True, "reject_requeue_true": True,
             "ack_requeue_false": False, "reject_requeue_false": False}  # fmt: skip
 
 
-def _error(status: int, error: str, reason: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": error, "reason": reason}, status=status, headers=headers)
-
-
-def _bad_request(reason: str) -> web.HTTPException:
-    return web.HTTPBadRequest(
-        text=json.dumps({"error": "bad_request", "reason": reason}), content_type="application/json"
-    )
-
-
 # ---- middlewares --------------------------------------------------------------------
-@web.middleware
-async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure becomes RabbitMQ's JSON error shape; nothing escapes as a traceback page."""
-    try:
-        return await handler(request)
-    except AMQPError as e:
-        if e.code == ReplyCode.NOT_FOUND:
-            return _error(404, "Object Not Found", "Not Found")
-        if e.code in (ReplyCode.ACCESS_REFUSED, ReplyCode.NOT_ALLOWED):
-            return _error(403, "access_refused", e.text)
-        return _error(400, "bad_request", e.text)
-    except ListingError as e:
-        return _error(400, e.error, e.reason)
-    except web.HTTPException as e:
-        if e.content_type == "application/json" or e.status < 400:
-            raise
-        if e.status == 404:
-            return _error(404, "Object Not Found", "Not Found")
-        return _error(e.status, e.reason, e.reason)
-    except RecursionError:
-        return _error(400, "bad_request", "nested too deeply")
-    except (asyncio.CancelledError, ConnectionError):
-        raise
-    except Exception as e:
-        log.exception("management handler failed: %s %s", request.method, request.path)
-        return _error(500, "internal_server_error", f"{type(e).__name__}; the broker log has the details")
-
-
-@web.middleware
-async def _strict_path(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Path segments must percent-decode to UTF-8; otherwise ``bad%FFname`` would reach a
-    handler as the literal text (yarl keeps undecodable escapes as they are)."""
-    for part in request.rel_url.raw_parts:
-        if "%" in part:
-            try:
-                unquote_to_bytes(part).decode("utf-8")
-            except UnicodeDecodeError:
-                return _error(400, "bad_request", "path segment is not valid UTF-8 once percent-decoded")
-    return await handler(request)
-
-
 def _is_loopback(remote: str | None) -> bool:
     if not remote:
         return False
@@ -172,7 +116,7 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         # field instead of a native password dialog.
         ajax = request.headers.get("X-Requested-With") == "XMLHttpRequest"
         headers = None if ajax else {"WWW-Authenticate": 'Basic realm="RabbitMQ Management"'}
-        return _error(401, "not_authorised", reason, headers)
+        return error_response(401, "not_authorised", reason, headers)
     return await handler(request)
 
 
@@ -195,45 +139,6 @@ def _vhost(request: web.Request) -> str:
 
 def _flag(request: web.Request, name: str) -> bool:
     return request.query.get(name, "false").lower() in ("true", "1", "yes")
-
-
-def _has_lone_surrogate(raw: bytes) -> bool:
-    if b"\\ud" not in raw and b"\\uD" not in raw:
-        return False
-    return _SURROGATE.search(_SURROGATE_PAIR.sub(b"", raw)) is not None
-
-
-async def _body(request: web.Request) -> JSON:
-    """The request body as a JSON object: 400 if it is too big, not JSON, nested too deeply or
-    holds text that is not Unicode; 408 if it does not arrive within :data:`REQUEST_TIMEOUT`."""
-    if not request.can_read_body:
-        return {}
-    try:
-        async with asyncio.timeout(request.app[TIMEOUT]):
-            raw = await request.read()
-    except TimeoutError:
-        raise web.HTTPRequestTimeout(
-            text=json.dumps({"error": "request_timeout", "reason": "request body not received in time"}),
-            content_type="application/json", headers={"Connection": "close"},
-        ) from None  # fmt: skip
-    except web.HTTPRequestEntityTooLarge:
-        raise _bad_request("Exceeded HTTP request body size limit") from None
-    if not raw.strip():
-        return {}
-    if _has_lone_surrogate(raw):
-        raise _bad_request("body holds a lone UTF-16 surrogate escape, which is not Unicode text")
-    try:
-        # A big body (a definitions file) is parsed a slice per loop turn, as UTF-8 only.
-        body = json.loads(raw) if len(raw) < SLICED_PARSE else await loads_sliced(raw.decode("utf-8"))
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError
-        raise _bad_request("body is not valid JSON") from None
-    except RecursionError:
-        raise _bad_request("body is nested too deeply") from None
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        raise _bad_request("body must be a JSON object")
-    return body
 
 
 async def _counted(b: Backend, keys: list[QueueKey]) -> tuple[int, int, int]:
@@ -273,7 +178,7 @@ def _age_param(request: web.Request, name: str) -> tuple[float, float] | None:
         age = float(request.query[name])
         incr = float(request.query.get(name.replace("_age", "_incr"), "1"))
     except ValueError:
-        raise _bad_request(f"{name} must be a number") from None
+        raise bad_request(f"{name} must be a number") from None
     return age, max(incr, 0.001)
 
 
@@ -382,10 +287,10 @@ async def get_queue(request: web.Request) -> web.Response:
 async def put_queue(request: web.Request) -> web.Response:
     b = _backend(request)
     vhost, name = _vhost(request), request.match_info["name"]
-    body = await _body(request)
+    body = await json_body(request)
     arguments = body.get("arguments") or {}
     if not isinstance(arguments, dict):
-        raise _bad_request("arguments must be a JSON object")
+        raise bad_request("arguments must be a JSON object")
     if body.get("type") and "x-queue-type" not in arguments:
         arguments["x-queue-type"] = body["type"]
     defs.check_name("queue", name)
@@ -438,20 +343,20 @@ def _got_json(m: GotMessage, encoding: str, truncate: int | None) -> JSON:
 
 async def get_messages(request: web.Request) -> web.Response:
     vhost, name = _vhost(request), request.match_info["name"]
-    body = await _body(request)
+    body = await json_body(request)
     ackmode = body.get("ackmode")
     if not isinstance(ackmode, str) or ackmode not in ACKMODES:
-        raise _bad_request(f"ackmode must be one of {', '.join(ACKMODES)}")
+        raise bad_request(f"ackmode must be one of {', '.join(ACKMODES)}")
     encoding = body.get("encoding", "auto")
     if not isinstance(encoding, str) or encoding not in ("auto", "base64"):
-        raise _bad_request("encoding must be auto or base64")
+        raise bad_request("encoding must be auto or base64")
     try:
         count = int(body.get("count", 1))
         truncate = None if body.get("truncate") in (None, "") else int(body["truncate"])
     except (TypeError, ValueError):
-        raise _bad_request("count and truncate must be integers") from None
+        raise bad_request("count and truncate must be integers") from None
     if count < 1:
-        raise _bad_request("count must be at least 1")
+        raise bad_request("count must be at least 1")
     got = _backend(request).get_messages(vhost, name, count, ACKMODES[ackmode])
     return web.json_response([_got_json(m, encoding, truncate) for m in got])
 
@@ -575,7 +480,7 @@ async def get_definitions(request: web.Request) -> web.StreamResponse:
 
 async def post_definitions(request: web.Request) -> web.Response:
     vhost = _vhost(request) if "vhost" in request.match_info else None
-    report = await defs.import_definitions_sliced(_backend(request), await _body(request), vhost)
+    report = await defs.import_definitions_sliced(_backend(request), await json_body(request), vhost)
     if report.ignored:
         log.info("definitions import ignored: %s", ", ".join(report.ignored))
     return web.Response(status=204)
@@ -682,7 +587,7 @@ def build_app(
 ) -> web.Application:
     """The management app; run it with ``aiohttp.web.AppRunner`` in the broker's loop."""
     app = web.Application(
-        middlewares=[_errors, _strict_path, _auth], client_max_size=MAX_BODY,
+        middlewares=[errors_middleware, strict_path_middleware, _auth], client_max_size=MAX_BODY,
         # aiohttp closes a connection whose request headers are still incomplete (or which sits
         # idle between requests) when keepalive_timeout runs out (its default is an hour); after
         # answering a request whose body is still arriving it waits lingering_time for the rest.
