@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from leveret.errors import not_found, precondition_failed, resource_locked
-from leveret.management.backend import GotMessage, NodeInfo
+from leveret.management.backend import GotMessage, NodeInfo, QueueCounters, QueueKey
 from leveret.model.snapshots import (
     BindingSnapshot,
     ChannelSnapshot,
@@ -127,6 +128,26 @@ class FakeBackend:
     def queue(self, vhost: str, name: str) -> QueueSnapshot:
         with self.lock:
             return self._snap(self._q(vhost, name))
+
+    def queue_keys(self, vhost: str | None = None) -> list[QueueKey]:
+        with self.lock:
+            return [k for k in self.qs if vhost is None or k[0] == vhost]
+
+    def queues_by_key(self, keys: Iterable[QueueKey]) -> list[QueueSnapshot]:
+        with self.lock:
+            return [self._snap(self.qs[k]) for k in keys if k in self.qs]
+
+    def queue_counters(self, keys: Iterable[QueueKey]) -> list[QueueCounters]:
+        snaps = self.queues_by_key(keys)
+        return [
+            QueueCounters(s.vhost, s.name, s.messages_ready, s.messages_unacknowledged, s.consumers, s.published,
+                          s.delivered, s.acked, s.redelivered)  # fmt: skip
+            for s in snaps
+        ]
+
+    def object_counts(self) -> dict[str, int]:
+        return {"connections": len(self.conns), "channels": len(self.chans), "exchanges": len(self.xs),
+                "queues": len(self.qs)}  # fmt: skip
 
     def exchanges(self, vhost: str | None = None) -> list[ExchangeSnapshot]:
         return [x for x in self.xs.values() if vhost is None or x.vhost == vhost]

@@ -71,3 +71,22 @@ def test_queue_appearing_between_ticks_has_a_rate_at_once() -> None:
     r2 = RateSampler(window=5.0)
     r2.tick(0.0, 0.0, Totals(), [q("old", 40)])
     assert r2.queue_rates("/", "old")["publish"] == 0.0
+
+
+def test_idle_queues_keep_no_history_and_rates_match_a_busy_window() -> None:
+    """A queue's history holds its changes only (30,000 idle queues cost no allocation per tick),
+    and its rate is still the window's: burst, then idle, then burst again."""
+    r = RateSampler(window=5.0, history=60.0)
+    published = 0
+    for t in range(40):
+        if 10 <= t < 13 or t >= 30:
+            published += 20  # 20 msg/s during the bursts
+        r.tick(float(t), float(t), Totals(), [q("idle", 7), q("bursty", published)])
+        if t == 20:
+            assert r.queue_rates("/", "bursty")["publish"] == 0.0
+        if t == 12:  # three ticks into the burst, window of 5 s: 60 messages over 5 s
+            assert r.queue_rates("/", "bursty")["publish"] == pytest.approx(60 / 5)
+    assert len(r._queues[("/", "idle")]) == 1
+    assert len(r._queues[("/", "bursty")]) <= 7
+    assert r.queue_rates("/", "idle")["publish"] == 0.0
+    assert r.queue_rates("/", "bursty")["publish"] == pytest.approx(20.0)

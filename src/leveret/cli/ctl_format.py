@@ -84,7 +84,9 @@ class Listing:
     per_vhost: bool = True
 
     def path(self, vhost: str) -> str:
-        return self.api.replace("{vhost}", q(vhost))
+        # "sort=" (empty) keeps the broker's own order, as rabbitmqctl lists; the HTTP API
+        # otherwise sorts by vhost and name, as RabbitMQ's does.
+        return self.api.replace("{vhost}", q(vhost)) + "?sort="
 
     def banner(self, vhost: str) -> str:
         return self.banner_text.replace("{vhost}", vhost)

@@ -8,8 +8,9 @@ failed, ...); management maps them to HTTP statuses.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from leveret.model.snapshots import (
     BindingSnapshot,
@@ -34,6 +35,28 @@ class GotMessage:
     message_count: int  # messages left in the queue after this one
 
 
+QueueKey = tuple[str, str]  # (vhost, name)
+
+
+class QueueCounters(NamedTuple):
+    """The few numbers rates and overview totals need from one queue; far cheaper than a
+    :class:`QueueSnapshot`, so they can be read for every queue every second."""
+
+    vhost: str
+    name: str
+    messages_ready: int
+    messages_unacknowledged: int
+    consumers: int
+    published: int
+    delivered: int
+    acked: int
+    redelivered: int
+
+    @property
+    def messages(self) -> int:
+        return self.messages_ready + self.messages_unacknowledged
+
+
 @dataclass(frozen=True, slots=True)
 class NodeInfo:
     node: str  # e.g. "leveret@hostname"
@@ -55,6 +78,18 @@ class Backend(Protocol):
     def queues(self, vhost: str | None = None) -> list[QueueSnapshot]: ...
     def queue(self, vhost: str, name: str) -> QueueSnapshot:
         """Raises AMQPError 404 if missing."""
+
+    def queue_keys(self, vhost: str | None = None) -> list[QueueKey]:
+        """Every queue's (vhost, name), cheap enough to call for 100,000 queues per request."""
+
+    def queues_by_key(self, keys: Iterable[QueueKey]) -> list[QueueSnapshot]:
+        """Snapshots of these queues, in order, skipping any that no longer exist."""
+
+    def queue_counters(self, keys: Iterable[QueueKey]) -> list[QueueCounters]:
+        """Counters of these queues, in order, skipping any that no longer exist."""
+
+    def object_counts(self) -> dict[str, int]:
+        """``{"connections", "channels", "exchanges", "queues"}`` without building snapshots."""
 
     def exchanges(self, vhost: str | None = None) -> list[ExchangeSnapshot]: ...
     def bindings(self, vhost: str | None = None) -> list[BindingSnapshot]: ...

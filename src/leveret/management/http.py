@@ -9,7 +9,10 @@ broker runs in its own event loop (port 15672 by default). Contract:
 * Backend errors map as RabbitMQ's do: AMQPError 404 -> 404
   ``{"error": "Object Not Found", "reason": "Not Found"}``; 405/406 (and other soft
   codes) -> 400 ``{"error": "bad_request", "reason": <reply text>}``. A malformed request
-  body is 400 too. Anything else escaping a handler is a bug: 500, logged.
+  body is 400 too. Anything else escaping a handler is a bug: 500, logged. Bodies, paths and
+  timeouts are checked as :mod:`leveret.management.guards` says.
+* Lists follow :mod:`leveret.management.listing` (RabbitMQ's pagination, filters, sorting), and
+  no request runs long on the event loop: work over every queue goes a slice per loop turn.
 * ``{vhost}`` and ``{name}`` in paths are URL-encoded (``%2F`` is the vhost ``/``).
 * Rates come from a :class:`~leveret.management.rates.RateSampler` that the app
   ticks every ``rates_interval`` seconds while it runs (``app[RATES]``).
@@ -26,10 +29,8 @@ import hmac
 import ipaddress
 import json
 import logging
-import math
-import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,21 @@ from aiohttp import web
 from leveret.errors import AMQPError, ReplyCode
 from leveret.management import definitions as defs
 from leveret.management import shapes
-from leveret.management.backend import Backend, GotMessage
+from leveret.management.backend import Backend, GotMessage, QueueCounters, QueueKey
+from leveret.management.guards import (
+    LINGER,
+    MAX_BODY,
+    REQUEST_TIMEOUT,
+    TIMEOUT,
+    bad_request,
+    error_response,
+    errors_middleware,
+    json_body,
+    strict_path_middleware,
+)
+from leveret.management.listing import SLICE, Source, gc_paused, respond
 from leveret.management.rates import TOTALS_STATS, RateSampler, Sample
+from leveret.model.snapshots import ChannelSnapshot, ConnectionSnapshot, ExchangeSnapshot
 
 log = logging.getLogger("leveret.management")
 
@@ -53,42 +67,13 @@ TICKER: web.AppKey[asyncio.Task[None]] = web.AppKey("ticker", asyncio.Task)
 
 JSON = dict[str, Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: Queues read per loop turn when summing or sampling every queue.
+COUNT_SLICE = 1000
 ACKMODES = {"ack_requeue_true": True, "reject_requeue_true": True,
             "ack_requeue_false": False, "reject_requeue_false": False}  # fmt: skip
 
 
-def _error(status: int, error: str, reason: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": error, "reason": reason}, status=status, headers=headers)
-
-
-def _bad_request(reason: str) -> web.HTTPException:
-    return web.HTTPBadRequest(
-        text=json.dumps({"error": "bad_request", "reason": reason}), content_type="application/json"
-    )
-
-
 # ---- middlewares --------------------------------------------------------------------
-@web.middleware
-async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except AMQPError as e:
-        if e.code == ReplyCode.NOT_FOUND:
-            return _error(404, "Object Not Found", "Not Found")
-        if e.code in (ReplyCode.ACCESS_REFUSED, ReplyCode.NOT_ALLOWED):
-            return _error(403, "access_refused", e.text)
-        return _error(400, "bad_request", e.text)
-    except web.HTTPException as e:
-        if e.content_type == "application/json" or e.status < 400:
-            raise
-        if e.status == 404:
-            return _error(404, "Object Not Found", "Not Found")
-        return _error(e.status, e.reason, e.reason)
-    except Exception:
-        log.exception("management handler failed: %s %s", request.method, request.path)
-        return _error(500, "internal_server_error", "see the broker log")
-
-
 def _is_loopback(remote: str | None) -> bool:
     if not remote:
         return False
@@ -131,7 +116,7 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         # field instead of a native password dialog.
         ajax = request.headers.get("X-Requested-With") == "XMLHttpRequest"
         headers = None if ajax else {"WWW-Authenticate": 'Basic realm="RabbitMQ Management"'}
-        return _error(401, "not_authorised", reason, headers)
+        return error_response(401, "not_authorised", reason, headers)
     return await handler(request)
 
 
@@ -156,84 +141,21 @@ def _flag(request: web.Request, name: str) -> bool:
     return request.query.get(name, "false").lower() in ("true", "1", "yes")
 
 
-def _int_param(request: web.Request, name: str, default: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise _bad_request(f"{name} must be an integer") from None
+async def _counted(b: Backend, keys: list[QueueKey]) -> tuple[int, int, int]:
+    """(ready, unacknowledged, consumers) summed over ``keys``, a slice per loop turn."""
+    ready = unacked = consumers = 0
+    for i in range(0, len(keys), COUNT_SLICE):
+        with gc_paused():
+            for c in b.queue_counters(keys[i : i + COUNT_SLICE]):
+                ready += c.messages_ready
+                unacked += c.messages_unacknowledged
+                consumers += c.consumers
+        await asyncio.sleep(0)
+    return ready, unacked, consumers
 
 
-async def _body(request: web.Request) -> JSON:
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise _bad_request("body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise _bad_request("body must be a JSON object")
-    return body
-
-
-def _pick(item: JSON, columns: list[str]) -> JSON:
-    out: JSON = {}
-    for col in columns:
-        src: Any = item
-        dst = out
-        parts = col.split(".")
-        for part in parts[:-1]:
-            src = src.get(part) if isinstance(src, dict) else None
-            dst = dst.setdefault(part, {})
-        if isinstance(src, dict) and parts[-1] in src:
-            dst[parts[-1]] = src[parts[-1]]
-    return out
-
-
-def _sort_key(value: Any) -> tuple[int, Any]:
-    if value is None:
-        return (0, 0)
-    if isinstance(value, bool | int | float):
-        return (1, value)
-    return (2, str(value))
-
-
-def _listing(request: web.Request, items: list[JSON]) -> web.Response:
-    """RabbitMQ list semantics: ``name``/``use_regex`` filter, ``sort``/``sort_reverse``,
-    ``columns``, and ``page``/``page_size`` pagination (which changes the shape)."""
-    total = len(items)
-    name = request.query.get("name")
-    if name:
-        if _flag(request, "use_regex"):
-            try:
-                rx = re.compile(name)
-            except re.error as e:
-                raise _bad_request(f"bad regex: {e}") from None
-            items = [i for i in items if rx.search(str(i.get("name", "")))]
-        else:
-            items = [i for i in items if name in str(i.get("name", ""))]
-    sort = request.query.get("sort")
-    if sort:
-        items.sort(key=lambda i: _sort_key(_pick(i, [sort]).get(sort.split(".")[0])),
-                   reverse=_flag(request, "sort_reverse"))  # fmt: skip
-    if request.query.get("columns"):
-        cols = [c for c in request.query["columns"].split(",") if c]
-        items = [_pick(i, cols) for i in items]
-    if "page" not in request.query:
-        return web.json_response(items)
-    page = _int_param(request, "page", 1)
-    size = _int_param(request, "page_size", 100)
-    if page < 1 or not 1 <= size <= 500:
-        raise _bad_request("page must be >= 1 and page_size between 1 and 500")
-    filtered = len(items)
-    page_count = max(1, math.ceil(filtered / size))
-    return web.json_response({
-        "filtered_count": filtered, "item_count": len(items[(page - 1) * size: page * size]),
-        "items": items[(page - 1) * size: page * size], "page": page, "page_count": page_count,
-        "page_size": size, "total_count": total,
-    })  # fmt: skip
+def _rendered(render: Callable[[Any], JSON]) -> Callable[[Sequence[Any]], list[tuple[Any, JSON]]]:
+    return lambda chunk: [(e, render(e)) for e in chunk]
 
 
 def _samples(samples: list[Sample], incr: float, attr: str | int) -> list[JSON]:
@@ -256,7 +178,7 @@ def _age_param(request: web.Request, name: str) -> tuple[float, float] | None:
         age = float(request.query[name])
         incr = float(request.query.get(name.replace("_age", "_incr"), "1"))
     except ValueError:
-        raise _bad_request(f"{name} must be a number") from None
+        raise bad_request(f"{name} must be a number") from None
     return age, max(incr, 0.001)
 
 
@@ -265,14 +187,13 @@ async def overview(request: web.Request) -> web.Response:
     b = _backend(request)
     rates = request.app[RATES]
     info = b.node_info()
-    queues = b.queues()
-    conns = b.connections()
-    chans = b.channels()
+    counts = b.object_counts()
+    ready, unacked, consumers = await _counted(b, b.queue_keys())
     depth = rates.depth_rates()
     queue_totals: JSON = {
-        "messages": sum(q.messages for q in queues),
-        "messages_ready": sum(q.messages_ready for q in queues),
-        "messages_unacknowledged": sum(q.messages_unacknowledged for q in queues),
+        "messages": ready + unacked,
+        "messages_ready": ready,
+        "messages_unacknowledged": unacked,
     }
     for key in list(queue_totals):
         queue_totals[f"{key}_details"] = shapes.details(depth[key])
@@ -302,11 +223,11 @@ async def overview(request: web.Request) -> web.Response:
         "contexts": [],
         "exchange_types": [{"name": t, "enabled": True} for t in info.exchange_types],
         "object_totals": {
-            "connections": len(conns),
-            "channels": len(chans),
-            "exchanges": len(b.exchanges()),
-            "queues": len(queues),
-            "consumers": sum(q.consumers for q in queues),
+            "connections": counts["connections"],
+            "channels": counts["channels"],
+            "exchanges": counts["exchanges"],
+            "queues": counts["queues"],
+            "consumers": consumers,
         },
         "queue_totals": queue_totals,
         "message_stats": stats,
@@ -314,12 +235,48 @@ async def overview(request: web.Request) -> web.Response:
     })  # fmt: skip
 
 
-async def list_queues(request: web.Request) -> web.Response:
+async def list_queues(request: web.Request) -> web.StreamResponse:
     vhost = _vhost(request) if "vhost" in request.match_info else None
+    b = _backend(request)
     node = _node(request)
     rates = request.app[RATES]
-    items = [shapes.queue_json(q, node, rates) for q in _backend(request).queues(vhost)]
-    return _listing(request, items)
+
+    def render(keys: Sequence[QueueKey]) -> list[tuple[QueueKey, JSON]]:
+        return [((q.vhost, q.name), shapes.queue_json(q, node, rates)) for q in b.queues_by_key(keys)]
+
+    def sort_values(path: str, keys: Sequence[QueueKey]) -> list[tuple[QueueKey, Any]] | None:
+        if path in _COUNTER_SORTS:
+            get = _COUNTER_SORTS[path]
+            return [((c.vhost, c.name), get(c)) for c in b.queue_counters(keys)]
+        rate = _RATE_SORTS.get(path)
+        if rate is None:
+            return None
+        return [(k, round(rates.queue_rates(*k)[rate], 2)) for k in keys]
+
+    # Keys, not snapshots: filtering, the default sort and paging need only names, and the
+    # dashboard's sorts only counters, so a page of 30,000 queues renders 100 of them.
+    return await respond(request, Source(b.queue_keys(vhost), _key_name, _same, render, sort_values))
+
+
+# Sort paths a queue listing answers from QueueCounters (the values queue_json would show).
+_COUNTER_SORTS: dict[str, Callable[[QueueCounters], Any]] = {
+    "name": lambda c: c.name, "vhost": lambda c: c.vhost, "messages": lambda c: c.messages,
+    "messages_ready": lambda c: c.messages_ready, "messages_unacknowledged": lambda c: c.messages_unacknowledged,
+    "consumers": lambda c: c.consumers,
+}  # fmt: skip
+_RATE_SORTS = {f"message_stats.{key}_details.rate": key for key in ("publish", "deliver_get", "ack", "redeliver")}
+
+
+def _key_name(key: QueueKey) -> str:
+    return key[1]
+
+
+def _same(key: QueueKey) -> QueueKey:
+    return key
+
+
+def _vhost_name(x: ExchangeSnapshot) -> tuple[str, str]:
+    return (x.vhost, x.name)
 
 
 async def get_queue(request: web.Request) -> web.Response:
@@ -330,13 +287,20 @@ async def get_queue(request: web.Request) -> web.Response:
 async def put_queue(request: web.Request) -> web.Response:
     b = _backend(request)
     vhost, name = _vhost(request), request.match_info["name"]
-    body = await _body(request)
+    body = await json_body(request)
     arguments = body.get("arguments") or {}
     if not isinstance(arguments, dict):
-        raise _bad_request("arguments must be a JSON object")
+        raise bad_request("arguments must be a JSON object")
     if body.get("type") and "x-queue-type" not in arguments:
         arguments["x-queue-type"] = body["type"]
-    existed = any(q.name == name for q in b.queues(vhost))
+    defs.check_name("queue", name)
+    try:
+        b.queue(vhost, name)
+        existed = True
+    except AMQPError as e:
+        if e.code != ReplyCode.NOT_FOUND:
+            raise
+        existed = False
     b.declare_queue(
         vhost, name, bool(body.get("durable", True)), bool(body.get("auto_delete", False)), arguments
     )
@@ -379,20 +343,20 @@ def _got_json(m: GotMessage, encoding: str, truncate: int | None) -> JSON:
 
 async def get_messages(request: web.Request) -> web.Response:
     vhost, name = _vhost(request), request.match_info["name"]
-    body = await _body(request)
+    body = await json_body(request)
     ackmode = body.get("ackmode")
-    if ackmode not in ACKMODES:
-        raise _bad_request(f"ackmode must be one of {', '.join(ACKMODES)}")
+    if not isinstance(ackmode, str) or ackmode not in ACKMODES:
+        raise bad_request(f"ackmode must be one of {', '.join(ACKMODES)}")
     encoding = body.get("encoding", "auto")
-    if encoding not in ("auto", "base64"):
-        raise _bad_request("encoding must be auto or base64")
+    if not isinstance(encoding, str) or encoding not in ("auto", "base64"):
+        raise bad_request("encoding must be auto or base64")
     try:
         count = int(body.get("count", 1))
         truncate = None if body.get("truncate") in (None, "") else int(body["truncate"])
     except (TypeError, ValueError):
-        raise _bad_request("count and truncate must be integers") from None
+        raise bad_request("count and truncate must be integers") from None
     if count < 1:
-        raise _bad_request("count must be at least 1")
+        raise bad_request("count must be at least 1")
     got = _backend(request).get_messages(vhost, name, count, ACKMODES[ackmode])
     return web.json_response([_got_json(m, encoding, truncate) for m in got])
 
@@ -406,9 +370,22 @@ async def queue_bindings(request: web.Request) -> web.Response:
     return web.json_response(items)
 
 
-async def list_connections(request: web.Request) -> web.Response:
+async def list_connections(request: web.Request) -> web.StreamResponse:
     node = _node(request)
-    return _listing(request, [shapes.connection_json(c, node) for c in _backend(request).connections()])
+
+    def render(c: ConnectionSnapshot) -> JSON:
+        return shapes.connection_json(c, node)
+
+    conns = _backend(request).connections()
+    return await respond(request, Source(conns, _conn_name, _conn_key, _rendered(render)))
+
+
+def _conn_name(c: ConnectionSnapshot) -> str:
+    return c.name
+
+
+def _conn_key(c: ConnectionSnapshot) -> tuple[str, str]:
+    return (c.vhost, c.name)
 
 
 async def get_connection(request: web.Request) -> web.Response:
@@ -426,11 +403,21 @@ async def close_connection(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def list_channels(request: web.Request) -> web.Response:
+async def list_channels(request: web.Request) -> web.StreamResponse:
     b = _backend(request)
     peers = {c.name: c for c in b.connections()}
     node = _node(request)
-    return _listing(request, [shapes.channel_json(ch, node, peers) for ch in b.channels()])
+
+    def render(ch: ChannelSnapshot) -> JSON:
+        return shapes.channel_json(ch, node, peers)
+
+    def name(ch: ChannelSnapshot) -> str:
+        return shapes.channel_name(ch.connection, ch.number)
+
+    def key(ch: ChannelSnapshot) -> tuple[str, str, int]:
+        return (ch.vhost, ch.connection, ch.number)
+
+    return await respond(request, Source(b.channels(), name, key, _rendered(render)))
 
 
 async def list_consumers(request: web.Request) -> web.Response:
@@ -441,9 +428,14 @@ async def list_consumers(request: web.Request) -> web.Response:
     return web.json_response([shapes.consumer_json(c, node, peers) for c in b.consumers(vhost)])
 
 
-async def list_exchanges(request: web.Request) -> web.Response:
+async def list_exchanges(request: web.Request) -> web.StreamResponse:
     vhost = _vhost(request) if "vhost" in request.match_info else None
-    return _listing(request, [shapes.exchange_json(x) for x in _backend(request).exchanges(vhost)])
+    xs = _backend(request).exchanges(vhost)
+    return await respond(request, Source(xs, _x_name, _vhost_name, _rendered(shapes.exchange_json)))
+
+
+def _x_name(x: ExchangeSnapshot) -> str:
+    return x.name
 
 
 async def get_exchange(request: web.Request) -> web.Response:
@@ -459,18 +451,36 @@ async def list_bindings(request: web.Request) -> web.Response:
     return web.json_response([shapes.binding_json(x) for x in _backend(request).bindings(vhost)])
 
 
-async def get_definitions(request: web.Request) -> web.Response:
+async def get_definitions(request: web.Request) -> web.StreamResponse:
     vhost = _vhost(request) if "vhost" in request.match_info else None
-    doc = defs.export_definitions(_backend(request), request.app[USERS], vhost)
-    headers = {}
+    b = _backend(request)
+    doc = defs.export_definitions(b, request.app[USERS], vhost, with_queues=False)
+    del doc["queues"]
+    keys = b.queue_keys(vhost)
+    headers = {"Content-Type": "application/json; charset=utf-8"}
     if _flag(request, "download") or "download" in request.query:
         headers["Content-Disposition"] = 'attachment; filename="leveret_definitions.json"'
-    return web.json_response(doc, headers=headers)
+    resp = web.StreamResponse(headers=headers)
+    await resp.prepare(request)
+    # The queues go last, a slice per loop turn: 200,000 of them must not stall AMQP.
+    await resp.write(json.dumps(doc)[:-1].encode() + b', "queues": [')
+    sep = b""
+    for i in range(0, len(keys), SLICE):
+        with gc_paused():
+            items = [defs.queue_definition(q) for q in b.queues_by_key(keys[i : i + SLICE]) if not q.exclusive]
+            chunk = json.dumps(items)[1:-1].encode() if items else b""
+        if chunk:
+            await resp.write(sep + chunk)
+            sep = b","
+        await asyncio.sleep(0)
+    await resp.write(b"]}")
+    await resp.write_eof()
+    return resp
 
 
 async def post_definitions(request: web.Request) -> web.Response:
     vhost = _vhost(request) if "vhost" in request.match_info else None
-    report = defs.import_definitions(_backend(request), await _body(request), vhost)
+    report = await defs.import_definitions_sliced(_backend(request), await json_body(request), vhost)
     if report.ignored:
         log.info("definitions import ignored: %s", ", ".join(report.ignored))
     return web.Response(status=204)
@@ -496,22 +506,22 @@ async def whoami(request: web.Request) -> web.Response:
     return web.json_response({"name": user, "tags": ["administrator"]})
 
 
-def _vhost_json(request: web.Request, vhost: str) -> JSON:
-    qs = _backend(request).queues(vhost)
+async def _vhost_json(request: web.Request, vhost: str) -> JSON:
+    b = _backend(request)
+    ready, unacked, _ = await _counted(b, b.queue_keys(vhost))
     return {
         "name": vhost, "description": "", "tags": [], "default_queue_type": "classic", "tracing": False,
         "metadata": {"description": "", "tags": []}, "cluster_state": {_node(request): "running"},
-        "messages": sum(q.messages for q in qs), "messages_ready": sum(q.messages_ready for q in qs),
-        "messages_unacknowledged": sum(q.messages_unacknowledged for q in qs),
+        "messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked,
     }  # fmt: skip
 
 
 async def list_vhosts(request: web.Request) -> web.Response:
-    return web.json_response([_vhost_json(request, v) for v in _backend(request).vhosts()])
+    return web.json_response([await _vhost_json(request, v) for v in _backend(request).vhosts()])
 
 
 async def get_vhost(request: web.Request) -> web.Response:
-    return web.json_response(_vhost_json(request, _vhost(request)))
+    return web.json_response(await _vhost_json(request, _vhost(request)))
 
 
 async def list_nodes(request: web.Request) -> web.Response:
@@ -531,15 +541,29 @@ async def dashboard(request: web.Request) -> web.FileResponse:
 
 # ---- rate ticker --------------------------------------------------------------------
 def sample_once(app: web.Application) -> None:
-    """Feed the app's sampler one sample from the backend (the ticker calls this)."""
+    """Feed the app's sampler one sample from the backend, all at once (for tests)."""
     b = app[BACKEND]
-    app[RATES].tick(time.monotonic(), time.time(), b.totals(), b.queues())
+    app[RATES].tick(time.monotonic(), time.time(), b.totals(), b.queue_counters(b.queue_keys()))
+
+
+async def sample_sliced(app: web.Application) -> None:
+    """:func:`sample_once` reading :data:`COUNT_SLICE` queues per loop turn (the ticker's way)."""
+    b = app[BACKEND]
+    tick = app[RATES].begin_tick(time.monotonic(), time.time(), b.totals())
+    if tick is None:
+        return
+    keys = b.queue_keys()
+    for i in range(0, len(keys), COUNT_SLICE):
+        with gc_paused():
+            tick.feed(b.queue_counters(keys[i : i + COUNT_SLICE]))
+        await asyncio.sleep(0)
+    tick.finish()
 
 
 async def _tick_forever(app: web.Application) -> None:
     while True:
         try:
-            sample_once(app)
+            await sample_sliced(app)
         except Exception:
             log.exception("rate sampling failed")
         await asyncio.sleep(app[INTERVAL])
@@ -561,14 +585,22 @@ def build_app(
     loopback_users: Iterable[str] = ("guest",),
     rates_interval: float = 1.0,
     rates: RateSampler | None = None,
+    request_timeout: float = REQUEST_TIMEOUT,
 ) -> web.Application:
     """The management app; run it with ``aiohttp.web.AppRunner`` in the broker's loop."""
-    app = web.Application(middlewares=[_errors, _auth], client_max_size=64 * 1024 * 1024)
+    app = web.Application(
+        middlewares=[errors_middleware, strict_path_middleware, _auth], client_max_size=MAX_BODY,
+        # aiohttp closes a connection whose request headers are still incomplete (or which sits
+        # idle between requests) when keepalive_timeout runs out (its default is an hour); after
+        # answering a request whose body is still arriving it waits lingering_time for the rest.
+        handler_args={"keepalive_timeout": request_timeout, "lingering_time": LINGER},
+    )  # fmt: skip
     app[BACKEND] = backend
     app[RATES] = rates if rates is not None else RateSampler()
     app[USERS] = users
     app[LOOPBACK_USERS] = tuple(loopback_users)
     app[INTERVAL] = rates_interval
+    app[TIMEOUT] = request_timeout
     app.cleanup_ctx.append(_ticker)
     r = app.router
     r.add_get("/", dashboard)

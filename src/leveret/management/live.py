@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from pamqp import decode as pamqp_decode
 from pamqp.header import ContentHeader
 
 from leveret.errors import ChannelError, ReplyCode
-from leveret.management.backend import GotMessage, NodeInfo
+from leveret.management.backend import GotMessage, NodeInfo, QueueCounters, QueueKey
 from leveret.model import stats
 from leveret.model.broker import Broker
 from leveret.model.exchange import TYPES as EXCHANGE_TYPES
+from leveret.model.queue import Queue
 from leveret.model.snapshots import (
     BindingSnapshot,
     ChannelSnapshot,
@@ -33,13 +35,22 @@ PROPERTY_NAMES = {
 
 
 def decode_properties(raw: bytes) -> dict[str, Any]:
-    """Raw AMQP basic properties -> management's dict (only the properties that are set)."""
-    header = ContentHeader()
+    """Raw AMQP basic properties -> management's dict (only the properties that are set).
+
+    What pamqp cannot decode (text that is not UTF-8, an unknown field type, a table nested too
+    deeply) is decoded field by field instead: text with U+FFFD for bad bytes, and a header value
+    that cannot be read at all as ``"<undecodable: N bytes>"``, with the headers before it kept.
+    """
     try:
-        header.unmarshal(struct.pack(">HHQ", 60, 0, 0) + raw)
-        (flags,) = struct.unpack_from(">H", raw)
-    except Exception:
-        return {}
+        return _decode_whole(raw)
+    except Exception:  # pamqp raises many kinds; the fallback below copes with each
+        return _decode_fieldwise(raw)
+
+
+def _decode_whole(raw: bytes) -> dict[str, Any]:
+    header = ContentHeader()
+    header.unmarshal(struct.pack(">HHQ", 60, 0, 0) + raw)
+    (flags,) = struct.unpack_from(">H", raw)
     out: dict[str, Any] = {}
     # Only the properties whose flag bit is set (pamqp defaults some unset ones, e.g. cluster_id to "").
     for bit, (attr, name) in zip(range(15, 1, -1), PROPERTY_NAMES.items(), strict=True):
@@ -48,6 +59,62 @@ def decode_properties(raw: bytes) -> dict[str, Any]:
         v = getattr(header.properties, attr, None)
         if v is not None:
             out[name] = int(v.timestamp()) if attr == "timestamp" and hasattr(v, "timestamp") else v
+    return out
+
+
+# The wire type of each property, in flag-bit order.
+_KINDS = ("s", "s", "t", "o", "o", "s", "s", "s", "s", "q", "s", "s", "s", "s")
+
+
+def _decode_fieldwise(raw: bytes) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    try:
+        (flags,) = struct.unpack_from(">H", raw)
+        pos = 2
+        for bit, name, kind in zip(range(15, 1, -1), PROPERTY_NAMES.values(), _KINDS, strict=True):
+            if not flags & (1 << bit):
+                continue
+            if kind == "s":
+                size = raw[pos]
+                _need(raw, pos + 1 + size)
+                out[name] = raw[pos + 1 : pos + 1 + size].decode("utf-8", "replace")
+                pos += 1 + size
+            elif kind == "o":
+                out[name] = raw[pos]
+                pos += 1
+            elif kind == "q":
+                (out[name],) = struct.unpack_from(">Q", raw, pos)
+                pos += 8
+            else:
+                (size,) = struct.unpack_from(">I", raw, pos)
+                _need(raw, pos + 4 + size)
+                out[name] = _decode_table(raw[pos + 4 : pos + 4 + size])
+                pos += 4 + size
+    except (IndexError, struct.error):
+        out["undecodable"] = "the properties end early"
+    return out
+
+
+def _need(raw: bytes, end: int) -> None:
+    if end > len(raw):
+        raise IndexError("cut short")
+
+
+def _decode_table(body: bytes) -> dict[str, Any]:
+    """A field table's entries, one at a time, stopping at the first that cannot be read."""
+    out: dict[str, Any] = {}
+    pos = 0
+    while pos < len(body):
+        size = body[pos]
+        key = body[pos + 1 : pos + 1 + size].decode("utf-8", "replace")
+        pos += 1 + size
+        try:
+            used, value = pamqp_decode.embedded_value(body[pos:])
+        except Exception:  # unknown type, bad text, nested too deeply, cut short
+            out[key] = f"<undecodable: {len(body) - pos} bytes>"
+            break
+        out[key] = value
+        pos += used
     return out
 
 
@@ -68,6 +135,44 @@ class LiveBackend:
     def queue(self, vhost: str, name: str) -> QueueSnapshot:
         q = self.broker.vhost_or_404(vhost).get_queue(name)
         return stats.queue_snapshot(q, self.broker.consumer_timeout)
+
+    def queue_keys(self, vhost: str | None = None) -> list[QueueKey]:
+        return [
+            (vh.name, name)
+            for vh in self.broker.vhosts.values()
+            if vhost is None or vh.name == vhost
+            for name in vh.queues
+        ]
+
+    def _live(self, keys: Iterable[QueueKey]) -> list[Queue]:
+        vhosts = self.broker.vhosts
+        out = []
+        for vhost, name in keys:
+            vh = vhosts.get(vhost)
+            q = vh.queues.get(name) if vh is not None else None
+            if q is not None:
+                out.append(q)
+        return out
+
+    def queues_by_key(self, keys: Iterable[QueueKey]) -> list[QueueSnapshot]:
+        timeout = self.broker.consumer_timeout
+        return [stats.queue_snapshot(q, timeout) for q in self._live(keys)]
+
+    def queue_counters(self, keys: Iterable[QueueKey]) -> list[QueueCounters]:
+        return [
+            QueueCounters(q.vhost, q.name, len(q.ready), q.unacked, len(q.consumers), q.published, q.delivered,
+                          q.acked, q.redelivered)  # fmt: skip
+            for q in self._live(keys)
+        ]
+
+    def object_counts(self) -> dict[str, int]:
+        b = self.broker
+        return {
+            "connections": len(b.connections),
+            "channels": sum(len(c.channels) for c in b.connections.values()),
+            "exchanges": sum(len(vh.exchanges) for vh in b.vhosts.values()),
+            "queues": sum(len(vh.queues) for vh in b.vhosts.values()),
+        }
 
     def exchanges(self, vhost: str | None = None) -> list[ExchangeSnapshot]:
         return stats.exchanges(self.broker, vhost)

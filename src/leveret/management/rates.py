@@ -25,8 +25,9 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
-from leveret.model.snapshots import QueueSnapshot, Totals
+from leveret.model.snapshots import Totals
 
 #: Fields of :class:`Totals` turned into rates, with the RabbitMQ ``message_stats`` key for each.
 TOTALS_STATS: tuple[tuple[str, str], ...] = (
@@ -77,49 +78,26 @@ class RateSampler:
         self.window = window
         self.history = history
         self._samples: deque[Sample] = deque()
+        # Per queue, (tick time, counters) at each tick where they changed (the step function);
+        # an idle queue costs a comparison per tick, not a new entry.
         self._queues: dict[QueueKey, deque[tuple[float, tuple[int, ...]]]] = {}
+        self._ref: tuple[float, float] | None = None
 
     # ---- feeding -----------------------------------------------------------------
-    def tick(self, now: float, wall: float, totals: Totals, queues: Iterable[QueueSnapshot]) -> None:
+    def tick(self, now: float, wall: float, totals: Totals, queues: Iterable[QueueLike]) -> None:
         """Record one sample of ``totals`` and every queue's counters at monotonic ``now``."""
+        t = self.begin_tick(now, wall, totals)
+        if t is not None:
+            t.feed(queues)
+            t.finish()
+
+    def begin_tick(self, now: float, wall: float, totals: Totals) -> Tick | None:
+        """A tick fed in parts (:meth:`Tick.feed` per slice of queues, then :meth:`Tick.finish`),
+        so a caller with 100,000 queues can yield to its event loop between slices. None when
+        ``now`` is not after the last sample."""
         if self._samples and now <= self._samples[-1].t:
-            return
-        # A queue first seen now did not exist at the previous tick: its counters were zero
-        # then, so what it did since counts toward its rate at once.
-        prev_t = self._samples[-1].t if self._samples else None
-        qs = list(queues)
-        self._samples.append(
-            Sample(
-                t=now,
-                wall=wall,
-                counters=tuple(int(getattr(totals, f)) for f, _ in TOTALS_STATS),
-                messages=sum(q.messages for q in qs),
-                messages_ready=sum(q.messages_ready for q in qs),
-                messages_unacknowledged=sum(q.messages_unacknowledged for q in qs),
-            )
-        )
-        horizon = now - self.history
-        while self._samples and self._samples[0].t < horizon:
-            self._samples.popleft()
-        seen: set[QueueKey] = set()
-        # Per-queue history only needs the rate window, not the whole chart history.
-        qhorizon = now - self.window - 1.0
-        for q in qs:
-            key = (q.vhost, q.name)
-            seen.add(key)
-            counters = tuple(int(getattr(q, f)) for f, _ in QUEUE_STATS)
-            hist = self._queues.get(key)
-            if hist is None:
-                hist = self._queues[key] = deque()
-                if prev_t is not None:
-                    hist.append((prev_t, (0,) * len(counters)))
-            elif hist and any(c < p for c, p in zip(counters, hist[-1][1], strict=True)):
-                hist = self._queues[key] = deque()
-            hist.append((now, counters))
-            while len(hist) > 2 and hist[0][0] < qhorizon:
-                hist.popleft()
-        for key in [k for k in self._queues if k not in seen]:
-            del self._queues[key]
+            return None
+        return Tick(self, now, wall, tuple(int(getattr(totals, f)) for f, _ in TOTALS_STATS))
 
     # ---- reading -----------------------------------------------------------------
     def _window_pair(
@@ -141,11 +119,39 @@ class RateSampler:
         pair = self._window_pair((s.t, s.counters) for s in self._samples)
         return {key: (_rate(*pair, i) if pair else 0.0) for i, (_, key) in enumerate(TOTALS_STATS)}
 
+    def _reference(self) -> tuple[float, float] | None:
+        """(last tick, the newest tick at least ``window`` before it, or the oldest)."""
+        if len(self._samples) < 2:
+            return None
+        last = self._samples[-1].t
+        if self._ref is None or self._ref[0] != last:
+            first = self._samples[-2].t
+            for i in range(len(self._samples) - 2, -1, -1):
+                first = self._samples[i].t
+                if last - first >= self.window:
+                    break
+            self._ref = (last, first)
+        return self._ref
+
     def queue_rates(self, vhost: str, name: str) -> dict[str, float]:
         """Per-queue rates keyed like :data:`QUEUE_STATS`; zeros for an unknown queue."""
         hist = self._queues.get((vhost, name))
-        pair = self._window_pair(hist) if hist else None
-        return {key: (_rate(*pair, i) if pair else 0.0) for i, (_, key) in enumerate(QUEUE_STATS)}
+        ref = self._reference()
+        if not hist or ref is None:
+            return {key: 0.0 for _, key in QUEUE_STATS}
+        now, t_first = ref
+        # A queue's history holds only its changes: its counters at time t are those of the
+        # last entry at or before t (or its first entry, when it appeared after t).
+        first, start = hist[0], hist[0][0]
+        for entry in reversed(hist):
+            if entry[0] <= t_first:
+                first, start = entry, t_first
+                break
+        dt = now - start
+        last = hist[-1][1]
+        return {
+            key: (max(0.0, (last[i] - first[1][i]) / dt) if dt > 0 else 0.0) for i, (_, key) in enumerate(QUEUE_STATS)
+        }
 
     def depth_rates(self) -> dict[str, float]:
         """Rate of change of queue depth totals (messages, messages_ready, messages_unacknowledged)."""
@@ -171,3 +177,77 @@ class RateSampler:
             return list(self._samples)
         horizon = self._samples[-1].t - age
         return [s for s in self._samples if s.t >= horizon]
+
+
+class QueueLike(Protocol):
+    """What a tick reads from a queue (a QueueSnapshot or a backend's QueueCounters)."""
+
+    @property
+    def vhost(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def messages_ready(self) -> int: ...
+    @property
+    def messages_unacknowledged(self) -> int: ...
+    @property
+    def published(self) -> int: ...
+    @property
+    def delivered(self) -> int: ...
+    @property
+    def acked(self) -> int: ...
+    @property
+    def redelivered(self) -> int: ...
+
+
+class Tick:
+    """One sample being recorded; see :meth:`RateSampler.begin_tick`."""
+
+    def __init__(self, sampler: RateSampler, now: float, wall: float, counters: tuple[int, ...]) -> None:
+        self.s = sampler
+        self.now = now
+        self.wall = wall
+        self.counters = counters
+        # A queue first seen now did not exist at the previous tick: its counters were zero
+        # then, so what it did since counts toward its rate at once.
+        self.prev_t = sampler._samples[-1].t if sampler._samples else None
+        self.ready = self.unacked = 0
+        self.seen: set[QueueKey] = set()
+
+    def feed(self, queues: Iterable[QueueLike]) -> None:
+        queues_hist = self.s._queues
+        now, prev_t, seen = self.now, self.prev_t, self.seen
+        # Per-queue history only needs the rate window, not the whole chart history.
+        qhorizon = now - self.s.window - 1.0
+        for q in queues:
+            self.ready += q.messages_ready
+            self.unacked += q.messages_unacknowledged
+            key = (q.vhost, q.name)
+            seen.add(key)
+            counters = (q.published, q.delivered, q.acked, q.redelivered)
+            hist = queues_hist.get(key)
+            if hist is None:
+                hist = queues_hist[key] = deque()
+                if prev_t is not None:
+                    hist.append((prev_t, (0, 0, 0, 0)))
+            elif not hist or counters == hist[-1][1]:
+                continue
+            elif any(c < p for c, p in zip(counters, hist[-1][1], strict=True)):
+                hist = queues_hist[key] = deque()
+            hist.append((now, counters))
+            # Keep the newest entry at or before the horizon: it gives the counters there.
+            while len(hist) > 1 and hist[1][0] <= qhorizon:
+                hist.popleft()
+
+    def finish(self) -> None:
+        s = self.s
+        if s._samples and self.now <= s._samples[-1].t:
+            return
+        s._samples.append(Sample(t=self.now, wall=self.wall, counters=self.counters,
+                                 messages=self.ready + self.unacked, messages_ready=self.ready,
+                                 messages_unacknowledged=self.unacked))  # fmt: skip
+        horizon = self.now - s.history
+        while s._samples and s._samples[0].t < horizon:
+            s._samples.popleft()
+        for key in [k for k in s._queues if k not in self.seen]:
+            del s._queues[key]

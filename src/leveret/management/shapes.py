@@ -38,7 +38,12 @@ PER_MESSAGE_MEMORY = 200
 JSON = dict[str, Any]
 
 
-def jsonable(value: Any) -> Any:
+#: Tables and arrays deeper than this are shown as a placeholder, so one odd queue argument or
+#: message header cannot make a listing fail (json.dumps recurses too).
+MAX_JSON_DEPTH = 100
+
+
+def jsonable(value: Any, depth: int = 0) -> Any:
     """Make AMQP field-table values JSON-safe (bytes -> str, decimals/other -> str)."""
     if value is None or isinstance(value, bool | int | str):
         return value
@@ -46,10 +51,12 @@ def jsonable(value: Any) -> Any:
         return value if math.isfinite(value) else str(value)
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, Mapping | list | tuple) and depth >= MAX_JSON_DEPTH:
+        return "<nested too deeply>"
     if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
+        return [jsonable(v, depth + 1) for v in value]
     return str(value)
 
 
