@@ -16,7 +16,8 @@ failure by other means (the SQLite store's ``on_error``).
 
 Arguments of queues, exchanges and bindings are AMQP field tables; a store keeps
 them losslessly (see :mod:`leveret.storage.codec`) and raises :class:`TypeError`
-at the call site for a value it cannot keep.
+at the call site for a value it cannot keep (:class:`ValueError` for one nested deeper
+than :data:`leveret.storage.codec.MAX_DEPTH`).
 
 This module knows nothing of the broker model, frames or asyncio.
 """
