@@ -27,7 +27,10 @@ The state model (:class:`Model`) knows what was declared durable and which messa
 published persistent; it decides what must survive.
 
 Bounded for CI: ``LEVERET_RESTART_EXAMPLES`` examples (default 15; each starts the broker three
-times). Run it longer with e.g. ``LEVERET_RESTART_EXAMPLES=500 pytest tests/durability/test_restart_property.py``.
+times; about 4 s each here). Run it longer with e.g.
+``LEVERET_RESTART_EXAMPLES=500 pytest tests/durability/test_restart_property.py --timeout 0``
+(pytest-timeout stops any test after 120 s by default; ``LEVERET_RESTART_SHRINK=0`` skips the
+minutes-long shrinking of a failure).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from leveret.model.properties import (
 )
 from leveret.model.queue import STORED, Queue
 from leveret.model.vhost import VHost, server_name
-from leveret.storage.base import ExchangeRecord, QueueRecord, Recovered, Store
+from leveret.storage.base import ExchangeRecord, QueueRecord, Recovered, SetAside, Store, describe
 
 log = logging.getLogger("leveret.model")
 
@@ -88,14 +88,14 @@ class Broker:
             try:
                 self._recover_exchange(x)
             except Exception as exc:
-                self.store.set_aside(x, _reason(exc))
+                self._set_aside(x, _reason(exc))
                 set_aside += 1
         nq = nmsg = 0
         for qr in rec.queues:
             try:
                 q = self._recover_queue(qr)
             except Exception as exc:
-                self.store.set_aside(qr, _reason(exc))
+                self._set_aside(qr, _reason(exc))
                 set_aside += 1
                 continue
             nq += 1
@@ -116,7 +116,7 @@ class Broker:
                     continue
                 nmsg += 1
             if bad:
-                self.store.set_aside_messages(qr.vhost, qr.name, bad, reason)
+                self._set_aside((qr.vhost, qr.name, bad), reason)
                 set_aside += len(bad)
         for b in rec.bindings:
             bvh = self.vhosts.get(b.vhost)
@@ -129,10 +129,21 @@ class Broker:
                 if src is not None:  # bind() may have kept it before its index refused it
                     with contextlib.suppress(Exception):
                         src.unbind(b.destination_type, b.destination, b.routing_key, dict(b.arguments))
-                self.store.set_aside(b, _reason(exc))
+                self._set_aside(b, _reason(exc))
                 set_aside += 1
         self.recovery_set_aside = set_aside
         return nq, nmsg
+
+    def _set_aside(self, what: SetAside | tuple[str, str, list[int]], reason: str) -> None:
+        """Ask the store to quarantine ``what``; if even that fails, log it and go on."""
+        try:
+            if isinstance(what, tuple):
+                self.store.set_aside_messages(*what, reason)
+            else:
+                self.store.set_aside(what, reason)
+        except Exception:
+            name = f"messages of queue '{what[1]}'" if isinstance(what, tuple) else describe(what)
+            log.exception("could not set aside %s (%s); it is skipped but stays in the store", name, reason)
 
     def _recover_exchange(self, x: ExchangeRecord) -> None:
         vh = self.vhosts.setdefault(x.vhost, self._new_vhost(x.vhost))
