@@ -124,11 +124,15 @@ class Scenario:
 
 
 @st.composite
-def queue_args(draw: st.DrawFn, exchanges: list[str], queues: list[str]) -> list[tuple[str, Typed]]:
+def queue_args(
+    draw: st.DrawFn, exchanges: list[str], queues: list[str], anchor: bool = False
+) -> list[tuple[str, Typed]]:
+    """Arguments of a queue; an ``anchor`` queue keeps its messages (no short TTL, no max-length)."""
     args: list[tuple[str, Typed]] = []
     if draw(st.integers(0, 3)) == 0:
-        args.append(("x-message-ttl", draw(typed_int(st.sampled_from([*SHORT_TTLS, LONG_TTL])))))
-    if draw(st.integers(0, 3)) == 0:
+        ttls = [LONG_TTL] if anchor else [*SHORT_TTLS, LONG_TTL]
+        args.append(("x-message-ttl", draw(typed_int(st.sampled_from(ttls)))))
+    if not anchor and draw(st.integers(0, 3)) == 0:
         args.append(("x-max-length", draw(typed_int(st.integers(0, 4)))))
         if draw(st.booleans()):
             overflow = draw(st.sampled_from(["drop-head", "reject-publish", "reject-publish-dlx"]))
@@ -181,7 +185,12 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     queues = draw(st.lists(names, min_size=2, max_size=4, unique=True))
     exchanges = draw(st.lists(names, min_size=1, max_size=3, unique=True))
     setup: list[tuple[Any, ...]] = [
-        ("declare_queue", q, i == 0 or draw(st.booleans()), draw(queue_args(exchanges, queues)))
+        (
+            "declare_queue",
+            q,
+            i == 0 or draw(st.booleans()),
+            draw(queue_args(exchanges, queues, anchor=i == 0)),
+        )
         for i, q in enumerate(queues)
     ]
     for x in exchanges:
@@ -192,14 +201,14 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         setup.append(("declare_exchange", x, kind, draw(st.booleans()), xargs))
     routing_keys = st.one_of(st.sampled_from(queues), st.sampled_from(["", "a", "a.b", "dl", "#"]))
     q, x = st.sampled_from(queues), st.sampled_from(exchanges)
-    doomed = st.sampled_from(queues[1:])  # the first queue (durable) is never purged or deleted
+    doomed = st.sampled_from(queues[1:])  # the first queue (durable, an anchor) is never purged or deleted
     sizes = st.sampled_from([0, 0, 0, 10, 300, 140_000])  # 140 kB: more than one body frame
     setup += [
         (
             "publish",
             "",
             name,
-            {**draw(properties()), "delivery_mode": 2},
+            {**draw(properties()), "delivery_mode": 2, "expiration": str(LONG_TTL)},
             draw(st.integers(1, 5)),
             draw(sizes),
         )
