@@ -179,9 +179,11 @@ def _rss_bytes() -> int:
 
 def _one_line(exc: BaseException) -> str:
     # These two explain themselves (and keep the texts they always had); anything else is named.
-    text = str(exc) if isinstance(exc, OSError | DataDirLocked) else f"{type(exc).__name__}: {exc}"
-    text = " ".join(text.split())
-    return text if len(text) <= 500 else text[:500] + "..."
+    if isinstance(exc, OSError | DataDirLocked):
+        return " ".join(str(exc).split())
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    text = text if len(text) <= 500 else text[:500] + "..."
+    return f"{text} (--log-level debug shows where)"
 
 
 def _site_port(site: Any) -> int:
