@@ -257,3 +257,21 @@ def test_a_failed_start_prints_one_cannot_start_line(tmp_path: Path) -> None:
     edit(data_dir, ("PRAGMA user_version = 2", ()))
     b = ProcessBroker(data_dir).start()
     assert b.terminate() == 0
+
+
+def test_a_binding_whose_ends_were_not_recovered_is_set_aside() -> None:
+    # Without it, the binding would come back to life under a queue declared later with that name.
+    from leveret.model.broker import Broker
+    from leveret.storage.base import BindingRecord, QueueRecord
+    from leveret.storage.memory import MemoryStore
+
+    store = MemoryStore()
+    store.save_queue(QueueRecord("/", "kept"))
+    store.save_binding(BindingRecord("/", "amq.direct", "kept", "queue", "k"))
+    dangling = BindingRecord("/", "amq.direct", "gone", "queue", "k")
+    store.save_binding(dangling)  # its queue was never saved
+    broker = Broker(store, clock=lambda: 0.0)
+    assert broker.recover(store.open()) == (1, 0)
+    assert broker.recovery_set_aside == 1
+    assert store.quarantined == [(dangling, "its source or destination was not recovered")]
+    assert [b.destination for b in store.open().bindings] == ["kept"]

@@ -120,7 +120,12 @@ class Broker:
                 set_aside += len(bad)
         for b in rec.bindings:
             bvh = self.vhosts.get(b.vhost)
-            if bvh is None:
+            ends = None if bvh is None else bvh.queues if b.destination_type == QUEUE else bvh.exchanges
+            if bvh is None or ends is None or b.source not in bvh.exchanges or b.destination not in ends:
+                # Left behind by an older version (or set aside above): it would come back to life
+                # under a queue or exchange declared later with the same name.
+                self._set_aside(b, "its source or destination was not recovered")
+                set_aside += 1
                 continue
             try:
                 bvh.recover_binding(b)
