@@ -36,6 +36,7 @@ _DECIMAL = "$decimal"
 _DATETIME = "$datetime"
 _DICT = "$dict"
 _TAGS = frozenset((_BYTES, _DECIMAL, _DATETIME, _DICT))
+_PLAIN = frozenset((str, int, float, bool))  # exact types JSON writes as they are
 
 MAX_DEPTH = 512
 """Most levels of JSON nesting the codec writes or reads."""
@@ -152,13 +153,19 @@ def _tag(root: Mapping[str, Any]) -> Any:
                 parent[slot] = out
             _check_depth(depth)
             for key, item in value.items():
-                push((item, out, key, depth + 1))
+                if item is None or type(item) in _PLAIN:  # the common case, without a round trip
+                    out[key] = item
+                else:
+                    push((item, out, key, depth + 1))
         elif isinstance(value, list | tuple):
             _check_depth(depth)
             items: list[Any] = [None] * len(value)
             parent[slot] = items
             for i, item in enumerate(value):
-                push((item, items, i, depth + 1))
+                if item is None or type(item) in _PLAIN:
+                    items[i] = item
+                else:
+                    push((item, items, i, depth + 1))
         else:
             form = _scalar(value)
             if isinstance(form, dict):
@@ -211,7 +218,10 @@ def _untag(root: Any) -> Any:
         out: dict[str, Any] = dict.fromkeys(value)
         parent[slot] = out
         for k, v in value.items():
-            push((v, out, k))
+            if type(v) in _PLAIN or v is None:
+                out[k] = v
+            else:
+                push((v, out, k))
     return holder[0]
 
 
