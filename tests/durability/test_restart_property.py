@@ -217,11 +217,12 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     publish = st.tuples(
         st.just("publish"), st.one_of(st.just(""), x), routing_keys, properties(), st.integers(1, 4), sizes
     )
+    bind = st.tuples(st.just("bind"), q, x, routing_keys, binding_args())
     settle = st.sampled_from(["ack", "reject-requeue", "reject-drop", "nack-requeue", "nack-drop"])
     op = st.one_of(
         publish, publish, publish,
-        st.tuples(st.just("bind"), q, x, routing_keys, binding_args()),
-        st.tuples(st.just("bind"), q, x, routing_keys, binding_args()),
+        bind, bind, bind,
+        st.tuples(st.just("bind_x"), x, x, routing_keys, binding_args()),
         st.tuples(st.just("bind_x"), x, x, routing_keys, binding_args()),
         st.tuples(st.just("unbind"), st.integers(0, 10)),
         st.tuples(st.just("unbind_x"), st.integers(0, 10)),
