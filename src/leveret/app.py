@@ -18,6 +18,7 @@ from leveret.management.backend import NodeInfo
 from leveret.model.broker import Broker
 from leveret.server.server import Server
 from leveret.storage.base import Store
+from leveret.storage.lock import DataDirLocked
 
 log = logging.getLogger("leveret")
 
@@ -90,10 +91,13 @@ class App:
             page_limit=s.queue_ram_limit if s.storage != "memory" else None,
         )
         nq, nm = self.broker.recover(recovered, assume_delivered=unclean)
+        set_aside = recovered.set_aside + self.broker.recovery_set_aside
         if s.storage != "memory" or nq or nm:
             log.info(
-                "recovered %d durable queues and %d messages in %.3f s%s", nq, nm, recovered.seconds,
+                "recovered %d durable queues and %d messages in %.3f s%s%s", nq, nm, recovered.seconds,
                 " after an unclean stop: all recovered messages are flagged redelivered" if unclean and nm else "",
+                f"; {set_aside} records could not be recovered and are set aside (see the errors above)"
+                if set_aside else "",
             )  # fmt: skip
         for name in s.vhosts:
             self.broker.add_vhost(name)
@@ -234,6 +238,17 @@ class App:
         server.alarms.active = True
         server.apply_alarms()
 
+    async def abort(self) -> None:
+        """Undo a :meth:`start` that failed part way: release what it took, write no clean-stop marker."""
+        for r in self._runners:
+            await r.cleanup()
+        if self.server is not None:
+            await self.server.stop()
+        if self.store is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.store.close)
+        if self._lock is not None:
+            self._lock.release()
+
     async def stop(self) -> None:
         for r in self._runners:
             await r.cleanup()
@@ -280,15 +295,40 @@ def _https_site(runner: Any, host: str, port: int, ctx: Any, handshake_timeout: 
     return HTTPSSite(runner, host, port, ssl_context=ctx)
 
 
+def _one_line(exc: BaseException) -> str:
+    # These two explain themselves (and keep the texts they always had); anything else is named.
+    if isinstance(exc, OSError | DataDirLocked):
+        return " ".join(str(exc).split())
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    text = text if len(text) <= 500 else text[:500] + "..."
+    return f"{text} (--log-level debug shows where)"
+
+
 def _site_port(site: Any) -> int:
     server = site._server  # aiohttp keeps the asyncio server here
     return int(server.sockets[0].getsockname()[1])
 
 
+class CannotStart(Exception):
+    """The broker could not start; ``str()`` says why, in one line."""
+
+
 async def serve(settings: Settings) -> None:
-    """Run until SIGINT/SIGTERM, then shut down cleanly; SIGHUP reloads the TLS certificates."""
+    """Run until SIGINT/SIGTERM, then shut down cleanly; SIGHUP reloads the TLS certificates.
+
+    Raises :class:`CannotStart` if start-up fails, whatever the cause (the full
+    traceback is logged at DEBUG level, not printed: one line says what is wrong).
+    """
     app = App(settings)
-    await app.start()
+    try:
+        await app.start()
+    except Exception as exc:
+        log.debug("start-up failed", exc_info=exc)
+        try:
+            await app.abort()
+        except Exception as again:  # what start took may be half made; the first cause matters
+            log.debug("cleaning up after a failed start failed too", exc_info=again)
+        raise CannotStart(_one_line(exc)) from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -208,13 +208,13 @@ def server(
             tls_handshake_timeout, tls_login_from,
         ),  # fmt: skip
     )
-    from leveret.app import run
+    from leveret.app import CannotStart, run
 
     try:
         run(settings)
     except KeyboardInterrupt:
         pass
-    except (OSError, DataDirLocked) as exc:
+    except (CannotStart, OSError, DataDirLocked) as exc:
         click.echo(f"leveret: cannot start: {exc}", err=True)
         sys.exit(1)
 

@@ -6,6 +6,7 @@ Errors are raised as :class:`leveret.errors.AMQPError` with RabbitMQ's codes and
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
@@ -28,7 +29,7 @@ from leveret.model.properties import (
 )
 from leveret.model.queue import STORED, Queue
 from leveret.model.vhost import VHost, server_name
-from leveret.storage.base import Recovered, Store
+from leveret.storage.base import ExchangeRecord, QueueRecord, Recovered, SetAside, Store, describe
 
 log = logging.getLogger("leveret.model")
 
@@ -62,6 +63,7 @@ class Broker:
         self.vhosts: dict[str, VHost] = {"/": self._new_vhost("/")}
         self.connections: dict[str, ClientConnection] = {}
         self.next_msg_id = 1
+        self.recovery_set_aside = 0  # records recover() could not apply and set aside
         # broker-wide counters (management rates)
         self.published = self.confirmed = self.returned = 0
         # counters of deleted queues, so broker-wide totals never go backwards
@@ -74,37 +76,100 @@ class Broker:
 
         ``assume_delivered`` (after a crash) flags every message redelivered, since the
         delivered marks of the last moments may not have reached the disk.
+
+        A record this version cannot apply (an exchange type it does not know, arguments it
+        refuses, a message whose properties do not parse: written by another version, or by
+        hand) is set aside in the store (:meth:`Store.set_aside`, which logs it by name)
+        and skipped; the broker starts with everything else. ``recovery_set_aside`` counts them.
         """
         self.next_msg_id = max(self.next_msg_id, rec.next_msg_id)
+        set_aside = 0
         for x in rec.exchanges:
-            vh = self.vhosts.setdefault(x.vhost, self._new_vhost(x.vhost))
-            if x.name not in vh.exchanges:
-                vh.exchanges[x.name] = TYPES[x.type](
-                    x.vhost, x.name, durable=True, auto_delete=x.auto_delete, internal=x.internal, arguments=x.arguments
-                )
-        nmsg = 0
+            try:
+                self._recover_exchange(x)
+            except Exception as exc:
+                self._set_aside(x, _reason(exc))
+                set_aside += 1
+        nq = nmsg = 0
         for qr in rec.queues:
-            vh = self.vhosts.setdefault(qr.vhost, self._new_vhost(qr.vhost))
-            q = Queue(
-                qr.vhost, qr.name, durable=True, exclusive_owner=None, auto_delete=qr.auto_delete,
-                arguments=dict(qr.arguments), store=self.store, page_limit=self.page_limit, host=self,
-                consumer_timeout=A.ms_argument(qr.arguments, "x-consumer-timeout", f"queue '{qr.name}'"),
-            )  # fmt: skip
-            vh.queues[qr.name] = q
-            vh.exchanges[""].bind(QUEUE, qr.name, qr.name, {})
+            try:
+                q = self._recover_queue(qr)
+            except Exception as exc:
+                self._set_aside(qr, _reason(exc))
+                set_aside += 1
+                continue
+            nq += 1
+            bad: list[int] = []
+            reason = ""
             for m in rec.messages.get((qr.vhost, qr.name), ()):
-                q.restore(
-                    Message(
-                        m.msg_id, m.exchange, m.routing_key, m.properties, m.body, True, m.delivered or assume_delivered
-                    ),
-                    m.expires_at,
-                )
+                try:
+                    q.restore(
+                        Message(
+                            m.msg_id, m.exchange, m.routing_key, m.properties, m.body, True,
+                            m.delivered or assume_delivered,
+                        ),
+                        m.expires_at,
+                    )  # fmt: skip
+                except Exception as exc:
+                    bad.append(m.msg_id)
+                    reason = reason or _reason(exc)
+                    continue
                 nmsg += 1
+            if bad:
+                self._set_aside((qr.vhost, qr.name, bad), reason)
+                set_aside += len(bad)
         for b in rec.bindings:
             bvh = self.vhosts.get(b.vhost)
-            if bvh:
+            ends = None if bvh is None else bvh.queues if b.destination_type == QUEUE else bvh.exchanges
+            if bvh is None or ends is None or b.source not in bvh.exchanges or b.destination not in ends:
+                # Left behind by an older version (or set aside above): it would come back to life
+                # under a queue or exchange declared later with the same name.
+                self._set_aside(b, "its source or destination was not recovered")
+                set_aside += 1
+                continue
+            try:
                 bvh.recover_binding(b)
-        return len(rec.queues), nmsg
+            except Exception as exc:
+                src = bvh.exchanges.get(b.source)
+                if src is not None:  # bind() may have kept it before its index refused it
+                    with contextlib.suppress(Exception):
+                        src.unbind(b.destination_type, b.destination, b.routing_key, dict(b.arguments))
+                self._set_aside(b, _reason(exc))
+                set_aside += 1
+        self.recovery_set_aside = set_aside
+        return nq, nmsg
+
+    def _set_aside(self, what: SetAside | tuple[str, str, list[int]], reason: str) -> None:
+        """Ask the store to quarantine ``what``; if even that fails, log it and go on."""
+        try:
+            if isinstance(what, tuple):
+                self.store.set_aside_messages(*what, reason)
+            else:
+                self.store.set_aside(what, reason)
+        except Exception:
+            name = f"messages of queue '{what[1]}'" if isinstance(what, tuple) else describe(what)
+            log.exception("could not set aside %s (%s); it is skipped but stays in the store", name, reason)
+
+    def _recover_exchange(self, x: ExchangeRecord) -> None:
+        vh = self.vhosts.setdefault(x.vhost, self._new_vhost(x.vhost))
+        if x.name not in vh.exchanges:
+            kind = TYPES.get(x.type)
+            if kind is None:
+                raise ValueError(f"unknown exchange type '{x.type}'")
+            vh.exchanges[x.name] = kind(
+                x.vhost, x.name, durable=True, auto_delete=x.auto_delete, internal=x.internal, arguments=x.arguments
+            )
+
+    def _recover_queue(self, qr: QueueRecord) -> Queue:
+        vh = self.vhosts.setdefault(qr.vhost, self._new_vhost(qr.vhost))
+        q = Queue(
+            qr.vhost, qr.name, durable=True, exclusive_owner=None, auto_delete=qr.auto_delete,
+            arguments=dict(qr.arguments), store=self.store, page_limit=self.page_limit, host=self,
+            consumer_timeout=A.ms_argument(qr.arguments, "x-consumer-timeout", f"queue '{qr.name}'"),
+        )  # fmt: skip
+        vh.queues[qr.name] = q
+        vh.exchanges[""].bind(QUEUE, qr.name, qr.name, {})
+        return q
 
     def add_vhost(self, name: str) -> VHost:
         """The vhost ``name``, created (with its default exchanges) if it does not exist."""
@@ -400,6 +465,11 @@ class Broker:
             ch.sink.cancel_consumer(stuck.tag)
             return
         ch.sink.close_channel(ReplyCode.PRECONDITION_FAILED, TIMEOUT_TEXT.format(channel=ch.number, ms=expired.timeout))
+
+
+def _reason(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 300 else text[:300] + "..."
 
 
 def _smallest(*values: int | None) -> int | None:

@@ -114,11 +114,12 @@ class VHost:
             page_limit=self.page_limit if durable and not exclusive else None,
             host=self.host,
         )
+        if durable and not exclusive:
+            # Before the queue exists: arguments the store cannot keep raise here and leave nothing behind.
+            self.store.save_queue(QueueRecord(self.name, name, durable, auto_delete, args))
         self.queues[name] = q
         if exclusive and conn is not None:
             conn.exclusive_queues.append(q)
-        if durable and not exclusive:
-            self.store.save_queue(QueueRecord(self.name, name, durable, auto_delete, args))
         self.exchanges[""].bind(QUEUE, name, name, {})  # implicit binding, shown by list_bindings
         return q
 
@@ -187,9 +188,9 @@ class VHost:
         x = TYPES[type_](
             self.name, name, durable=durable, auto_delete=auto_delete, internal=internal, arguments=dict(arguments or {})
         )
-        self.exchanges[name] = x
-        if durable:
+        if durable:  # first, as for queues
             self.store.save_exchange(ExchangeRecord(self.name, name, type_, durable, auto_delete, internal, x.arguments))
+        self.exchanges[name] = x
         return x
 
     def delete_exchange(self, name: str, if_unused: bool) -> None:

@@ -18,7 +18,8 @@ means (the SQLite store's ``on_error``, ``on_stall``).
 
 Arguments of queues, exchanges and bindings are AMQP field tables; a store keeps
 them losslessly (see :mod:`leveret.storage.codec`) and raises :class:`TypeError`
-at the call site for a value it cannot keep.
+at the call site for a value it cannot keep (:class:`ValueError` for one nested deeper
+than :data:`leveret.storage.codec.MAX_DEPTH`).
 
 This module knows nothing of the broker model, frames or asyncio.
 """
@@ -95,6 +96,21 @@ class Recovered:
     messages: dict[tuple[str, str], list[MessageRecord]] = field(default_factory=dict)
     next_msg_id: int = 1  # one more than the highest msg_id held (1 if none)
     seconds: float = 0.0  # how long recovery took
+    set_aside: int = 0  # records the store could not read and set aside (see Store.set_aside)
+
+
+SetAside = QueueRecord | ExchangeRecord | BindingRecord
+
+
+def describe(record: SetAside) -> str:
+    """A record's name for a log line: its kind, name(s) and vhost."""
+    if isinstance(record, BindingRecord):
+        return (
+            f"binding from exchange '{record.source}' to {record.destination_type} '{record.destination}'"
+            f" with routing key '{record.routing_key}' in vhost '{record.vhost}'"
+        )
+    kind = "queue" if isinstance(record, QueueRecord) else "exchange"
+    return f"{kind} '{record.name}' in vhost '{record.vhost}'"
 
 
 class LoopLike(Protocol):
@@ -169,6 +185,19 @@ class Store(Protocol):
         A store may use the loop to hand work over once per turn (and to commit small turns
         in place); a store that gains nothing from it ignores it.
         """
+
+    def set_aside(self, record: SetAside, reason: str) -> None:
+        """Quarantine a record the broker could not recover: out of the live state, kept for inspection.
+
+        Logs an error naming the record and ``reason``. A queue takes its messages and
+        the bindings to it along, an exchange the bindings from and to it, so nothing of
+        it comes back under a queue or exchange declared later with the same name.
+        Called after :meth:`open`, before the broker takes traffic; a store also sets
+        aside, by itself, records it cannot read at all (counted in ``Recovered.set_aside``).
+        """
+
+    def set_aside_messages(self, vhost: str, queue: str, msg_ids: list[int], reason: str) -> None:
+        """Quarantine messages of ``queue`` the broker could not recover (as :meth:`set_aside`)."""
 
     def pending(self) -> int:
         """Operations submitted but not yet written: how far the store lags behind.

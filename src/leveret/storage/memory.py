@@ -23,6 +23,8 @@ from leveret.storage.base import (
     MessageRecord,
     QueueRecord,
     Recovered,
+    SetAside,
+    describe,
 )
 from leveret.storage.codec import decode_arguments, encode_arguments
 
@@ -34,7 +36,7 @@ _BindingKey = tuple[str, str, str, str, str, str]
 class MemoryStore:
     """In-memory store; ``open`` returns what the object holds."""
 
-    __slots__ = ("_bindings", "_exchanges", "_messages", "_queues")
+    __slots__ = ("_bindings", "_exchanges", "_messages", "_queues", "quarantined")
 
     def __init__(self) -> None:
         self._queues: dict[tuple[str, str], QueueRecord] = {}
@@ -42,6 +44,8 @@ class MemoryStore:
         self._bindings: dict[_BindingKey, BindingRecord] = {}
         # (vhost, queue) -> msg_id -> record; dicts keep insertion (= publish) order.
         self._messages: dict[tuple[str, str], dict[int, MessageRecord]] = {}
+        # What set_aside took out, with the reason: (record or (vhost, queue, message), reason).
+        self.quarantined: list[tuple[object, str]] = []
 
     def open(self) -> Recovered:
         """Return (copies of) the held contents, in the same order the SQLite store uses."""
@@ -131,6 +135,27 @@ class MemoryStore:
 
     def attach_loop(self, loop: LoopLike) -> None:
         """Nothing to hand over: every operation is done when its call returns."""
+
+    def set_aside(self, record: SetAside, reason: str) -> None:
+        """Take ``record`` (and what goes with it) out; keep it in :attr:`quarantined`."""
+        log.error("storage: %s cannot be recovered (%s); it is set aside", describe(record), reason)
+        self.quarantined.append((record, reason))
+        if isinstance(record, QueueRecord):
+            for msg in self._messages.get((record.vhost, record.name), {}).values():
+                self.quarantined.append(((record.vhost, record.name, msg), reason))
+            self.delete_queue(record.vhost, record.name)
+        elif isinstance(record, ExchangeRecord):
+            self.delete_exchange(record.vhost, record.name)
+        else:
+            self.delete_binding(record)
+
+    def set_aside_messages(self, vhost: str, queue: str, msg_ids: list[int], reason: str) -> None:
+        """Take the messages out; keep them in :attr:`quarantined`."""
+        log.error("storage: messages %s of queue '%s' in vhost '%s' cannot be recovered (%s); they are set aside",
+                  msg_ids[:10], queue, vhost, reason)  # fmt: skip
+        held = self._messages.get((vhost, queue), {})
+        self.quarantined.extend(((vhost, queue, held[i]), reason) for i in msg_ids if i in held)
+        self.remove(vhost, queue, msg_ids)
 
     def pending(self) -> int:
         return 0

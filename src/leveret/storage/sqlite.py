@@ -78,6 +78,10 @@ frame, checked by checksums). A main database file that is not a database or is
 malformed (SQLITE_NOTADB, SQLITE_CORRUPT at open) is moved aside with an error
 log and the store starts empty, unless ``quarantine_corrupt=False``; a broker that
 crash-loops on a bad file helps nobody, and the bad file is kept for inspection.
+For the same reason a single row that cannot be read (arguments that do not decode)
+is set aside: logged by name, moved with what belongs to it (a queue's messages and
+bindings) into the ``quarantine_*`` tables, and recovery goes on without it;
+:meth:`SqliteStore.set_aside` does the same for records the broker cannot apply.
 """
 
 from __future__ import annotations
@@ -102,6 +106,8 @@ from leveret.storage.base import (
     MessageRecord,
     QueueRecord,
     Recovered,
+    SetAside,
+    describe,
 )
 from leveret.storage.codec import decode_arguments, encode_arguments
 
@@ -561,6 +567,26 @@ class SqliteStore:
         )
         self._put((_EXEC, ((sql, _binding_params(b)),)))
 
+    def set_aside(self, record: SetAside, reason: str) -> None:
+        """Quarantine ``record`` (see :meth:`Store.set_aside`): copied to ``quarantine_*``, then deleted."""
+        self._put((_EXEC, _set_aside_sql(record, reason)))
+        if isinstance(record, QueueRecord):
+            self._put((_DELETE_QUEUE, record.vhost, record.name))  # forgets its queue id too
+        self._log_set_aside(describe(record), reason)
+
+    def set_aside_messages(self, vhost: str, queue: str, msg_ids: list[int], reason: str) -> None:
+        """Quarantine messages of ``queue`` (see :meth:`Store.set_aside_messages`)."""
+        if not msg_ids:
+            return
+        head = (time.time(), reason)
+        copies = tuple((_COPY_MESSAGES + " AND m.msg_id = ?", (*head, vhost, queue, i)) for i in msg_ids)
+        self._put((_EXEC, (*((sql, ()) for sql in _QUARANTINE_TABLES), *copies)))
+        self._put((_REMOVE, vhost, queue, tuple(msg_ids)))
+        shown = ", ".join(map(str, msg_ids[:10])) + (", ..." if len(msg_ids) > 10 else "")
+        self._log_set_aside(
+            f"{len(msg_ids)} message(s) ({shown}) of queue '{queue}' in vhost '{vhost}'", reason
+        )
+
     # -- opening and recovery (caller's thread, before the writer starts) ---------
 
     def _open_and_read(self) -> Recovered:
@@ -657,26 +683,54 @@ class SqliteStore:
             log.info("storage %s: schema version %d -> %d", self._path, v, v + 1)
 
     def _read(self, conn: sqlite3.Connection) -> Recovered:
-        queues = [
-            QueueRecord(vhost, name, bool(durable), bool(auto_delete), decode_arguments(args))
-            for vhost, name, durable, auto_delete, args in conn.execute(
-                "SELECT vhost, name, durable, auto_delete, arguments FROM queues ORDER BY vhost, name"
-            )
-        ]
-        exchanges = [
-            ExchangeRecord(vhost, name, type_, bool(durable), bool(ad), bool(internal), decode_arguments(a))
-            for vhost, name, type_, durable, ad, internal, a in conn.execute(
-                "SELECT vhost, name, type, durable, auto_delete, internal, arguments"
-                " FROM exchanges ORDER BY vhost, name"
-            )
-        ]
-        bindings = [
-            BindingRecord(vhost, source, dest, dest_type, key, decode_arguments(args))
-            for vhost, source, dest, dest_type, key, args in conn.execute(
-                "SELECT vhost, source, destination, destination_type, routing_key, arguments"
-                " FROM bindings ORDER BY vhost, source, destination, destination_type, routing_key, arguments"
-            )
-        ]
+        # A row that cannot be decoded is set aside (logged, moved to a quarantine_* table),
+        # never fatal: a broker that crash-loops on one bad record helps nobody.
+        bad: list[tuple[SetAside, str, tuple[tuple[str, tuple[Any, ...]], ...]]] = []
+
+        def rows(sql: str, make: Callable[..., Any]) -> list[Any]:
+            out = []
+            for rowid, *row in conn.execute(sql):
+                try:
+                    out.append(make(*row, decode_arguments(row[-1])))
+                except Exception as exc:
+                    record, reason = make(*row, {}), _reason(exc)
+                    bad.append((record, reason, _set_aside_sql(record, reason, rowid)))
+            return out
+
+        queues: list[QueueRecord] = rows(
+            "SELECT rowid, vhost, name, durable, auto_delete, arguments FROM queues ORDER BY vhost, name",
+            lambda v, n, d, ad, _a, args: QueueRecord(v, n, bool(d), bool(ad), args),
+        )
+        exchanges: list[ExchangeRecord] = rows(
+            "SELECT rowid, vhost, name, type, durable, auto_delete, internal, arguments FROM exchanges"
+            " ORDER BY vhost, name",
+            lambda v, n, t, d, ad, i, _a, args: ExchangeRecord(v, n, t, bool(d), bool(ad), bool(i), args),
+        )
+        bindings: list[BindingRecord] = rows(
+            "SELECT rowid, vhost, source, destination, destination_type, routing_key, arguments FROM bindings"
+            " ORDER BY vhost, source, destination, destination_type, routing_key, arguments",
+            lambda v, s, d, dt, rk, _a, args: BindingRecord(v, s, d, dt, rk, args),
+        )
+        if bad:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for _, _, statements in bad:
+                    for sql, params in statements:
+                        conn.execute(sql, params)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            for record, reason, _ in bad:
+                self._log_set_aside(describe(record), reason)
+            # What went with them: bindings from or to a quarantined exchange, or to a quarantined queue.
+            gone = {(_kind(r), r.vhost, r.name) for r, _, _ in bad if not isinstance(r, BindingRecord)}
+            bindings = [
+                b
+                for b in bindings
+                if ("exchange", b.vhost, b.source) not in gone
+                and (b.destination_type, b.vhost, b.destination) not in gone
+            ]
         names = {
             qid: (vhost, name) for qid, vhost, name in conn.execute("SELECT id, vhost, name FROM queue_ids")
         }
@@ -699,7 +753,16 @@ class SqliteStore:
             if records:
                 messages[key] = records
                 next_id = max(next_id, records[-1].msg_id + 1)
-        return Recovered(queues, exchanges, bindings, messages, next_id)
+        return Recovered(queues, exchanges, bindings, messages, next_id, set_aside=len(bad))
+
+    def _log_set_aside(self, what: str, reason: str) -> None:
+        log.error(
+            "storage %s: %s cannot be recovered (%s); it is set aside in the quarantine_* tables and the"
+            " broker starts without it",
+            self._path,
+            what,
+            reason,
+        )
 
     def _move_aside(self, exc: sqlite3.DatabaseError) -> None:
         stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -1135,6 +1198,94 @@ def _is_space_error(exc: BaseException) -> bool:
             return (code & 0xFF) == _SQLITE_FULL or code == _SQLITE_IOERR_SHMSIZE
         return "database or disk is full" in str(exc)
     return False
+
+
+# Where set-aside records go (created when first needed; no schema version: an older
+# leveret opens the file and ignores them). Each row says when and why.
+_QUARANTINE_TABLES = (
+    """CREATE TABLE IF NOT EXISTS quarantine_queues (set_aside_at REAL, reason TEXT,
+        vhost TEXT, name TEXT, durable INTEGER, auto_delete INTEGER, arguments TEXT)""",
+    """CREATE TABLE IF NOT EXISTS quarantine_exchanges (set_aside_at REAL, reason TEXT,
+        vhost TEXT, name TEXT, type TEXT, durable INTEGER, auto_delete INTEGER, internal INTEGER, arguments TEXT)""",
+    """CREATE TABLE IF NOT EXISTS quarantine_bindings (set_aside_at REAL, reason TEXT,
+        vhost TEXT, source TEXT, destination TEXT, destination_type TEXT, routing_key TEXT, arguments TEXT)""",
+    """CREATE TABLE IF NOT EXISTS quarantine_messages (set_aside_at REAL, reason TEXT,
+        vhost TEXT, queue TEXT, msg_id INTEGER, exchange TEXT, routing_key TEXT,
+        properties BLOB, body BLOB, delivered INTEGER, expires_at REAL)""",
+)
+_COPY_QUEUE = (
+    "INSERT INTO quarantine_queues SELECT ?, ?, vhost, name, durable, auto_delete, arguments"
+    " FROM queues WHERE vhost = ? AND name = ?"
+)
+_COPY_EXCHANGE = (
+    "INSERT INTO quarantine_exchanges SELECT ?, ?, vhost, name, type, durable, auto_delete, internal, arguments"
+    " FROM exchanges WHERE vhost = ? AND name = ?"
+)
+_COPY_BINDINGS = (
+    "INSERT INTO quarantine_bindings SELECT ?, ?, vhost, source, destination, destination_type, routing_key,"
+    " arguments FROM bindings WHERE "
+)
+_COPY_MESSAGES = (
+    "INSERT INTO quarantine_messages SELECT ?, ?, q.vhost, q.name, m.msg_id, m.exchange, m.routing_key,"
+    " m.properties, m.body, m.delivered, m.expires_at FROM messages m JOIN queue_ids q ON m.queue = q.id"
+    " WHERE q.vhost = ? AND q.name = ?"
+)
+_COPY_BINDINGS_NUMBERED = _COPY_BINDINGS.replace("?, ?", "?3, ?4", 1)  # after ?1, ?2 of the WHERE
+_BINDING_IDENTITY = "vhost = ? AND source = ? AND destination = ? AND destination_type = ? AND routing_key = ? AND arguments = ?"
+_TO_QUEUE = "vhost = ? AND destination = ? AND destination_type = 'queue'"
+_FROM_OR_TO_EXCHANGE = "vhost = ?1 AND (source = ?2 OR (destination = ?2 AND destination_type = 'exchange'))"
+_QUEUE_ID = "(SELECT id FROM queue_ids WHERE vhost = ? AND name = ?)"
+
+_Statements = tuple[tuple[str, tuple[Any, ...]], ...]
+
+
+def _set_aside_sql(record: SetAside, reason: str, rowid: int | None = None) -> _Statements:
+    """Statements that copy ``record`` (and what goes with it) to the quarantine tables, then delete it.
+
+    A binding is found by ``rowid`` if given (its arguments may not decode), else by its identity.
+    """
+    head = (time.time(), reason)
+    v = record.vhost
+    if isinstance(record, BindingRecord):
+        key: tuple[Any, ...]
+        if rowid is not None:
+            where, key = "rowid = ?", (rowid,)
+        else:
+            where, key = _BINDING_IDENTITY, _binding_params(record)
+        return (
+            *((sql, ()) for sql in _QUARANTINE_TABLES),
+            (_COPY_BINDINGS + where, (*head, *key)),
+            ("DELETE FROM bindings WHERE " + where, key),
+        )
+    n = record.name
+    along = (time.time(), f"{describe(record)} was set aside: {reason}")
+    if isinstance(record, QueueRecord):
+        return (
+            *((sql, ()) for sql in _QUARANTINE_TABLES),
+            (_COPY_QUEUE, (*head, v, n)),
+            (_COPY_MESSAGES, (*along, v, n)),
+            (_COPY_BINDINGS + _TO_QUEUE, (*along, v, n)),
+            ("DELETE FROM messages WHERE queue = " + _QUEUE_ID, (v, n)),
+            ("DELETE FROM queue_ids WHERE vhost = ? AND name = ?", (v, n)),
+            ("DELETE FROM queues WHERE vhost = ? AND name = ?", (v, n)),
+            ("DELETE FROM bindings WHERE " + _TO_QUEUE, (v, n)),
+        )
+    return (
+        *((sql, ()) for sql in _QUARANTINE_TABLES),
+        (_COPY_EXCHANGE, (*head, v, n)),
+        (_COPY_BINDINGS_NUMBERED + _FROM_OR_TO_EXCHANGE, (v, n, *along)),
+        ("DELETE FROM exchanges WHERE vhost = ? AND name = ?", (v, n)),
+        ("DELETE FROM bindings WHERE " + _FROM_OR_TO_EXCHANGE, (v, n)),
+    )
+
+
+def _kind(record: SetAside) -> str:
+    return "queue" if isinstance(record, QueueRecord) else "exchange"
+
+
+def _reason(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 300 else text[:300] + "..."
 
 
 def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
