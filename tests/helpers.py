@@ -135,3 +135,18 @@ def wait_for(pred: Any, timeout: float = 5.0, interval: float = 0.02) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+def in_thread(fn: Any) -> tuple[threading.Thread, list[object]]:
+    """Run ``fn`` in a thread; the list gets its result (or exception) when it returns."""
+    out: list[object] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except Exception as exc:
+            out.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, out

@@ -21,7 +21,7 @@ import pytest
 from leveret.app import CLEAN_STOP_MARKER
 from tests.durability.conftest import close_quietly, connect, recovery
 from tests.durability.test_kill import kill9
-from tests.helpers import ProcessBroker, wait_for
+from tests.helpers import ProcessBroker, in_thread, wait_for
 from tests.http_client import http_request
 
 Start = Callable[..., ProcessBroker]
@@ -52,21 +52,6 @@ def fill(disk: Path, leave: int) -> Path:
 def health(b: ProcessBroker) -> tuple[int, Any]:
     status, body, _ = http_request(f"http://127.0.0.1:{b.http_port}/api/healthchecks/node", "GET")
     return status, body
-
-
-def in_thread(fn: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
-    """Run ``fn`` in a thread; the list gets its result (or exception) when it returns."""
-    out: list[object] = []
-
-    def run() -> None:
-        try:
-            out.append(fn())
-        except Exception as exc:
-            out.append(exc)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t, out
 
 
 def drain(b: ProcessBroker, queue: str) -> list[tuple[bytes, bool]]:

@@ -10,7 +10,6 @@ failed for good closes its clients with 541 and leaves no clean-stop marker.
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from pika.exceptions import AMQPConnectionError, ConnectionClosedByBroker
 from leveret.app import CLEAN_STOP_MARKER
 from leveret.storage.sqlite import SqliteStore
 from tests.durability.conftest import close_quietly
-from tests.helpers import ThreadBroker, wait_for
+from tests.helpers import ThreadBroker, in_thread, wait_for
 from tests.http_client import http_request
 
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
@@ -60,20 +59,6 @@ def set_max_pages(store: SqliteStore, pages: int | None) -> None:
         assert conn is not None
         n = conn.execute("PRAGMA page_count").fetchone()[0] if pages is None else pages
         conn.execute(f"PRAGMA max_page_count = {n}")
-
-
-def in_thread(fn: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
-    out: list[object] = []
-
-    def run() -> None:
-        try:
-            out.append(fn())
-        except Exception as exc:
-            out.append(exc)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t, out
 
 
 def test_no_space_blocks_publishers_at_once_fails_health_and_confirms_when_space_returns(

@@ -35,6 +35,7 @@ from leveret.management.shapes import (
     jsonable,
 )
 from leveret.model.snapshots import QueueSnapshot
+from leveret.model.validation import check_shortstr
 
 HASHING_ALGORITHM = "rabbit_password_hashing_sha256"
 #: Declarations per event-loop turn when importing over HTTP.
@@ -122,19 +123,11 @@ class ImportReport:
     ignored: list[str] = field(default_factory=list)
 
 
-#: AMQP names are short strings: at most 255 bytes of UTF-8.
-MAX_NAME_BYTES = 255
-
-
 def check_name(kind: str, name: str) -> str:
-    """``name`` if AMQP could carry it (a shortstr of UTF-8); else AMQPError 406, which HTTP
-    answers as 400 ``bad_request``."""
-    try:
-        size = len(name.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise _bad(f"{kind} name is not valid UTF-8") from None
-    if size > MAX_NAME_BYTES:
-        raise _bad(f"{kind} name is {size} bytes long; the limit is {MAX_NAME_BYTES}")
+    """``name`` if AMQP could carry it (a shortstr of UTF-8); else 406, which HTTP answers as 400
+    ``bad_request``. The model's own check (one text everywhere), made here too because a request
+    is refused before it reaches a backend."""
+    check_shortstr(kind if kind == "routing key" else f"{kind} name", name)
     return name
 
 
