@@ -128,3 +128,21 @@ def test_sorts_answered_from_counters_match_the_rendered_values(many: Served, pa
     assert values == sorted(values), path
     _, page, _ = many.request("GET", f"/api/queues?page=1&page_size=3&sort={path}&sort_reverse=true")
     assert [q["name"] for q in page["items"]] == [q["name"] for q in reversed(items)][:3]
+
+
+def test_binding_lists_stream_a_slice_at_a_time(api: Served) -> None:
+    """Bindings are not paginated (as in RabbitMQ) but can be as many as queues: they are sent in
+    slices (a chunked body, no Content-Length), in the backend's order, every one of them."""
+    n = 3 * listing.SLICE + 7
+    for i in range(n):
+        api.backend.add_queue("/", f"b-{i:05d}")  # each gets its default-exchange binding
+    for path in ("/api/bindings", "/api/bindings/%2F"):
+        status, body, headers = api.request("GET", path)
+        assert status == 200 and "Content-Length" not in headers, headers
+        assert [b["destination"] for b in body if b["destination"].startswith("b-")] == [
+            f"b-{i:05d}" for i in range(n)
+        ]
+    status, body, headers = api.request("GET", "/api/queues/%2F/b-00003/bindings")
+    assert status == 200 and [b["destination"] for b in body] == ["b-00003"]
+    status, body, headers = api.request("GET", "/api/consumers")
+    assert status == 200 and isinstance(body, list) and "Content-Length" not in headers

@@ -51,7 +51,7 @@ from leveret.management.guards import (
     json_body,
     strict_path_middleware,
 )
-from leveret.management.listing import SLICE, Source, gc_paused, respond
+from leveret.management.listing import SLICE, Source, gc_paused, respond, stream_all
 from leveret.management.rates import TOTALS_STATS, RateSampler, Sample
 from leveret.model.snapshots import ChannelSnapshot, ConnectionSnapshot, ExchangeSnapshot
 
@@ -361,13 +361,12 @@ async def get_messages(request: web.Request) -> web.Response:
     return web.json_response([_got_json(m, encoding, truncate) for m in got])
 
 
-async def queue_bindings(request: web.Request) -> web.Response:
+async def queue_bindings(request: web.Request) -> web.StreamResponse:
     vhost, name = _vhost(request), request.match_info["name"]
     b = _backend(request)
     b.queue(vhost, name)
-    items = [shapes.binding_json(x) for x in b.bindings(vhost)
-             if x.destination == name and x.destination_type == "queue"]  # fmt: skip
-    return web.json_response(items)
+    mine = [x for x in b.bindings(vhost) if x.destination == name and x.destination_type == "queue"]
+    return await stream_all(request, mine, shapes.binding_json)
 
 
 async def list_connections(request: web.Request) -> web.StreamResponse:
@@ -420,12 +419,12 @@ async def list_channels(request: web.Request) -> web.StreamResponse:
     return await respond(request, Source(b.channels(), name, key, _rendered(render)))
 
 
-async def list_consumers(request: web.Request) -> web.Response:
+async def list_consumers(request: web.Request) -> web.StreamResponse:
     vhost = _vhost(request) if "vhost" in request.match_info else None
     b = _backend(request)
     peers = {c.name: c for c in b.connections()}
     node = _node(request)
-    return web.json_response([shapes.consumer_json(c, node, peers) for c in b.consumers(vhost)])
+    return await stream_all(request, list(b.consumers(vhost)), lambda c: shapes.consumer_json(c, node, peers))
 
 
 async def list_exchanges(request: web.Request) -> web.StreamResponse:
@@ -446,9 +445,9 @@ async def get_exchange(request: web.Request) -> web.Response:
     raise AMQPError(ReplyCode.NOT_FOUND, f"no exchange '{name}'")
 
 
-async def list_bindings(request: web.Request) -> web.Response:
+async def list_bindings(request: web.Request) -> web.StreamResponse:
     vhost = _vhost(request) if "vhost" in request.match_info else None
-    return web.json_response([shapes.binding_json(x) for x in _backend(request).bindings(vhost)])
+    return await stream_all(request, list(_backend(request).bindings(vhost)), shapes.binding_json)
 
 
 async def get_definitions(request: web.Request) -> web.StreamResponse:

@@ -251,6 +251,13 @@ async def _sorted_by_rendered(entries: list[E], source: Source[E], path: str) ->
     return [keyed[n][2] for n in order]
 
 
+async def stream_all(request: web.Request, entries: list[E], render: Callable[[E], JSON]) -> web.StreamResponse:
+    """Every entry in the given order, rendered and serialised a slice per loop turn: for the lists
+    RabbitMQ does not paginate (bindings, consumers), which can be as long as the queue list."""
+    source: Source[E] = Source(entries, str, lambda e: 0, lambda chunk: [(e, render(e)) for e in chunk])
+    return await _stream(request, entries, source, None)
+
+
 async def _stream(
     request: web.Request, entries: list[E], source: Source[E], columns: list[str] | None
 ) -> web.StreamResponse:
