@@ -164,11 +164,14 @@ class AMQPServerProtocol(asyncio.Protocol):
         self.awaiting_sync: list[tuple[int, bytes]] | None = None
         self.deferred: tuple[list[Any], AMQPError | None] | None = None
         self.read_pauses: set[str] = set()  # why reading is paused: "sync", "disk"
-        # A publisher from its first basic.publish frame (not its first whole message): alarms block
-        # it even while it holds only unfinished content.
-        self.has_published = False
         self.blocked = False  # by an alarm
         self.watching_peer = False  # _watch_peer is scheduled
+
+    @property
+    def has_published(self) -> bool:
+        """A publisher from its first basic.publish frame (not its first whole message): alarms block
+        it even while it holds only unfinished content."""
+        return self.amqp.publishing
 
     # ---- transport callbacks -------------------------------------------------------------------
 
@@ -244,10 +247,8 @@ class AMQPServerProtocol(asyncio.Protocol):
             error: AMQPError | None = err
         else:
             error = None
-        if self.amqp.publishing:
-            self.has_published = True
-        if self.memory_alarm.note(len(data)):
-            self.check_alarms()
+        if self.memory_alarm.note(len(data)):  # reading outran the tick's check of the alarms
+            self.server.check_alarms(time.monotonic())
         if self.deferred is not None:  # read before pause_reading took effect: keep the order
             self.deferred = (self.deferred[0] + events, error or self.deferred[1])
             return
@@ -294,7 +295,6 @@ class AMQPServerProtocol(asyncio.Protocol):
                         broker.check_publish(self.client.vhost, ev.exchange, props)  # type: ignore[union-attr]
                         ch.tx_publishes.append(ev)
                         ch.model.tx_publishes_held += 1
-                        self.has_published = True
                         continue
                     routed, stored, rejected = broker.publish(
                         self.client.vhost,  # type: ignore[union-attr]
@@ -304,7 +304,6 @@ class AMQPServerProtocol(asyncio.Protocol):
                         self.return_unroutable(ev)
                     if ch.model.confirm:
                         ch.confirm_publish(stored, rejected)
-                    self.has_published = True
                 elif t is Ack:
                     channels[ev.channel].model.ack(ev.delivery_tag, ev.multiple)
                 elif t is MethodReceived:
@@ -468,11 +467,6 @@ class AMQPServerProtocol(asyncio.Protocol):
         self.read_pauses.discard(reason)
         if not self.read_pauses and self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
-
-    def check_alarms(self) -> None:
-        """Reading outran the periodic check (see MemoryAlarm.note): check the alarms now and block
-        or unblock publishers as the server's tick does."""
-        self.server.check_alarms(time.monotonic())
 
     def set_blocked(self, blocked: bool) -> None:
         """Resource alarm (disk, memory, store backlog): stop (or resume) reading from this publishing connection.
