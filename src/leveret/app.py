@@ -15,6 +15,7 @@ from leveret import __version__
 from leveret.config import Settings
 from leveret.errors import ReplyCode
 from leveret.management.backend import NodeInfo
+from leveret.model.access import K_NODE, NODE_INITIALISED, check_password
 from leveret.model.broker import Broker
 from leveret.server.server import Server
 from leveret.storage.base import Store
@@ -89,6 +90,8 @@ class App:
             consumer_timeout=s.consumer_timeout,
             consumer_timeout_action=s.consumer_timeout_action,
             page_limit=s.queue_ram_limit if s.storage != "memory" else None,
+            loopback_users=s.loopback_users,
+            vhosts=(),
         )
         nq, nm = self.broker.recover(recovered, assume_delivered=unclean)
         set_aside = recovered.set_aside + self.broker.recovery_set_aside
@@ -99,8 +102,7 @@ class App:
                 f"; {set_aside} records could not be recovered and are set aside (see the errors above)"
                 if set_aside else "",
             )  # fmt: skip
-        for name in s.vhosts:
-            self.broker.add_vhost(name)
+        apply_access_settings(self.broker, s, recovered.definitions)
         if len(self.broker.vhosts) > 1:
             log.info("virtual hosts: %s", ", ".join(sorted(self.broker.vhosts)))
         self.server = Server(s, self.broker)
@@ -129,7 +131,10 @@ class App:
         if s.http_port is not None or https:
             from leveret.management.http import build_app
 
-            runner = web.AppRunner(build_app(backend, users=s.users, loopback_users=s.loopback_users), access_log=None)
+            runner = web.AppRunner(
+                build_app(backend, users=s.users, loopback_users=s.loopback_users, access=self.broker.access),
+                access_log=None,
+            )
             await runner.setup()
             self._runners.append(runner)
             if s.http_port is not None:
@@ -268,6 +273,36 @@ class App:
         if self._lock is not None:
             self._lock.release()
         log.info("broker stopped")
+
+
+def apply_access_settings(broker: Broker, s: Settings, stored: dict[str, dict[str, str]]) -> None:
+    """Users and vhosts from the settings. On a node's first start (nothing stored yet), the default
+    vhost and user with its tags and permissions, as RabbitMQ creates guest on "/"; then, at every
+    start, the ``--vhost`` vhosts and the ``--user`` administrators (full permissions on the default
+    vhost and those). Vhosts that only come back through their durable objects (a data dir written
+    before vhosts were stored) are stored now."""
+    access = broker.access
+    if NODE_INITIALISED not in stored.get(K_NODE, {}):
+        if s.default_vhost:
+            broker.add_vhost(s.default_vhost)
+        if s.default_user:
+            access.add_user(s.default_user, s.default_pass, s.default_user_tags)
+            if s.default_vhost:
+                access.set_permissions(s.default_user, s.default_vhost, *s.default_permissions)
+            log.info("first start: created user '%s' and vhost '%s'", s.default_user, s.default_vhost)
+        broker.store.put_definition(K_NODE, NODE_INITIALISED, "true")
+    for name in list(broker.vhosts):
+        if name not in broker.vhost_meta:
+            broker.add_vhost(name)
+    for name in s.vhosts:
+        broker.add_vhost(name)
+    for name, password in s.users.items():
+        user = access.users.get(name)
+        if user is None or not check_password(password, user.password_hash, user.hashing_algorithm):
+            access.add_user(name, password, ("administrator",) if user is None else user.tags)
+        for vhost in {s.default_vhost, *s.vhosts} - {""}:
+            if (name, vhost) not in access.permissions:
+                access.set_permissions(name, vhost, ".*", ".*", ".*")
 
 
 def _rss_bytes() -> int:

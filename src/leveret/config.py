@@ -44,11 +44,20 @@ class Settings:
     memory_high_watermark: float = 0.4
     store_backlog_limit: int = 100_000
 
-    # Users: name -> password. guest works from loopback only (RabbitMQ's loopback_users). Every
-    # user may use every vhost (there are no per-vhost permissions).
-    users: dict[str, str] = field(default_factory=lambda: {"guest": "guest"})
-    # Virtual hosts besides "/", created at start (vhosts holding durable objects come back anyway).
+    # Users and vhosts live in the store (leveretctl add_user, set_permissions, ...). On a node's first
+    # start (an empty store) the default user is created with default_user_tags and the default
+    # permissions on the default vhost, as RabbitMQ does; default_user None creates no user.
+    default_user: str | None = "guest"
+    default_pass: str = "guest"
+    default_vhost: str = "/"
+    default_user_tags: tuple[str, ...] = ("administrator",)
+    default_permissions: tuple[str, str, str] = (".*", ".*", ".*")
+    # Users (name -> password) set at every start: created or given this password, administrators
+    # with full permissions on the default vhost and on every vhost of ``vhosts``.
+    users: dict[str, str] = field(default_factory=dict)
+    # Virtual hosts ensured at every start (besides those in the store).
     vhosts: tuple[str, ...] = ()
+    # Users who may log in only from a loopback address (RabbitMQ's loopback_users; empty: none).
     loopback_users: tuple[str, ...] = ("guest",)
 
     # Consumer acknowledgement timeout in ms; None disables it.

@@ -55,6 +55,8 @@ class World:
         self.clock = FakeClock()
         self.store = MemoryStore()
         self.broker = Broker(self.store, clock=self.clock, **kw)
+        self.broker.access.add_user("guest", "guest", ("administrator",))
+        self.broker.access.set_permissions("guest", "/", ".*", ".*", ".*")
         self._n = 0
 
     def connection(self, cancel_notify: bool = True) -> ClientConnection:

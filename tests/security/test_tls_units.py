@@ -9,6 +9,7 @@ import pytest
 import trustme
 
 from leveret.errors import ConnectionError_
+from leveret.model.access import AccessControl
 from leveret.server import auth
 from leveret.server.tls import ServerTLS, TLSConfigError, TLSFiles, build_context, cert_login
 from tests.security.conftest import Files
@@ -35,21 +36,18 @@ def test_mechanisms_offer_external_only_with_a_certificate_name() -> None:
 
 
 def test_external_needs_a_certificate_user_that_exists() -> None:
-    users = {"guest": "guest", "alice": "apw"}
-    assert auth.authenticate("EXTERNAL", b"", users, ("guest",), "127.0.0.1", cert_user="alice") == "alice"
-    assert (
-        auth.authenticate("EXTERNAL", b"guest", users, ("guest",), "127.0.0.1", cert_user="alice") == "alice"
-    )
+    users = AccessControl(loopback_users=("guest",))
+    users.add_user("guest", "guest")
+    users.add_user("alice", "apw")
+    assert auth.authenticate("EXTERNAL", b"", users, "127.0.0.1", cert_user="alice") == "alice"
+    assert auth.authenticate("EXTERNAL", b"guest", users, "127.0.0.1", cert_user="alice") == "alice"
     for cert_user in (None, "mallory"):
         with pytest.raises(ConnectionError_) as info:
-            auth.authenticate("EXTERNAL", b"alice", users, ("guest",), "127.0.0.1", cert_user=cert_user)
+            auth.authenticate("EXTERNAL", b"alice", users, "127.0.0.1", cert_user=cert_user)
         assert info.value.code == 403
     with pytest.raises(ConnectionError_):  # loopback_users hold for EXTERNAL too
-        auth.authenticate("EXTERNAL", b"", users, ("guest",), "10.0.0.9", cert_user="guest")
-    assert (
-        auth.authenticate("PLAIN", b"\x00guest\x00guest", users, ("guest",), "127.0.0.1", cert_user="alice")
-        == "guest"
-    )
+        auth.authenticate("EXTERNAL", b"", users, "10.0.0.9", cert_user="guest")
+    assert auth.authenticate("PLAIN", b"\x00guest\x00guest", users, "127.0.0.1", cert_user="alice") == "guest"
 
 
 def test_server_context_defaults(files: Files) -> None:

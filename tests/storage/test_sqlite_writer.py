@@ -453,7 +453,7 @@ def test_a_version_1_database_is_migrated_and_keeps_its_messages(tmp_path: Path)
     store.append(V, "q", MessageRecord(8, "ex", "rk", b"", b"new", expires_at=1234.5))
     store.close()
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     conn.close()
     again = SqliteStore(db)
     assert [m.expires_at for m in again.open().messages[V, "q"]] == [None, 1234.5]

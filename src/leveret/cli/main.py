@@ -201,7 +201,7 @@ def server(
         disk_free_limit=disk_free_limit,
         memory_high_watermark=memory_high_watermark,
         store_backlog_limit=store_backlog_limit,
-        users={"guest": "guest", **users},
+        users=users,
         vhosts=tuple(vhosts),
         **_tls_options(
             click.get_current_context(), tls_cert, tls_key, tls_ca, tls_verify, amqps_port, https_port,

@@ -19,9 +19,6 @@ parameters are accepted and ignored (reported in :class:`ImportReport.ignored`).
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,23 +31,12 @@ from leveret.management.shapes import (
     exchange_definition,
     jsonable,
 )
+from leveret.model.access import AccessControl
 from leveret.model.snapshots import QueueSnapshot
 from leveret.model.validation import check_shortstr
 
-HASHING_ALGORITHM = "rabbit_password_hashing_sha256"
 #: Declarations per event-loop turn when importing over HTTP.
 IMPORT_SLICE = 50
-
-
-def password_hash(password: str, salt: bytes | None = None) -> str:
-    """RabbitMQ's ``rabbit_password_hashing_sha256`` format."""
-    salt = os.urandom(4) if salt is None else salt
-    return base64.b64encode(salt + hashlib.sha256(salt + password.encode("utf-8")).digest()).decode()
-
-
-def check_password_hash(password: str, encoded: str) -> bool:
-    raw = base64.b64decode(encoded)
-    return len(raw) > 4 and password_hash(password, raw[:4]) == encoded
 
 
 def queue_definition(q: QueueSnapshot) -> dict[str, Any]:
@@ -66,7 +52,7 @@ def queue_definition(q: QueueSnapshot) -> dict[str, Any]:
 
 
 def export_definitions(
-    backend: Backend, users: dict[str, str], vhost: str | None = None, *, with_queues: bool = True
+    backend: Backend, access: AccessControl, vhost: str | None = None, *, with_queues: bool = True
 ) -> dict[str, Any]:
     """The definitions document for the whole broker, or for one ``vhost``; ``with_queues=False``
     leaves ``queues`` empty for a caller that adds them a slice at a time."""
@@ -91,23 +77,10 @@ def export_definitions(
     }
     if vhost is None:
         doc.update(
-            users=[
-                {
-                    "name": name,
-                    "password_hash": password_hash(pw),
-                    "hashing_algorithm": HASHING_ALGORITHM,
-                    "tags": ["administrator"],
-                    "limits": {},
-                }
-                for name, pw in sorted(users.items())
-            ],
+            users=[u.record() for _, u in sorted(access.users.items())],
             vhosts=[{"name": v, "limits": [], "metadata": {"description": "", "tags": []}} for v in vhosts],
-            permissions=[
-                {"user": u, "vhost": v, "configure": ".*", "write": ".*", "read": ".*"}
-                for u in sorted(users)
-                for v in vhosts
-            ],
-            topic_permissions=[],
+            permissions=[p.record() for _, p in sorted(access.permissions.items())],
+            topic_permissions=[t.record() for _, t in sorted(access.topic_permissions.items())],
             parameters=[],
             global_parameters=[{"name": "cluster_name", "value": info.node}],
         )

@@ -25,7 +25,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import hmac
 import ipaddress
 import json
 import logging
@@ -53,6 +52,7 @@ from leveret.management.guards import (
 )
 from leveret.management.listing import SLICE, Source, gc_paused, respond, stream_all
 from leveret.management.rates import TOTALS_STATS, RateSampler, Sample
+from leveret.model.access import AccessControl, LoginRefused
 from leveret.model.snapshots import ChannelSnapshot, ConnectionSnapshot, ExchangeSnapshot
 
 log = logging.getLogger("leveret.management")
@@ -60,8 +60,7 @@ log = logging.getLogger("leveret.management")
 STATIC_DIR = Path(__file__).with_name("static")
 BACKEND: web.AppKey[Backend] = web.AppKey("backend", Backend)
 RATES: web.AppKey[RateSampler] = web.AppKey("rates", RateSampler)
-USERS: web.AppKey[dict[str, str]] = web.AppKey("users", dict)
-LOOPBACK_USERS: web.AppKey[tuple[str, ...]] = web.AppKey("loopback_users", tuple)
+ACCESS: web.AppKey[AccessControl] = web.AppKey("access", AccessControl)
 INTERVAL: web.AppKey[float] = web.AppKey("rates_interval", float)
 TICKER: web.AppKey[asyncio.Task[None]] = web.AppKey("ticker", asyncio.Task)
 
@@ -86,9 +85,7 @@ def _is_loopback(remote: str | None) -> bool:
     return addr.is_loopback
 
 
-def authenticate(
-    header: str | None, remote: str | None, users: dict[str, str], loopback_users: Iterable[str]
-) -> tuple[str | None, str]:
+def authenticate(header: str | None, remote: str | None, access: AccessControl) -> tuple[str | None, str]:
     """Check a basic ``Authorization`` header. Returns (user, "") or (None, reason)."""
     if not header or not header.lower().startswith("basic "):
         return None, "Not management user"
@@ -96,11 +93,12 @@ def authenticate(
         user, _, password = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8").partition(":")
     except (binascii.Error, UnicodeDecodeError):
         return None, "Malformed Authorization header"
-    expected = users.get(user)
-    if expected is None or not hmac.compare_digest(expected.encode(), password.encode()):
+    try:
+        access.authenticate(user, password, "127.0.0.1" if _is_loopback(remote) else (remote or "?"))
+    except LoginRefused as exc:
+        if "localhost" in exc.reason:
+            return None, f"User '{user}' can only connect via localhost"
         return None, "Login failed"
-    if user in loopback_users and not _is_loopback(remote):
-        return None, f"User '{user}' can only connect via localhost"
     return user, ""
 
 
@@ -109,8 +107,7 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not request.path.startswith("/api/"):
         return await handler(request)
     app = request.app
-    loopback: tuple[str, ...] = app[LOOPBACK_USERS]
-    user, reason = authenticate(request.headers.get("Authorization"), request.remote, app[USERS], loopback)
+    user, reason = authenticate(request.headers.get("Authorization"), request.remote, app[ACCESS])
     if user is None:
         # No WWW-Authenticate for the dashboard's own fetches, so browsers show its login
         # field instead of a native password dialog.
@@ -453,7 +450,7 @@ async def list_bindings(request: web.Request) -> web.StreamResponse:
 async def get_definitions(request: web.Request) -> web.StreamResponse:
     vhost = _vhost(request) if "vhost" in request.match_info else None
     b = _backend(request)
-    doc = defs.export_definitions(b, request.app[USERS], vhost, with_queues=False)
+    doc = defs.export_definitions(b, request.app[ACCESS], vhost, with_queues=False)
     del doc["queues"]
     keys = b.queue_keys(vhost)
     headers = {"Content-Type": "application/json; charset=utf-8"}
@@ -500,9 +497,10 @@ async def aliveness(request: web.Request) -> web.Response:
 async def whoami(request: web.Request) -> web.Response:
     # The auth middleware already accepted this header; decode it again rather than stash
     # the user on the request (request storage keys differ across aiohttp versions).
-    loopback: tuple[str, ...] = request.app[LOOPBACK_USERS]
-    user, _ = authenticate(request.headers.get("Authorization"), request.remote, request.app[USERS], loopback)
-    return web.json_response({"name": user, "tags": ["administrator"]})
+    access = request.app[ACCESS]
+    user, _ = authenticate(request.headers.get("Authorization"), request.remote, access)
+    u = access.users.get(user or "")
+    return web.json_response({"name": user, "tags": list(u.tags) if u is not None else []})
 
 
 async def _vhost_json(request: web.Request, vhost: str) -> JSON:
@@ -580,8 +578,9 @@ async def _ticker(app: web.Application) -> AsyncIterator[None]:
 def build_app(
     backend: Backend,
     *,
-    users: dict[str, str],
+    users: dict[str, str] | None = None,
     loopback_users: Iterable[str] = ("guest",),
+    access: AccessControl | None = None,
     rates_interval: float = 1.0,
     rates: RateSampler | None = None,
     request_timeout: float = REQUEST_TIMEOUT,
@@ -596,8 +595,11 @@ def build_app(
     )  # fmt: skip
     app[BACKEND] = backend
     app[RATES] = rates if rates is not None else RateSampler()
-    app[USERS] = users
-    app[LOOPBACK_USERS] = tuple(loopback_users)
+    if access is None:  # a management app on its own (tests): these users are administrators
+        access = AccessControl(loopback_users=loopback_users)
+        for name, password in (users or {}).items():
+            access.add_user(name, password, ("administrator",))
+    app[ACCESS] = access
     app[INTERVAL] = rates_interval
     app[TIMEOUT] = request_timeout
     app.cleanup_ctx.append(_ticker)

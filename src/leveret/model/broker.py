@@ -7,6 +7,7 @@ Errors are raised as :class:`leveret.errors.AMQPError` with RabbitMQ's codes and
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from collections import deque
@@ -15,6 +16,9 @@ from typing import Any
 
 from leveret.errors import ChannelError, ConnectionError_, ReplyCode
 from leveret.model import arguments as A
+from leveret.model import validation as V
+from leveret.model.access import CONFIGURE, EXCHANGE, K_VHOST, READ, WRITE, AccessControl, LoginThrottle
+from leveret.model.access import QUEUE as Q_RESOURCE
 from leveret.model.channel import Channel, ChannelSink, Consumer, Delivery
 from leveret.model.connection import ClientConnection
 from leveret.model.exchange import QUEUE, TYPES
@@ -49,8 +53,15 @@ class Broker:
         consumer_timeout_action: str = "close",
         page_limit: int | None = None,
         wall_clock: Callable[[], float] = time.time,
+        loopback_users: tuple[str, ...] = ("guest",),
+        vhosts: tuple[str, ...] = ("/",),
     ) -> None:
         self.store = store
+        self.access = AccessControl(loopback_users=loopback_users, persist=self._persist)
+        self.access.on_user_removed = self._close_user_connections
+        self.logins = LoginThrottle(clock=clock)  # failed logins per peer address, AMQP and HTTP
+        # Vhost records kept in the store: name -> {"name", "description", "tags"} (definitions shape).
+        self.vhost_meta: dict[str, dict[str, Any]] = {}
         self.wall_clock = wall_clock  # x-death times are wall-clock seconds
         self.ttl_queues: set[Queue] = set()  # see QueueHost
         self.lease_queues: set[Queue] = set()
@@ -60,7 +71,9 @@ class Broker:
         self.clock = clock
         self.consumer_timeout = consumer_timeout or None
         self.consumer_timeout_action = consumer_timeout_action
-        self.vhosts: dict[str, VHost] = {"/": self._new_vhost("/")}
+        # ``vhosts``: created in memory only (a running node's come from the store, see recover and
+        # add_vhost); the default suits a broker built in a test.
+        self.vhosts: dict[str, VHost] = {name: self._new_vhost(name) for name in vhosts}
         self.connections: dict[str, ClientConnection] = {}
         self.next_msg_id = 1
         self.recovery_set_aside = 0  # records recover() could not apply and set aside
@@ -83,7 +96,14 @@ class Broker:
         and skipped; the broker starts with everything else. ``recovery_set_aside`` counts them.
         """
         self.next_msg_id = max(self.next_msg_id, rec.next_msg_id)
-        set_aside = 0
+        set_aside = self.access.load(rec.definitions)
+        for key, text in rec.definitions.get(K_VHOST, {}).items():
+            try:
+                meta = json.loads(text)
+                self._adopt_vhost(str(meta["name"]), meta)
+            except Exception as exc:
+                set_aside += 1
+                log.error("stored vhost %s cannot be read (%s); it is ignored", key, _reason(exc))
         for x in rec.exchanges:
             try:
                 self._recover_exchange(x)
@@ -171,16 +191,53 @@ class Broker:
         vh.exchanges[""].bind(QUEUE, qr.name, qr.name, {})
         return q
 
-    def add_vhost(self, name: str) -> VHost:
-        """The vhost ``name``, created (with its default exchanges) if it does not exist."""
+    # ---- vhosts, users ---------------------------------------------------------------------------
+
+    def _persist(self, kind: str, key: str, value: dict[str, Any] | None) -> None:
+        self.store.put_definition(kind, key, None if value is None else json.dumps(value, ensure_ascii=False))
+
+    def add_vhost(self, name: str, description: str = "", tags: list[str] | None = None) -> VHost:
+        """The vhost ``name``, created (with its default exchanges) and kept in the store if it does not
+        exist; an existing one keeps its objects (its description and tags are updated)."""
+        V.check_vhost_name(name)
+        meta = {"name": name, "description": description, "tags": list(tags or [])}
+        if self.vhost_meta.get(name) != meta:
+            self._persist(K_VHOST, name, meta)
+        return self._adopt_vhost(name, meta)
+
+    def _adopt_vhost(self, name: str, meta: dict[str, Any] | None = None) -> VHost:
         vh = self.vhosts.get(name)
         if vh is None:
             vh = self.vhosts[name] = self._new_vhost(name)
+        if meta is not None:
+            self.vhost_meta[name] = meta
         return vh
+
+    def delete_vhost(self, name: str) -> None:
+        """Remove a vhost with everything in it: its connections are closed (320), its queues (and
+        their messages), exchanges and bindings deleted, permissions on it cleared."""
+        vh = self.vhost_or_404(name)
+        for conn in [c for c in self.connections.values() if c.vhost == name]:
+            conn.sink.force_close(ReplyCode.CONNECTION_FORCED, f"vhost '{name}' is deleted")
+            self.disconnect(conn)
+        for q in list(vh.queues.values()):
+            self._delete_queue(vh, q)
+        for x in list(vh.exchanges.values()):
+            if x.durable and x.name and not x.name.startswith("amq."):
+                self.store.delete_exchange(name, x.name)
+        del self.vhosts[name]
+        self.vhost_meta.pop(name, None)
+        self._persist(K_VHOST, name, None)
+        self.access.forget_vhost(name)
+
+    def _close_user_connections(self, user: str) -> None:
+        for conn in [c for c in self.connections.values() if c.user == user]:
+            conn.sink.force_close(ReplyCode.CONNECTION_FORCED, f"user '{user}' was deleted or changed")
 
     def _new_vhost(self, name: str) -> VHost:
         vh = VHost(name, self.store, self.page_limit)
         vh.host = self
+        vh.access = self.access
         return vh
 
     # ---- connections and channels --------------------------------------------------------------
@@ -199,7 +256,10 @@ class Broker:
         return vh
 
     def connect(self, conn: ClientConnection) -> None:
+        """connection.open: the vhost must exist (530 "vhost v not found"), then the user needs a
+        permission row in it (530 "access to vhost 'v' refused for user 'u'"), RabbitMQ's order."""
         self.vhost(conn.vhost)
+        self.access.check_vhost(conn.user, conn.vhost)
         self.connections[conn.name] = conn
 
     def disconnect(self, conn: ClientConnection) -> None:
@@ -238,8 +298,13 @@ class Broker:
         q.touch()  # a declare (passive or not) renews an x-expires lease
         return q
 
-    def delete_queue(self, vhost: str, name: str, *, if_unused: bool, if_empty: bool, conn: ClientConnection | None) -> int:
+    def delete_queue(
+        self, vhost: str, name: str, *, if_unused: bool, if_empty: bool, conn: ClientConnection | None,
+        user: str | None = None,
+    ) -> int:  # fmt: skip
+        """queue.delete: configure on the queue, checked before its existence (RabbitMQ's order)."""
         vh = self.vhost(vhost)
+        self.access.check(_who(user, conn), vhost, Q_RESOURCE, name, CONFIGURE)
         q = vh.queues.get(name)
         if q is None:
             return 0  # RabbitMQ: deleting a missing queue succeeds
@@ -260,8 +325,12 @@ class Broker:
         self.lease_queues.discard(q)
         return vh.delete_queue(q)
 
-    def purge_queue(self, vhost: str, name: str, conn: ClientConnection | None) -> int:
-        return self.vhost(vhost).get_queue(name, conn).purge()
+    def purge_queue(
+        self, vhost: str, name: str, conn: ClientConnection | None, user: str | None = None
+    ) -> int:
+        vh = self.vhost(vhost)
+        self.access.check(_who(user, conn), vhost, Q_RESOURCE, name, READ)
+        return vh.get_queue(name, conn).purge()
 
     def _maybe_auto_delete(self, q: Queue) -> None:
         if q.auto_delete and q.had_consumer and not q.consumers and not q.deleted:
@@ -270,12 +339,19 @@ class Broker:
     # ---- messages ------------------------------------------------------------------------------
 
     def publish(
-        self, vhost: str, exchange: str, routing_key: str, properties: bytes, body: bytes, persistent: bool
+        self,
+        vhost: str,
+        exchange: str,
+        routing_key: str,
+        properties: bytes,
+        body: bytes,
+        persistent: bool,
+        user: str | None = None,
     ) -> tuple[bool, bool, bool]:
         """Route a message. Returns (routed to at least one queue, journalled in the store,
         refused by a queue's x-overflow: the confirm is a basic.nack)."""
         vh = self.vhosts[vhost]
-        ttl = self._check_publish(vh, exchange, properties)
+        ttl = self._check_publish(vh, exchange, routing_key, properties, user)
         self.published += 1
         # Sender-selected distribution: CC / BCC add routing keys. The flag test keeps the call off
         # the path of messages without headers.
@@ -293,18 +369,35 @@ class Broker:
             vh.route(exchange, routing_key, properties), exchange, routing_key, properties, body, persistent, ttl
         )
 
-    def check_publish(self, vhost: str, exchange: str, properties: bytes) -> int | None:
-        """What basic.publish refuses before routing: a missing or internal exchange (404, 403), a bad
-        expiration (406). Returns the message's own TTL in ms (None without one)."""
-        return self._check_publish(self.vhosts[vhost], exchange, properties)
+    def check_publish(
+        self, vhost: str, exchange: str, properties: bytes, routing_key: str = "", user: str | None = None
+    ) -> int | None:
+        """What basic.publish refuses before routing: no write permission on the exchange (403, checked
+        before the lookup, as RabbitMQ), a missing or internal exchange (404, 403), the topic write
+        permission (403), a bad expiration (406). Returns the message's own TTL in ms (None without one)."""
+        return self._check_publish(self.vhosts[vhost], exchange, routing_key, properties, user)
 
-    def _check_publish(self, vh: VHost, exchange: str, properties: bytes) -> int | None:
+    def _check_publish(
+        self, vh: VHost, exchange: str, routing_key: str, properties: bytes, user: str | None
+    ) -> int | None:
+        access = self.access
+        if user is not None and not access.may(user, vh.name, EXCHANGE, exchange, WRITE):
+            access.check(user, vh.name, EXCHANGE, exchange, WRITE)  # raises, with the text
         x = vh.exchanges.get(exchange)
         if x is None:
             raise ChannelError(ReplyCode.NOT_FOUND, f"no exchange '{exchange}' in vhost '{vh.name}'", 60, 40)
         if x.internal:
-            raise ChannelError(ReplyCode.ACCESS_REFUSED, f"cannot publish to internal exchange '{exchange}' in vhost '{vh.name}'", 60, 40)
-        return expiration_ms(properties) if properties and properties[0] & 0x01 else None  # the expiration flag
+            raise ChannelError(
+                ReplyCode.ACCESS_REFUSED,
+                f"cannot publish to internal exchange '{exchange}' in vhost '{vh.name}'",
+                60,
+                40,
+            )
+        if x.type == "topic":
+            access.check_topic(user, vh.name, exchange, routing_key, WRITE)
+        return (
+            expiration_ms(properties) if properties and properties[0] & 0x01 else None
+        )  # the expiration flag
 
     def _enqueue(
         self, queues: list[Queue], exchange: str, routing_key: str, properties: bytes, body: bytes, persistent: bool,
@@ -387,7 +480,9 @@ class Broker:
         self, ch: Channel, queue: str, tag: str, *, no_ack: bool, exclusive: bool, arguments: dict[str, Any]
     ) -> Consumer:
         conn = ch.connection
-        q = self.vhost(conn.vhost).get_queue(queue, conn)
+        vh = self.vhost(conn.vhost)
+        self.access.check(conn.user, conn.vhost, Q_RESOURCE, queue, READ)
+        q = vh.get_queue(queue, conn)
         if not tag:
             tag = server_name("amq.ctag-")
         elif tag in ch.consumers:
@@ -420,7 +515,9 @@ class Broker:
 
     def get(self, ch: Channel, queue: str, no_ack: bool) -> tuple[int, Message, int] | None:
         conn = ch.connection
-        q = self.vhost(conn.vhost).get_queue(queue, conn)
+        vh = self.vhost(conn.vhost)
+        self.access.check(conn.user, conn.vhost, Q_RESOURCE, queue, READ)
+        q = vh.get_queue(queue, conn)
         q.touch()
         got = ch.get(q, no_ack, _smallest(self.consumer_timeout, q.consumer_timeout))
         if got is None:
@@ -465,6 +562,11 @@ class Broker:
             ch.sink.cancel_consumer(stuck.tag)
             return
         ch.sink.close_channel(ReplyCode.PRECONDITION_FAILED, TIMEOUT_TEXT.format(channel=ch.number, ms=expired.timeout))
+
+
+def _who(user: str | None, conn: ClientConnection | None) -> str | None:
+    """The acting user: given explicitly (HTTP), else the connection's; None is the broker itself."""
+    return user if user is not None or conn is None else conn.user
 
 
 def _reason(exc: BaseException) -> str:

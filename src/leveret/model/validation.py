@@ -88,3 +88,10 @@ def check_arguments(arguments: dict[str, Any], where: str) -> None:
                 raise precondition_failed(
                     f"invalid arg '{key}' for {where}: {{value_too_long,{n}}} (at most {MAX_SHORTSTR} bytes)"
                 )
+
+
+def check_vhost_name(name: str) -> None:
+    """406 for a vhost name no ``connection.open`` could carry: empty, over 255 bytes, not UTF-8."""
+    if not isinstance(name, str) or not name:
+        raise precondition_failed("vhost name must be a non-empty string")
+    check_shortstr("vhost name", name)

@@ -20,6 +20,9 @@ from leveret.errors import (
 )
 from leveret.model import arguments as A
 from leveret.model import validation as V
+from leveret.model.access import CONFIGURE, READ, WRITE, AccessControl
+from leveret.model.access import EXCHANGE as X_RESOURCE
+from leveret.model.access import QUEUE as Q_RESOURCE
 from leveret.model.connection import ClientConnection
 from leveret.model.exchange import EXCHANGE, QUEUE, TYPES, DefaultExchange, Exchange
 from leveret.model.headers import headers_table
@@ -44,6 +47,10 @@ class VHost:
         self.store = store
         self.page_limit = page_limit  # see Queue.page_limit
         self.host: QueueHost | None = None  # the broker, set when it adopts this vhost (TTLs, dead letters)
+        # Who may do what (the broker's, shared by every vhost). The ``user`` of each operation below is
+        # the acting user (an AMQP connection's, the HTTP API's); None is the broker itself (recovery,
+        # definitions loaded at start): nothing is checked.
+        self.access = AccessControl()
         self.queues: dict[str, Queue] = {}
         self.exchanges: dict[str, Exchange] = {"": DefaultExchange(name, "")}
         for xname, xtype in STANDARD_EXCHANGES:
@@ -74,7 +81,11 @@ class VHost:
         exclusive: bool = False,
         auto_delete: bool = False,
         arguments: dict[str, Any] | None = None,
+        user: str | None = None,
     ) -> Queue:
+        """queue.declare. Permissions (RabbitMQ's order): configure on the queue before the lookup
+        (a server-named queue under its generated name); a new queue with a dead-letter exchange
+        also needs read on itself and write on that exchange. Passive: no check (as RabbitMQ 3.10)."""
         V.check_shortstr("queue name", name)
         args = dict(arguments or {})
         if passive:
@@ -85,6 +96,9 @@ class VHost:
             name = server_name("amq.gen-")
         else:
             A.check_name("queue", name)
+        if user is None and conn is not None:
+            user = conn.user
+        self.access.check(user, self.name, Q_RESOURCE, name, CONFIGURE)
         V.check_arguments(args, f"queue '{name}' in vhost '{self.name}'")
         q = self.queues.get(name)
         if q is not None:
@@ -101,6 +115,12 @@ class VHost:
             A.check_equivalent_args(name, self.name, args, q.arguments)
             return q
         A.validate_queue(name, self.name, durable, exclusive, auto_delete, args)
+        dlx = args.get("x-dead-letter-exchange")
+        if user is not None and isinstance(dlx, str | bytes):
+            self.access.check(user, self.name, Q_RESOURCE, name, READ)
+            self.access.check(
+                user, self.name, X_RESOURCE, dlx.decode() if isinstance(dlx, bytes) else dlx, WRITE
+            )
         timeout = A.ms_argument(args, "x-consumer-timeout", f"queue '{name}' in vhost '{self.name}'")
         q = Queue(
             self.name,
@@ -167,7 +187,10 @@ class VHost:
         auto_delete: bool = False,
         internal: bool = False,
         arguments: dict[str, Any] | None = None,
+        user: str | None = None,
     ) -> Exchange:
+        """exchange.declare. Permissions: configure on the exchange before the lookup; a new one with an
+        alternate exchange also needs read on itself and write on the alternate. Passive: no check."""
         V.check_shortstr("exchange name", name)
         if passive:
             return self.get_exchange(name)
@@ -176,26 +199,42 @@ class VHost:
         V.check_arguments(dict(arguments or {}), f"exchange '{name}' in vhost '{self.name}'")
         if type_ not in TYPES:
             raise ConnectionError_(ReplyCode.COMMAND_INVALID, f"unknown exchange type '{type_}'")
+        self.access.check(user, self.name, X_RESOURCE, name, CONFIGURE)
         x = self.exchanges.get(name)
         if x is not None:
             A.check_flag("exchange", name, self.name, "type", type_, x.type)  # type: ignore[arg-type]
             A.check_flag("exchange", name, self.name, "durable", durable, x.durable)
             A.check_flag("exchange", name, self.name, "auto_delete", auto_delete, x.auto_delete)
             A.check_flag("exchange", name, self.name, "internal", internal, x.internal)
-            A.check_equivalent_args(name, self.name, dict(arguments or {}), x.arguments, "exchange", ("alternate-exchange",))
+            A.check_equivalent_args(
+                name, self.name, dict(arguments or {}), x.arguments, "exchange", ("alternate-exchange",)
+            )
             return x
         A.check_name("exchange", name)
+        ae = (arguments or {}).get("alternate-exchange")
+        if user is not None and isinstance(ae, str | bytes):
+            self.access.check(user, self.name, X_RESOURCE, name, READ)
+            self.access.check(user, self.name, X_RESOURCE, ae.decode() if isinstance(ae, bytes) else ae, WRITE)
         x = TYPES[type_](
-            self.name, name, durable=durable, auto_delete=auto_delete, internal=internal, arguments=dict(arguments or {})
+            self.name,
+            name,
+            durable=durable,
+            auto_delete=auto_delete,
+            internal=internal,
+            arguments=dict(arguments or {}),
         )
         if durable:  # first, as for queues
-            self.store.save_exchange(ExchangeRecord(self.name, name, type_, durable, auto_delete, internal, x.arguments))
+            self.store.save_exchange(
+                ExchangeRecord(self.name, name, type_, durable, auto_delete, internal, x.arguments)
+            )
         self.exchanges[name] = x
         return x
 
-    def delete_exchange(self, name: str, if_unused: bool) -> None:
+    def delete_exchange(self, name: str, if_unused: bool, user: str | None = None) -> None:
+        """exchange.delete: configure on the exchange, before the existence check."""
         if not name or name.startswith("amq."):
             raise ChannelError(ReplyCode.ACCESS_REFUSED, f"operation not permitted on exchange '{name}'")
+        self.access.check(user, self.name, X_RESOURCE, name, CONFIGURE)
         x = self.exchanges.get(name)
         if x is None:
             return  # RabbitMQ: deleting a missing exchange is ok
@@ -218,15 +257,34 @@ class VHost:
             self._remove_exchange(x)
 
     # ---- bindings ------------------------------------------------------------------------------
-    # RabbitMQ's order of checks: the default exchange (403), the source (404), the destination
-    # (404), the binding's arguments (406), queue exclusivity (405). Unbinding something that is
-    # missing (exchange, queue or binding) succeeds.
+    # RabbitMQ's order of checks: write on the destination, the default exchange (403), read on the
+    # source, the source (404), the destination (404), the binding's arguments (406), queue
+    # exclusivity (405); for a topic source, the topic read permission on the binding key.
+    # Unbinding something that is missing (exchange, queue or binding) succeeds.
 
-    def bind(self, conn: ClientConnection | None, queue: str, exchange: str, routing_key: str, args: dict[str, Any]) -> None:
+    def _check_bind_access(
+        self, user: str | None, dest_kind: str, destination: str, source: str, routing_key: str
+    ) -> None:
+        if user is None:
+            if not source or not destination:
+                raise ChannelError(ReplyCode.ACCESS_REFUSED, DEFAULT_EXCHANGE_REFUSED)
+            return
+        self.access.check(user, self.name, dest_kind, destination, WRITE)
+        if not source or not destination:
+            raise ChannelError(ReplyCode.ACCESS_REFUSED, DEFAULT_EXCHANGE_REFUSED)
+        self.access.check(user, self.name, X_RESOURCE, source, READ)
+        src = self.exchanges.get(source)
+        if src is not None and src.type == "topic":
+            self.access.check_topic(user, self.name, source, routing_key, READ)
+
+    def bind(
+        self, conn: ClientConnection | None, queue: str, exchange: str, routing_key: str, args: dict[str, Any],
+        user: str | None = None,
+    ) -> None:  # fmt: skip
         """queue.bind: bind ``queue`` to ``exchange``."""
         self._check_binding(routing_key, args)
-        if not exchange:
-            raise ChannelError(ReplyCode.ACCESS_REFUSED, DEFAULT_EXCHANGE_REFUSED)
+        self._check_bind_access(user if user is not None or conn is None else conn.user, Q_RESOURCE, queue, exchange,
+                                routing_key)  # fmt: skip
         x = self.get_exchange(exchange)
         if queue not in self.queues:
             self.get_queue(queue)  # 404
@@ -236,12 +294,13 @@ class VHost:
             self.store.save_binding(BindingRecord(self.name, exchange, q.name, QUEUE, routing_key, dict(args)))
 
     def unbind(
-        self, conn: ClientConnection | None, queue: str, exchange: str, routing_key: str, args: dict[str, Any]
-    ) -> None:
+        self, conn: ClientConnection | None, queue: str, exchange: str, routing_key: str, args: dict[str, Any],
+        user: str | None = None,
+    ) -> None:  # fmt: skip
         """queue.unbind: remove the binding equal to (exchange, queue, routing key, arguments)."""
         self._check_binding(routing_key, args)
-        if not exchange:
-            raise ChannelError(ReplyCode.ACCESS_REFUSED, DEFAULT_EXCHANGE_REFUSED)
+        self._check_bind_access(user if user is not None or conn is None else conn.user, Q_RESOURCE, queue, exchange,
+                                routing_key)  # fmt: skip
         x = self.exchanges.get(exchange)
         q = self.queues.get(queue)
         if x is None or q is None or not x.has_binding(QUEUE, queue, routing_key, args):
@@ -252,22 +311,24 @@ class VHost:
             self.store.delete_binding(BindingRecord(self.name, exchange, queue, QUEUE, routing_key, dict(args)))
         self._maybe_auto_delete(x)
 
-    def bind_exchange(self, destination: str, source: str, routing_key: str, args: dict[str, Any]) -> None:
+    def bind_exchange(
+        self, destination: str, source: str, routing_key: str, args: dict[str, Any], user: str | None = None
+    ) -> None:
         """exchange.bind: messages routed by ``source`` also go through ``destination``."""
         self._check_binding(routing_key, args)
-        if not destination or not source:
-            raise ChannelError(ReplyCode.ACCESS_REFUSED, DEFAULT_EXCHANGE_REFUSED)
+        self._check_bind_access(user, X_RESOURCE, destination, source, routing_key)
         src = self.get_exchange(source)
         dst = self.get_exchange(destination)
         src.validate_binding(args)
         if src.bind(EXCHANGE, destination, routing_key, dict(args)) and src.durable and dst.durable:
             self.store.save_binding(BindingRecord(self.name, source, destination, EXCHANGE, routing_key, dict(args)))
 
-    def unbind_exchange(self, destination: str, source: str, routing_key: str, args: dict[str, Any]) -> None:
+    def unbind_exchange(
+        self, destination: str, source: str, routing_key: str, args: dict[str, Any], user: str | None = None
+    ) -> None:
         """exchange.unbind; a missing exchange or binding is not an error."""
         self._check_binding(routing_key, args)
-        if not destination or not source:
-            raise ChannelError(ReplyCode.ACCESS_REFUSED, DEFAULT_EXCHANGE_REFUSED)
+        self._check_bind_access(user, X_RESOURCE, destination, source, routing_key)
         src = self.exchanges.get(source)
         dst = self.exchanges.get(destination)
         if src is None or dst is None or not src.unbind(EXCHANGE, destination, routing_key, args):

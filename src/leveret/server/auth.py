@@ -1,15 +1,15 @@
-"""SASL PLAIN and AMQPLAIN responses, checked against the configured users; EXTERNAL for TLS clients
+"""SASL PLAIN and AMQPLAIN responses, checked against the broker's users (model.access); EXTERNAL for TLS clients
 whose certificate was verified (the user is the certificate's name, see tls.cert_login)."""
 
 from __future__ import annotations
 
-import hmac
 import logging
 
 from pamqp import decode
 
 from leveret.errors import ConnectionError_, ReplyCode
 from leveret.limits import scan_table
+from leveret.model.access import AccessControl, LoginRefused
 
 log = logging.getLogger("leveret.auth")
 
@@ -43,12 +43,9 @@ def parse_response(mechanism: str, response: bytes) -> tuple[str, str]:
                 password = password.decode("utf-8")
             return str(login), str(password)
     except Exception as exc:  # malformed client input
+        log.warning("login refused: malformed %s response (%s)", mechanism, type(exc).__name__)
         raise ConnectionError_(ReplyCode.ACCESS_REFUSED, f"{mechanism} login refused: {exc}", 10, 11) from None
     raise ConnectionError_(ReplyCode.ACCESS_REFUSED, f"unsupported authentication mechanism '{mechanism}'", 10, 11)
-
-
-def is_loopback(host: str) -> bool:
-    return host.startswith("127.") or host in ("::1", "localhost") or host.startswith("::ffff:127.")
 
 
 def _refused(mechanism: str) -> ConnectionError_:
@@ -63,29 +60,27 @@ def _refused(mechanism: str) -> ConnectionError_:
 def authenticate(
     mechanism: str,
     response: bytes,
-    users: dict[str, str],
-    loopback_users: tuple[str, ...],
+    access: AccessControl,
     peer_host: str,
     cert_user: str | None = None,
 ) -> str:
-    """Returns the user name or raises 403 ACCESS_REFUSED with RabbitMQ's text.
+    """Returns the user name or raises 403 ACCESS_REFUSED with RabbitMQ's text; the reason (never
+    the password) goes to the log, as RabbitMQ's "PLAIN login refused: user 'x' - invalid credentials".
 
     ``cert_user``: the name from the connection's verified client certificate, the only identity
-    EXTERNAL accepts (its response is ignored, as RabbitMQ does); it must be a configured user.
+    EXTERNAL accepts (its response is ignored, as RabbitMQ does); it must be an existing user.
     """
-    if mechanism == "EXTERNAL":
-        if cert_user is None:
-            log.warning("EXTERNAL login refused from %s: connection peer presented no verified TLS (x.509) certificate", peer_host)
-            raise _refused(mechanism)
-        if cert_user not in users:
-            log.warning("EXTERNAL login refused from %s: user '%s' (from the certificate) does not exist", peer_host, cert_user)
-            raise _refused(mechanism)
-        user = cert_user
-    else:
+    try:
+        if mechanism == "EXTERNAL":
+            if cert_user is None:
+                raise LoginRefused("connection peer presented no verified TLS (x.509) certificate")
+            if cert_user not in access.users:
+                raise LoginRefused(f"user '{cert_user}' (from the certificate) does not exist")
+            access.check_loopback(cert_user, peer_host)
+            return cert_user
         user, password = parse_response(mechanism, response)
-        expected = users.get(user)
-        if expected is None or not hmac.compare_digest(expected.encode(), password.encode()):
-            raise _refused(mechanism)
-    if user in loopback_users and not is_loopback(peer_host):
-        raise _refused(mechanism)
-    return user
+        access.authenticate(user, password, peer_host)
+        return user
+    except LoginRefused as exc:
+        log.warning("login refused from %s: %s login refused: %s", peer_host, mechanism, exc.reason)
+        raise _refused(mechanism) from None

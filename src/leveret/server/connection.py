@@ -292,13 +292,14 @@ class AMQPServerProtocol(asyncio.Protocol):
                     if len(props) > 1 and props[1] & FLAG_USER_ID:
                         check_user_id(props, self.client.user)  # type: ignore[union-attr]
                     if ch.model.tx is not None:  # checked now (404, 403, 406), routed at tx.commit
-                        broker.check_publish(self.client.vhost, ev.exchange, props)  # type: ignore[union-attr]
+                        broker.check_publish(self.client.vhost, ev.exchange, props, ev.routing_key, self.user)  # type: ignore[union-attr]
                         ch.tx_publishes.append(ev)
                         ch.model.tx_publishes_held += 1
                         continue
                     routed, stored, rejected = broker.publish(
                         self.client.vhost,  # type: ignore[union-attr]
                         ev.exchange, ev.routing_key, ev.properties, ev.body, codec.delivery_mode(ev.properties) == 2,
+                        self.user,
                     )  # fmt: skip
                     if not routed and ev.mandatory:
                         self.return_unroutable(ev)
@@ -351,7 +352,8 @@ class AMQPServerProtocol(asyncio.Protocol):
         any_stored = False
         for ev in held:
             routed, stored, _ = self.broker.publish(
-                vhost, ev.exchange, ev.routing_key, ev.properties, ev.body, codec.delivery_mode(ev.properties) == 2
+                vhost, ev.exchange, ev.routing_key, ev.properties, ev.body, codec.delivery_mode(ev.properties) == 2,
+                self.user,
             )
             any_stored = any_stored or stored
             if not routed and ev.mandatory:
@@ -455,6 +457,38 @@ class AMQPServerProtocol(asyncio.Protocol):
         if self.awaiting_sync is None:
             self.resume_input("sync")
         self.flush()
+
+    def hold(self, delay: float, fn: Any) -> None:
+        """Run ``fn`` (a handler's work) after ``delay`` seconds; the connection's later input waits
+        for it, in order (as for a durable declare). An AMQPError from ``fn`` closes as usual."""
+        if self.awaiting_sync is None:
+            self.awaiting_sync = []
+        self.pause_input("sync")
+
+        def later() -> None:
+            if self.transport is None or self.transport.is_closing():
+                return
+            try:
+                fn()
+            except AMQPError as err:
+                self.awaiting_sync = self.deferred = None
+                self._handle_error(err)
+                self.flush()
+                return
+            except Exception as exc:
+                self.internal_error(exc, "handling held input")
+                return
+            replies, self.awaiting_sync = self.awaiting_sync or [], None
+            deferred, self.deferred = self.deferred, None
+            for _, data in replies:
+                self.write(data)
+            if deferred is not None:
+                self._process(*deferred)
+            if self.awaiting_sync is None:
+                self.resume_input("sync")
+            self.flush()
+
+        self.loop.call_later(delay, later)
 
     def pause_input(self, reason: str) -> None:
         if not self.read_pauses and self.transport is not None and not self.transport.is_closing():

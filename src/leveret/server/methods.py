@@ -67,9 +67,25 @@ def _durable_exchange(conn: AMQPServerProtocol, name: str) -> bool:
 
 @handles(C.Connection.StartOk)
 def start_ok(conn: AMQPServerProtocol, _: Any, m: C.Connection.StartOk) -> None:
+    """Log in. A peer address with repeated failures has its every attempt (right or wrong) answered
+    only after the throttle's delay; its input waits meanwhile, other peers are not slowed."""
+    delay = conn.broker.logins.delay(conn.peer[0])
+    if delay > 0:
+        conn.hold(delay, lambda: _login(conn, m))
+    else:
+        _login(conn, m)
+
+
+def _login(conn: AMQPServerProtocol, m: C.Connection.StartOk) -> None:
     s = conn.settings
+    logins = conn.broker.logins
     response = m.response if isinstance(m.response, bytes) else str(m.response).encode("latin-1")
-    conn.user = auth.authenticate(m.mechanism, response, s.users, s.loopback_users, conn.peer[0], conn.cert_user)
+    try:
+        conn.user = auth.authenticate(m.mechanism, response, conn.broker.access, conn.peer[0], conn.cert_user)
+    except ConnectionError_:
+        logins.failed(conn.peer[0])
+        raise
+    logins.succeeded(conn.peer[0])
     conn.client_properties = _table(m.client_properties)
     conn.write(codec.encode_method(0, C.Connection.Tune(s.channel_max, s.frame_max, s.heartbeat)))
 
@@ -152,7 +168,7 @@ def exchange_declare(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Ex
     assert ch is not None and conn.client is not None
     conn.broker.vhost(conn.client.vhost).declare_exchange(
         m.exchange, m.exchange_type, passive=m.passive, durable=m.durable, auto_delete=m.auto_delete,
-        internal=m.internal, arguments=_table(m.arguments),
+        internal=m.internal, arguments=_table(m.arguments), user=conn.client.user,
     )  # fmt: skip
     if not m.nowait:
         _reply(conn, ch, C.Exchange.DeclareOk(), m.durable and not m.passive)
@@ -162,7 +178,7 @@ def exchange_declare(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Ex
 def exchange_delete(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Exchange.Delete) -> None:
     assert ch is not None and conn.client is not None
     durable = _durable_exchange(conn, m.exchange)
-    conn.broker.vhost(conn.client.vhost).delete_exchange(m.exchange, m.if_unused)
+    conn.broker.vhost(conn.client.vhost).delete_exchange(m.exchange, m.if_unused, conn.client.user)
     if not m.nowait:
         _reply(conn, ch, C.Exchange.DeleteOk(), durable)
 
@@ -170,7 +186,9 @@ def exchange_delete(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Exc
 @handles(C.Exchange.Bind)
 def exchange_bind(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Exchange.Bind) -> None:
     assert ch is not None and conn.client is not None
-    conn.broker.vhost(conn.client.vhost).bind_exchange(m.destination, m.source, m.routing_key, _table(m.arguments))
+    conn.broker.vhost(conn.client.vhost).bind_exchange(
+        m.destination, m.source, m.routing_key, _table(m.arguments), conn.client.user
+    )
     if not m.nowait:
         _reply(conn, ch, C.Exchange.BindOk(), _durable_exchange(conn, m.source) and _durable_exchange(conn, m.destination))
 
@@ -179,7 +197,9 @@ def exchange_bind(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Excha
 def exchange_unbind(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Exchange.Unbind) -> None:
     assert ch is not None and conn.client is not None
     durable = _durable_exchange(conn, m.source) and _durable_exchange(conn, m.destination)
-    conn.broker.vhost(conn.client.vhost).unbind_exchange(m.destination, m.source, m.routing_key, _table(m.arguments))
+    conn.broker.vhost(conn.client.vhost).unbind_exchange(
+        m.destination, m.source, m.routing_key, _table(m.arguments), conn.client.user
+    )
     if not m.nowait:
         _reply(conn, ch, C.Exchange.UnbindOk(), durable)
 

@@ -97,6 +97,9 @@ class Recovered:
     next_msg_id: int = 1  # one more than the highest msg_id held (1 if none)
     seconds: float = 0.0  # how long recovery took
     set_aside: int = 0  # records the store could not read and set aside (see Store.set_aside)
+    # Definitions other than queues, exchanges and bindings (users, vhosts, permissions, ...):
+    # kind -> key -> JSON text, as given to Store.put_definition.
+    definitions: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 SetAside = QueueRecord | ExchangeRecord | BindingRecord
@@ -185,6 +188,11 @@ class Store(Protocol):
         A store may use the loop to hand work over once per turn (and to commit small turns
         in place); a store that gains nothing from it ignores it.
         """
+
+    def put_definition(self, kind: str, key: str, value: str | None) -> None:
+        """Keep (or, with ``value`` None, forget) one definition record: a JSON text the store
+        does not interpret (users, vhosts, permissions). ``open`` returns them in
+        ``Recovered.definitions``."""
 
     def set_aside(self, record: SetAside, reason: str) -> None:
         """Quarantine a record the broker could not recover: out of the live state, kept for inspection.

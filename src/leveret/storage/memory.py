@@ -36,7 +36,7 @@ _BindingKey = tuple[str, str, str, str, str, str]
 class MemoryStore:
     """In-memory store; ``open`` returns what the object holds."""
 
-    __slots__ = ("_bindings", "_exchanges", "_messages", "_queues", "quarantined")
+    __slots__ = ("_bindings", "_definitions", "_exchanges", "_messages", "_queues", "quarantined")
 
     def __init__(self) -> None:
         self._queues: dict[tuple[str, str], QueueRecord] = {}
@@ -46,6 +46,7 @@ class MemoryStore:
         self._messages: dict[tuple[str, str], dict[int, MessageRecord]] = {}
         # What set_aside took out, with the reason: (record or (vhost, queue, message), reason).
         self.quarantined: list[tuple[object, str]] = []
+        self._definitions: dict[str, dict[str, str]] = {}
 
     def open(self) -> Recovered:
         """Return (copies of) the held contents, in the same order the SQLite store uses."""
@@ -66,10 +67,18 @@ class MemoryStore:
             messages=messages,
             next_msg_id=next_id,
             seconds=time.perf_counter() - start,
+            definitions={kind: dict(held) for kind, held in self._definitions.items()},
         )
 
     def close(self) -> None:
         """Nothing to flush; the contents stay for the next :meth:`open`."""
+
+    def put_definition(self, kind: str, key: str, value: str | None) -> None:
+        held = self._definitions.setdefault(kind, {})
+        if value is None:
+            held.pop(key, None)
+        else:
+            held[key] = value
 
     def save_queue(self, q: QueueRecord) -> None:
         self._queues[q.vhost, q.name] = replace(q, arguments=_copy_arguments(q.arguments))

@@ -113,7 +113,7 @@ from leveret.storage.codec import decode_arguments, encode_arguments
 
 log = logging.getLogger("leveret.storage")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # _MIGRATIONS[v] takes a database from user_version v to v + 1, in one transaction.
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -147,6 +147,10 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # v2: a message's TTL deadline (wall-clock seconds), so it keeps running across a restart.
     ("ALTER TABLE messages ADD COLUMN expires_at REAL",),
+    # v3: users, vhosts, permissions (JSON records the store does not interpret).
+    (
+        "CREATE TABLE definitions (kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (kind, key))",
+    ),
 )
 
 # Operation codes: the first element of every tuple on the writer's queue.
@@ -535,6 +539,12 @@ class SqliteStore:
     def delete_queue(self, vhost: str, name: str) -> None:
         self._put((_DELETE_QUEUE, vhost, name))
 
+    def put_definition(self, kind: str, key: str, value: str | None) -> None:
+        if value is None:
+            self._put((_EXEC, (("DELETE FROM definitions WHERE kind = ? AND key = ?", (kind, key)),)))
+        else:
+            self._put((_EXEC, (("INSERT OR REPLACE INTO definitions VALUES (?, ?, ?)", (kind, key, value)),)))
+
     def save_exchange(self, x: ExchangeRecord) -> None:
         sql = "INSERT OR REPLACE INTO exchanges VALUES (?, ?, ?, ?, ?, ?, ?)"
         args = encode_arguments(x.arguments)
@@ -753,7 +763,12 @@ class SqliteStore:
             if records:
                 messages[key] = records
                 next_id = max(next_id, records[-1].msg_id + 1)
-        return Recovered(queues, exchanges, bindings, messages, next_id, set_aside=len(bad))
+        definitions: dict[str, dict[str, str]] = {}
+        for kind, key, value in conn.execute("SELECT kind, key, value FROM definitions ORDER BY kind, key"):
+            definitions.setdefault(str(kind), {})[str(key)] = str(value)
+        return Recovered(
+            queues, exchanges, bindings, messages, next_id, set_aside=len(bad), definitions=definitions
+        )
 
     def _log_set_aside(self, what: str, reason: str) -> None:
         log.error(
