@@ -132,7 +132,7 @@ class App:
             from leveret.management.http import build_app
 
             runner = web.AppRunner(
-                build_app(backend, users=s.users, loopback_users=s.loopback_users, access=self.broker.access),
+                build_app(backend, users=s.users, loopback_users=s.loopback_users, access=self.broker.access, logins=self.broker.logins),
                 access_log=None,
             )
             await runner.setup()

@@ -19,6 +19,7 @@ import pika
 from pamqp import commands as C
 from pika.exceptions import ChannelClosedByBroker
 
+from leveret.storage.sqlite import SCHEMA_VERSION
 from tests.durability.conftest import close_quietly, connect, recovery
 from tests.e2e.raw import RawClient
 from tests.helpers import ProcessBroker
@@ -253,7 +254,7 @@ def test_a_failed_start_prints_one_cannot_start_line(tmp_path: Path) -> None:
     assert "schema version 99" in lines[0]
     assert "Traceback" not in out and len(out.splitlines()) < 10, out
     # Nothing was left locked or half written: with the file mended, it starts.
-    edit(data_dir, ("PRAGMA user_version = 2", ()))
+    edit(data_dir, (f"PRAGMA user_version = {SCHEMA_VERSION}", ()))
     b = ProcessBroker(data_dir).start()
     assert b.terminate() == 0
 

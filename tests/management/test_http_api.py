@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 import time
 
-from leveret.management.http import authenticate
+from leveret.management.authz import authenticate
+from leveret.model.access import AccessControl
 
 from .conftest import Served
 
@@ -256,17 +257,25 @@ def test_auth_required_and_401_shape(api: Served) -> None:
 
 
 def test_guest_only_from_loopback() -> None:
-    users = {"guest": "guest", "admin": "pw"}
+    users = AccessControl(loopback_users=("guest",))
+    users.add_user("guest", "guest")
+    users.add_user("admin", "pw")
     hdr = "Basic " + base64.b64encode(b"guest:guest").decode()
-    assert authenticate(hdr, "127.0.0.1", users, ("guest",)) == ("guest", "")
-    assert authenticate(hdr, "::1", users, ("guest",))[0] == "guest"
-    assert authenticate(hdr, "::ffff:127.0.0.1", users, ("guest",))[0] == "guest"
-    user, reason = authenticate(hdr, "10.1.2.3", users, ("guest",))
+
+    def who(header: str, remote: str, access: AccessControl = users) -> tuple[str | None, str]:
+        u, reason = authenticate(header, remote, access)
+        return (u.name if u is not None else None), reason
+
+    assert who(hdr, "127.0.0.1") == ("guest", "")
+    assert who(hdr, "::1")[0] == "guest"
+    assert who(hdr, "::ffff:127.0.0.1")[0] == "guest"
+    user, reason = who(hdr, "10.1.2.3")
     assert user is None and "localhost" in reason
     admin = "Basic " + base64.b64encode(b"admin:pw").decode()
-    assert authenticate(admin, "10.1.2.3", users, ("guest",))[0] == "admin"
-    assert authenticate("Basic !!!", "127.0.0.1", users, ("guest",))[0] is None
-    assert authenticate(hdr, "10.1.2.3", users, ())[0] == "guest"
+    assert who(admin, "10.1.2.3")[0] == "admin"
+    assert who("Basic !!!", "127.0.0.1")[0] is None
+    users.loopback_users = frozenset()
+    assert who(hdr, "10.1.2.3")[0] == "guest"
 
 
 def test_dashboard_served_without_auth(api: Served) -> None:

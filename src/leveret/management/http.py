@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
-import ipaddress
 import json
 import logging
 import time
@@ -38,6 +36,7 @@ from aiohttp import web
 from leveret.errors import AMQPError, ReplyCode
 from leveret.management import definitions as defs
 from leveret.management import shapes
+from leveret.management.authz import ACCESS, LOGINS, auth_middleware, current_user, new_throttle
 from leveret.management.backend import Backend, GotMessage, QueueCounters, QueueKey
 from leveret.management.guards import (
     LINGER,
@@ -45,14 +44,13 @@ from leveret.management.guards import (
     REQUEST_TIMEOUT,
     TIMEOUT,
     bad_request,
-    error_response,
     errors_middleware,
     json_body,
     strict_path_middleware,
 )
 from leveret.management.listing import SLICE, Source, gc_paused, respond, stream_all
 from leveret.management.rates import TOTALS_STATS, RateSampler, Sample
-from leveret.model.access import AccessControl, LoginRefused
+from leveret.model.access import AccessControl, LoginThrottle
 from leveret.model.snapshots import ChannelSnapshot, ConnectionSnapshot, ExchangeSnapshot
 
 log = logging.getLogger("leveret.management")
@@ -60,7 +58,6 @@ log = logging.getLogger("leveret.management")
 STATIC_DIR = Path(__file__).with_name("static")
 BACKEND: web.AppKey[Backend] = web.AppKey("backend", Backend)
 RATES: web.AppKey[RateSampler] = web.AppKey("rates", RateSampler)
-ACCESS: web.AppKey[AccessControl] = web.AppKey("access", AccessControl)
 INTERVAL: web.AppKey[float] = web.AppKey("rates_interval", float)
 TICKER: web.AppKey[asyncio.Task[None]] = web.AppKey("ticker", asyncio.Task)
 
@@ -70,51 +67,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 COUNT_SLICE = 1000
 ACKMODES = {"ack_requeue_true": True, "reject_requeue_true": True,
             "ack_requeue_false": False, "reject_requeue_false": False}  # fmt: skip
-
-
-# ---- middlewares --------------------------------------------------------------------
-def _is_loopback(remote: str | None) -> bool:
-    if not remote:
-        return False
-    try:
-        addr = ipaddress.ip_address(remote.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped.is_loopback
-    return addr.is_loopback
-
-
-def authenticate(header: str | None, remote: str | None, access: AccessControl) -> tuple[str | None, str]:
-    """Check a basic ``Authorization`` header. Returns (user, "") or (None, reason)."""
-    if not header or not header.lower().startswith("basic "):
-        return None, "Not management user"
-    try:
-        user, _, password = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8").partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return None, "Malformed Authorization header"
-    try:
-        access.authenticate(user, password, "127.0.0.1" if _is_loopback(remote) else (remote or "?"))
-    except LoginRefused as exc:
-        if "localhost" in exc.reason:
-            return None, f"User '{user}' can only connect via localhost"
-        return None, "Login failed"
-    return user, ""
-
-
-@web.middleware
-async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith("/api/"):
-        return await handler(request)
-    app = request.app
-    user, reason = authenticate(request.headers.get("Authorization"), request.remote, app[ACCESS])
-    if user is None:
-        # No WWW-Authenticate for the dashboard's own fetches, so browsers show its login
-        # field instead of a native password dialog.
-        ajax = request.headers.get("X-Requested-With") == "XMLHttpRequest"
-        headers = None if ajax else {"WWW-Authenticate": 'Basic realm="RabbitMQ Management"'}
-        return error_response(401, "not_authorised", reason, headers)
-    return await handler(request)
 
 
 # ---- helpers ------------------------------------------------------------------------
@@ -497,10 +449,8 @@ async def aliveness(request: web.Request) -> web.Response:
 async def whoami(request: web.Request) -> web.Response:
     # The auth middleware already accepted this header; decode it again rather than stash
     # the user on the request (request storage keys differ across aiohttp versions).
-    access = request.app[ACCESS]
-    user, _ = authenticate(request.headers.get("Authorization"), request.remote, access)
-    u = access.users.get(user or "")
-    return web.json_response({"name": user, "tags": list(u.tags) if u is not None else []})
+    u = current_user(request)
+    return web.json_response({"name": u.name, "tags": list(u.tags)})
 
 
 async def _vhost_json(request: web.Request, vhost: str) -> JSON:
@@ -581,13 +531,14 @@ def build_app(
     users: dict[str, str] | None = None,
     loopback_users: Iterable[str] = ("guest",),
     access: AccessControl | None = None,
+    logins: LoginThrottle | None = None,
     rates_interval: float = 1.0,
     rates: RateSampler | None = None,
     request_timeout: float = REQUEST_TIMEOUT,
 ) -> web.Application:
     """The management app; run it with ``aiohttp.web.AppRunner`` in the broker's loop."""
     app = web.Application(
-        middlewares=[errors_middleware, strict_path_middleware, _auth], client_max_size=MAX_BODY,
+        middlewares=[errors_middleware, strict_path_middleware, auth_middleware], client_max_size=MAX_BODY,
         # aiohttp closes a connection whose request headers are still incomplete (or which sits
         # idle between requests) when keepalive_timeout runs out (its default is an hour); after
         # answering a request whose body is still arriving it waits lingering_time for the rest.
@@ -600,6 +551,7 @@ def build_app(
         for name, password in (users or {}).items():
             access.add_user(name, password, ("administrator",))
     app[ACCESS] = access
+    app[LOGINS] = logins if logins is not None else new_throttle()
     app[INTERVAL] = rates_interval
     app[TIMEOUT] = request_timeout
     app.cleanup_ctx.append(_ticker)
