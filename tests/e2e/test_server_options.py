@@ -31,7 +31,7 @@ def test_environment_variables_set_server_options(monkeypatch: pytest.MonkeyPatc
         "vhosts": s.vhosts, "disk_free_limit": s.disk_free_limit,
     }  # fmt: skip
     assert got == {
-        "amqp_port": 5999, "max_incomplete_content": 123456789, "users": {"guest": "guest", "a": "b", "c": "d"},
+        "amqp_port": 5999, "max_incomplete_content": 123456789, "users": {"a": "b", "c": "d"},
         "vhosts": ("v1", "v2"), "disk_free_limit": 7,
     }  # fmt: skip
 

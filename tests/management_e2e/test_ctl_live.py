@@ -341,7 +341,7 @@ def test_leveret_server_subprocess_tutorial_line(tmp_path: Path) -> None:
 
 
 def test_list_vhosts_and_queues_of_another_vhost(live_factory: Callable[..., Live]) -> None:
-    live = live_factory(vhosts=("app",))
+    live = live_factory(vhosts=("app",), users={"guest": "guest"})  # --user: full permissions on app too
     assert table(live.ctl("list_vhosts")) == ["Timeout: 60.0 seconds ...", "Listing vhosts ...", "name", "/", "app"]
     conn = pika.BlockingConnection(pika.URLParameters(f"{live.amqp.rsplit('/', 1)[0]}/app"))
     ch = conn.channel()

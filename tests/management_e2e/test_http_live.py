@@ -390,7 +390,7 @@ def _check_remote(addr: str, port: int) -> None:
         urllib.request.urlopen(req, timeout=5)
         raise AssertionError("guest accepted from a non-loopback address")
     except urllib.error.HTTPError as e:
-        assert e.code == 401 and b"can only connect via localhost" in e.read()
+        assert e.code == 401 and b"User can only log in via localhost" in e.read()
     req = urllib.request.Request(f"http://{addr}:{port}/api/healthchecks/node")
     req.add_header("Authorization", "Basic " + base64.b64encode(b"admin:s3cret").decode())
     with urllib.request.urlopen(req, timeout=5) as resp:

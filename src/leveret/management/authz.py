@@ -103,9 +103,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         # No WWW-Authenticate for the dashboard's own fetches, so browsers show its login
         # field instead of a native password dialog.
         ajax = request.headers.get("X-Requested-With") == "XMLHttpRequest"
-        if "localhost" in reason:
-            name = (credentials(header) or ("?", ""))[0]
-            raise not_authorised(f"User '{name}' can only log in via localhost", realm=not ajax)
+        if "localhost" in reason:  # RabbitMQ's text
+            raise not_authorised("User can only log in via localhost", realm=not ajax)
         raise not_authorised("Login failed" if header else "Not management user", realm=not ajax)
     logins.succeeded(peer)
     if not user.is_management:
