@@ -10,7 +10,11 @@ import pika
 
 
 def main():
-    connection = pika.BlockingConnection(pika.ConnectionParameters(host="localhost"))
+    # AMQP_URL picks the broker (e.g. amqp://guest:guest@localhost:5672/), as the Go examples do;
+    # without it, the tutorial's own line: localhost:5672.
+    url = os.environ.get("AMQP_URL")
+    params = pika.URLParameters(url) if url else pika.ConnectionParameters(host="localhost")
+    connection = pika.BlockingConnection(params)
     channel = connection.channel()
 
     channel.queue_declare(queue="task_queue", durable=True, arguments={"x-queue-type": "quorum"})
