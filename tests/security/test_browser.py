@@ -264,6 +264,14 @@ def test_foreign_origin_is_refused_and_changes_nothing(victim: Victim, caplog: A
             )
             assert a.status == 403, (method, path, site, a.status)
             assert a.body["reason"] == f"cross-origin request refused (Sec-Fetch-Site: {site})"
+    # What the refusal quotes is bounded.
+    a = send(
+        victim.http + "/api/definitions",
+        "POST",
+        b"{}",
+        {"Content-Type": "application/json", "Origin": "x" * 5000},
+    )
+    assert a.status == 403 and len(a.body["reason"]) < 300, a.body
     two = [("Origin", victim.http), ("Origin", "http://evil.example")]
     a = send(
         victim.http + "/api/queues/%2F/evilq", "PUT", b"{}", [("Content-Type", "application/json"), *two]
@@ -272,7 +280,7 @@ def test_foreign_origin_is_refused_and_changes_nothing(victim: Victim, caplog: A
     assert depth_and_queues(victim) == before
     assert (
         len([r for r in caplog.records if "cross-origin" in r.getMessage()])
-        == len(ATTEMPTS) * (len(foreign) + 3) + 1
+        == len(ATTEMPTS) * (len(foreign) + 3) + 2
     )
 
 
@@ -382,6 +390,10 @@ def test_security_headers_on_every_answer(victim: Victim) -> None:
         ("PUT", "/api/queues/%2F/x", b"{}", {"headers": {**json_type, "Origin": "http://evil.example"}}, 403),
         ("PUT", "/api/queues/%2F/x", b"{}", {"headers": json_type}, 201),
         ("DELETE", "/api/queues/%2F/x", None, {}, 204),
+        # Outside /api/ too (the login form's post, were app.js not to run).
+        ("POST", "/", b"username=a", {"headers": {"Content-Type": "application/x-www-form-urlencoded"}}, 415),
+        ("POST", "/", None, {"headers": {"Origin": "http://evil.example"}}, 403),
+        ("POST", "/", None, {}, 405),
     ]
     for method, path, body, kw, status in cases:
         a = send(victim.http + path, method, body, **kw)

@@ -6,7 +6,7 @@ basic-auth credentials it has cached for it (or takes them from a URL such as
 but a state-changing request does its harm without being read. Without a CORS preflight a page can
 send only GET, HEAD and POST, and a POST body only as ``application/x-www-form-urlencoded``,
 ``multipart/form-data`` or ``text/plain``. So, for a state-changing request (POST, PUT, DELETE,
-PATCH) to ``/api/``:
+PATCH; all of them are under ``/api/``, but every path is checked):
 
 * :func:`cross_site_middleware` answers 403 ``forbidden`` when an ``Origin`` header names another
   origin than the broker's own (scheme, host and port, from the ``Host`` header and whether the
@@ -99,6 +99,12 @@ def own_origin(request: web.Request) -> Origin | None:
     return parse_origin(f"{'https' if request.secure else 'http'}://{hosts[0]}")
 
 
+def _shown(values: list[str]) -> str:
+    """Header values as a refusal quotes them (and the log): at most 200 characters."""
+    text = ", ".join(values)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
 def _forbidden(request: web.Request, reason: str) -> web.Response:
     log.warning("refused %s %s from %s: %s", request.method, request.raw_path, request.remote, reason)
     return error_response(403, "forbidden", reason)
@@ -115,13 +121,13 @@ def origin_refusal(request: web.Request) -> web.Response | None:
     if not origins:
         site = request.headers.get("Sec-Fetch-Site")
         if site is not None and site.strip().lower() not in _OWN_SITE:
-            return _forbidden(request, f"cross-origin request refused (Sec-Fetch-Site: {site})")
+            return _forbidden(request, f"cross-origin request refused (Sec-Fetch-Site: {_shown([site])})")
         return None
     if len(origins) == 1:
         origin = parse_origin(origins[0])
         if origin is not None and (origin == own_origin(request) or origin in request.app[ALLOWED_ORIGINS]):
             return None
-    return _forbidden(request, f"cross-origin request refused (Origin: {', '.join(origins)})")
+    return _forbidden(request, f"cross-origin request refused (Origin: {_shown(origins)})")
 
 
 def media_type_refusal(request: web.Request) -> web.Response | None:
@@ -134,16 +140,15 @@ def media_type_refusal(request: web.Request) -> web.Response | None:
     media_type = types[0].partition(";")[0].strip().lower()
     if len(types) == 1 and media_type == "application/json":
         return None
-    return _unsupported(
-        request, f"Content-Type {', '.join(types)!s} is not supported here: send application/json"
-    )
+    return _unsupported(request, f"Content-Type {_shown(types)} is not supported here: send application/json")
 
 
 @web.middleware
 async def cross_site_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuses state-changing ``/api/`` requests from other origins (403) and in other media
-    types than JSON (415), as the module docstring says; passes everything else on."""
-    if request.method in STATE_CHANGING and request.path.startswith("/api/"):
+    """Refuses state-changing requests from other origins (403) and in other media types than
+    JSON (415), as the module docstring says; passes everything else on. Every path is checked,
+    not only ``/api/``: none other changes anything today, and one that one day does is covered."""
+    if request.method in STATE_CHANGING:
         refusal = origin_refusal(request) or media_type_refusal(request)
         if refusal is not None:
             return refusal
