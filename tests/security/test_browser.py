@@ -38,7 +38,7 @@ from tests.management.conftest import USERS, serve
 from tests.management.fake_backend import FakeBackend
 from tests.management.test_dashboard_browser import CHROMIUM, chromium
 
-from .conftest import client_context, write_files
+from .conftest import TLSBrokerFactory, client_context
 from .devtools import devtools_page
 from .evil_page import EVIL_DEFS, FRAME_FORMS, GET_ALL, WINDOW_FORMS, attack_page
 
@@ -342,12 +342,8 @@ def test_allowed_origins_are_configurable() -> None:
         http_module.build_app(backend, users=dict(USERS), allowed_origins=["admin.example.com"])
 
 
-def test_https_origin_is_the_https_listener(broker_factory: Callable[..., ThreadBroker], ca: trustme.CA,
-                                            tmp_path: Path) -> None:  # fmt: skip
-    files = write_files(ca, tmp_path / "tls")
-    b = broker_factory(
-        tls_cert=files.cert, tls_key=files.key, https_port=0, http_port=None, users={"guest": "guest"}
-    )
+def test_https_origin_is_the_https_listener(tls_broker: TLSBrokerFactory, ca: trustme.CA) -> None:
+    b = tls_broker(https_port=0)  # AMQPS and HTTPS on ephemeral ports, no plain HTTP
     port = b.app.https_port
     ctx = client_context(ca)
     url = f"https://localhost:{port}/api/queues/%2F/q"
