@@ -34,8 +34,8 @@ from typing import Any
 from aiohttp import web
 
 from leveret.errors import AMQPError, ReplyCode
+from leveret.management import browser, shapes
 from leveret.management import definitions as defs
-from leveret.management import shapes
 from leveret.management.authz import ACCESS, LOGINS, auth_middleware, current_user, new_throttle
 from leveret.management.backend import Backend, GotMessage, QueueCounters, QueueKey
 from leveret.management.guards import (
@@ -535,10 +535,13 @@ def build_app(
     rates_interval: float = 1.0,
     rates: RateSampler | None = None,
     request_timeout: float = REQUEST_TIMEOUT,
+    allowed_origins: Iterable[str] = (),
 ) -> web.Application:
-    """The management app; run it with ``aiohttp.web.AppRunner`` in the broker's loop."""
+    """The management app; run it with ``aiohttp.web.AppRunner`` in the broker's loop.
+    ``allowed_origins``: pages that may change things besides the broker's own (see browser.py)."""
     app = web.Application(
-        middlewares=[errors_middleware, strict_path_middleware, auth_middleware], client_max_size=MAX_BODY,
+        middlewares=[errors_middleware, strict_path_middleware, browser.cross_site_middleware, auth_middleware],
+        client_max_size=MAX_BODY,
         # aiohttp closes a connection whose request headers are still incomplete (or which sits
         # idle between requests) when keepalive_timeout runs out (its default is an hour); after
         # answering a request whose body is still arriving it waits lingering_time for the rest.
@@ -555,6 +558,7 @@ def build_app(
     app[INTERVAL] = rates_interval
     app[TIMEOUT] = request_timeout
     app.cleanup_ctx.append(_ticker)
+    browser.setup(app, allowed_origins)
     r = app.router
     r.add_get("/", dashboard)
     r.add_static("/static/", STATIC_DIR, show_index=False)

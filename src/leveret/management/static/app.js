@@ -6,10 +6,16 @@
  * history), window.leveretState (last API answers), data-testid attributes, and each canvas's
  * data-points attribute (visible to `chromium --dump-dom`).
  * Query parameters: ?interval=<ms> (default 1000), ?window=<seconds> (default 300).
+ *
+ * Credentials live in this closure only: never in sessionStorage, localStorage or a cookie, and not
+ * in window.leveretState, so nothing else can pick them up and a reload asks for them again (the
+ * login form starts from its defaults, guest/guest). The broker's Content-Security-Policy allows
+ * only this file's own script: no inline script or handler in index.html.
  */
 (function () {
   "use strict";
 
+  const $ = (id) => document.getElementById(id);
   const params = new URLSearchParams(location.search);
   const INTERVAL_MS = Math.max(250, Number(params.get("interval")) || 1000);
   const WINDOW_MS = Math.max(30, Number(params.get("window")) || 300) * 1000;
@@ -19,9 +25,14 @@
     COLORS[k] = css.getPropertyValue("--" + k).trim() || "#888";
   }
 
+  // Earlier dashboards kept the login in sessionStorage: forget what one may have left there.
+  try {
+    sessionStorage.removeItem("leveret.user");
+    sessionStorage.removeItem("leveret.pass");
+  } catch (e) { /* storage disabled */ }
+  const login = { user: $("login-user").value, pass: $("login-pass").value };
+
   const state = {
-    user: sessionStorage.getItem("leveret.user") || "guest",
-    pass: sessionStorage.getItem("leveret.pass") || "guest",
     history: [],        // [{t, ready, unacked, publish, deliver, ack}]
     queueHist: new Map(), // "vhost\u0000name" -> [{t, messages}]
     sortKey: "name",
@@ -39,13 +50,18 @@
   window.leveretState = state;
   window.leveretChartPoints = 0;
 
-  const $ = (id) => document.getElementById(id);
-
   // ---- API ------------------------------------------------------------------------------
+  /** base64 of the UTF-8 bytes (btoa alone takes Latin-1 only and throws on anything else). */
+  function basic(text) {
+    let bin = "";
+    for (const b of new TextEncoder().encode(text)) bin += String.fromCharCode(b);
+    return btoa(bin);
+  }
+
   async function api(path) {
     const resp = await fetch(path, {
       headers: {
-        "Authorization": "Basic " + btoa(state.user + ":" + state.pass),
+        "Authorization": "Basic " + basic(login.user + ":" + login.pass),
         "X-Requested-With": "XMLHttpRequest",  // no native password dialog on 401
         "Accept": "application/json",
       },
@@ -403,14 +419,10 @@
     }
   }
 
-  $("login-user").value = state.user;
-  $("login-pass").value = state.pass;
   $("login").addEventListener("submit", (ev) => {
     ev.preventDefault();
-    state.user = $("login-user").value;
-    state.pass = $("login-pass").value;
-    sessionStorage.setItem("leveret.user", state.user);
-    sessionStorage.setItem("leveret.pass", state.pass);
+    login.user = $("login-user").value;
+    login.pass = $("login-pass").value;
     setStatus("connecting…", true);
   });
   // Filter, sort and page are the broker's job: ask again at once for the new page.
