@@ -76,6 +76,16 @@ def test_time_mode_with_rate_stops_by_itself(broker: ThreadBroker) -> None:
     assert "sent" in err and "received" in err  # progress lines on stderr
 
 
+def test_every_progress_line_has_its_latency(broker: ThreadBroker) -> None:
+    """Each per-second line reports the latency of that second (it once did only on the first line: the
+    consumers kept appending to a list the ticker had replaced)."""
+    rc, s, err = perf(broker, "--time", "3.5", "--rate", "300", "--delete-first")
+    assert rc == 0, err
+    lines = [line for line in err.splitlines() if "received" in line and "/s" in line]
+    assert len(lines) >= 3, err
+    assert all("latency p50" in line for line in lines), err
+
+
 def test_producers_only_then_consumers_only(broker: ThreadBroker) -> None:
     rc, s, err = perf(broker, "-C", "500", "-y", "0", "-c", "100", "--delete-first")
     assert rc == 0, err

@@ -341,7 +341,9 @@ class Run:
             elif now - idle_since >= self.o.timeout:
                 self._fail(AMQPError(0, f"no progress for {self.o.timeout:g} s"))
                 return
-            tick, st.tick_latency_us = st.tick_latency_us, []
+            # Copied and emptied in place: each consumer holds a reference to this very list.
+            tick = st.tick_latency_us[:]
+            st.tick_latency_us.clear()
             if self.progress is not None:
                 pct = percentiles(tick, (50, 99))
                 parts = [
