@@ -185,8 +185,9 @@ class FakeBackend:
             return self._snap(q)
 
     def delete_queue(
-        self, vhost: str, name: str, if_unused: bool = False, if_empty: bool = False, *, user: str | None = None
-    ) -> int:
+        self, vhost: str, name: str, if_unused: bool = False, if_empty: bool = False, *,
+        user: str | None = None,
+    ) -> int:  # fmt: skip
         with self.lock:
             q = self._q(vhost, name)
             if q.owner is not None:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pika
@@ -123,8 +125,12 @@ ROUTES: list[tuple[str, str, Any, dict[str, Any]]] = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("method", "path", "body", "expected"), ROUTES, ids=[f"{m} {p}" for m, p, _, _ in ROUTES])
-def test_each_tag_against_each_route(site: Site, method: str, path: str, body: Any, expected: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "body", "expected"), ROUTES, ids=[f"{m} {p}" for m, p, _, _ in ROUTES]
+)
+def test_each_tag_against_each_route(
+    site: Site, method: str, path: str, body: Any, expected: dict[str, Any]
+) -> None:
     node = site.get("admin", "/api/overview")["node"]
     path = path.replace(NODE, node)
     # Refusals first: a refused DELETE must leave the queue for the allowed one.
@@ -192,7 +198,12 @@ def test_pagination_counts_only_the_visible_vhosts(site: Site) -> None:
     for i in range(6):
         site.queue("vb", f"b-more-{i}")
     page = site.get("alice", "/api/queues?page=1&page_size=2")
-    assert (page["total_count"], page["filtered_count"], page["item_count"], page["page_count"]) == (5, 5, 2, 3)
+    assert (page["total_count"], page["filtered_count"], page["item_count"], page["page_count"]) == (
+        5,
+        5,
+        2,
+        3,
+    )
     assert all(q["vhost"] == "va" for q in page["items"])
     page = site.get("alice", "/api/queues?page=1&page_size=2&name=more")
     assert (page["total_count"], page["filtered_count"], page["page_count"]) == (5, 4, 2)
@@ -246,7 +257,10 @@ def test_connections_channels_and_consumers_of_a_management_user_are_its_own(sit
         assert {c["user"] for c in site.get("mon", "/api/connections")} == {"alice", "bob", "admin"}
         assert {c["user"] for c in site.get("mon", "/api/channels")} == {"alice", "bob", "admin"}
         # monitoring: every user's consumers, in the vhosts it has a row in
-        assert sorted(c["channel_details"]["user"] for c in site.get("mon", "/api/consumers")) == ["admin", "alice"]
+        assert sorted(c["channel_details"]["user"] for c in site.get("mon", "/api/consumers")) == [
+            "admin",
+            "alice",
+        ]
         assert len(site.get("admin", "/api/consumers")) == 3
 
 
@@ -324,7 +338,9 @@ def test_an_exclusive_queue_cannot_be_deleted_purged_or_got_over_http(site: Site
 # ---- Prometheus -------------------------------------------------------------------------------
 
 
-def scrape(site: Site, path: str, user: str | None = None, password: str | None = None) -> tuple[int, str, Any]:
+def scrape(
+    site: Site, path: str, user: str | None = None, password: str | None = None
+) -> tuple[int, str, Any]:
     req = urllib.request.Request(f"http://127.0.0.1:{site.broker.app.prometheus_port}{path}")
     if user is not None:
         creds = f"{user}:{password or PASSWORDS[user]}".encode()
@@ -350,3 +366,30 @@ def test_per_object_metrics_need_a_monitoring_user(site: Site) -> None:
         status, text, _ = scrape(site, "/metrics/per-object", who)
         assert status == 200, who
         assert 'rabbitmq_queue_messages_ready{vhost="vb",queue="b-q"} 0' in text
+
+
+# ---- the dashboard ----------------------------------------------------------------------------
+
+
+def test_the_dashboard_works_for_a_management_user(
+    broker_factory: Callable[..., ThreadBroker], tmp_path: Path
+) -> None:
+    """guest as a plain management user: overview and queues answer, nodes do not; the dashboard
+    shows the vhost's queues, the cluster name where monitors see the node, and stays live."""
+    from tests.management.test_dashboard_browser import CHROMIUM, DomScan, chromium
+
+    if CHROMIUM is None:
+        pytest.skip("chromium not installed")
+    site = Site(broker_factory(http_port=0, default_user_tags=("management",)))
+    site.queue("/", "dash-q")
+    assert http_request(site.http + "/api/nodes", "GET")[:2] == (401, NOT_MONITOR)  # as guest
+    status, overview, _ = http_request(site.http + "/api/overview", "GET")
+    assert status == 200 and "node" not in overview
+    p = chromium(site.http + "/?interval=500", tmp_path / "profile", "--dump-dom")
+    assert p.returncode == 0, p.stderr[-2000:]
+    dom = DomScan()
+    dom.feed(p.stdout)
+    assert dom.text["status"].startswith("live"), dom.text.get("status")
+    assert [r["name"] for r in dom.rows] == ["dash-q"]
+    node = re.search(r'<span id="node-name">([^<]*)</span>', p.stdout)
+    assert node is not None and node.group(1) == overview["cluster_name"], p.stdout[:3000]

@@ -104,10 +104,11 @@ class Backend(Protocol):
     def declare_queue(
         self, vhost: str, name: str, durable: bool, auto_delete: bool, arguments: dict[str, Any], *,
         user: str | None = None,
-    ) -> QueueSnapshot: ...
+    ) -> QueueSnapshot: ...  # fmt: skip
     def delete_queue(
-        self, vhost: str, name: str, if_unused: bool = False, if_empty: bool = False, *, user: str | None = None
-    ) -> int:
+        self, vhost: str, name: str, if_unused: bool = False, if_empty: bool = False, *,
+        user: str | None = None,
+    ) -> int:  # fmt: skip
         """Returns the number of messages deleted."""
 
     def purge_queue(self, vhost: str, name: str, *, user: str | None = None) -> int: ...
@@ -119,10 +120,10 @@ class Backend(Protocol):
     def declare_exchange(
         self, vhost: str, name: str, type: str, durable: bool, auto_delete: bool, internal: bool,
         arguments: dict[str, Any], *, user: str | None = None,
-    ) -> None: ...
+    ) -> None: ...  # fmt: skip
     def bind(
         self, vhost: str, source: str, destination: str, destination_type: str, routing_key: str,
         arguments: dict[str, Any], *, user: str | None = None,
-    ) -> None: ...
+    ) -> None: ...  # fmt: skip
     def close_connection(self, name: str, reason: str) -> bool:
         """Close with 320 CONNECTION_FORCED and ``reason``; False if no such connection."""

@@ -342,7 +342,7 @@ async def put_queue(request: web.Request) -> web.Response:
     b.declare_queue(
         vhost, name, bool(body.get("durable", True)), bool(body.get("auto_delete", False)), arguments,
         user=_user_name(request),
-    )
+    )  # fmt: skip
     return web.Response(status=204 if existed else 201)
 
 
@@ -356,7 +356,9 @@ async def delete_queue(request: web.Request) -> web.Response:
 
 
 async def purge_queue(request: web.Request) -> web.Response:
-    purged = _backend(request).purge_queue(_vhost(request), request.match_info["name"], user=_user_name(request))
+    purged = _backend(request).purge_queue(
+        _vhost(request), request.match_info["name"], user=_user_name(request)
+    )
     return web.Response(status=204, headers={"X-Messages-Purged": str(purged)})
 
 
@@ -507,7 +509,8 @@ async def get_exchange(request: web.Request) -> web.Response:
 
 
 async def list_bindings(request: web.Request) -> web.StreamResponse:
-    return await stream_all(request, _per_vhost(_backend(request).bindings, _listed_vhosts(request)), shapes.binding_json)
+    bindings = _per_vhost(_backend(request).bindings, _listed_vhosts(request))
+    return await stream_all(request, bindings, shapes.binding_json)
 
 
 async def get_definitions(request: web.Request) -> web.StreamResponse:

@@ -211,16 +211,19 @@ class LiveBackend:
         if q.exclusive_owner is not None:
             raise resource_locked(
                 f"cannot obtain exclusive access to locked queue '{name}' in vhost '{vhost}'. It could be "
-                "originally declared on another connection or the exclusive property value does not match that "
-                "of the original declaration."
+                "originally declared on another connection or the exclusive property value does not match "
+                "that of the original declaration."
             )
         return q
 
     def delete_queue(
-        self, vhost: str, name: str, if_unused: bool = False, if_empty: bool = False, *, user: str | None = None
-    ) -> int:
+        self, vhost: str, name: str, if_unused: bool = False, if_empty: bool = False, *,
+        user: str | None = None,
+    ) -> int:  # fmt: skip
         self._queue_for(vhost, name, user, CONFIGURE)
-        return self.broker.delete_queue(vhost, name, if_unused=if_unused, if_empty=if_empty, conn=None, user=user)
+        return self.broker.delete_queue(
+            vhost, name, if_unused=if_unused, if_empty=if_empty, conn=None, user=user
+        )
 
     def purge_queue(self, vhost: str, name: str, *, user: str | None = None) -> int:
         self._queue_for(vhost, name, user, READ)
@@ -261,8 +264,9 @@ class LiveBackend:
         arguments: dict[str, Any], *, user: str | None = None,
     ) -> None:  # fmt: skip
         self.broker.vhost_or_404(vhost).declare_exchange(
-            name, type, durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments, user=user
-        )
+            name, type, durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments,
+            user=user,
+        )  # fmt: skip
 
     def bind(
         self, vhost: str, source: str, destination: str, destination_type: str, routing_key: str,

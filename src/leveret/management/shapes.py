@@ -251,7 +251,9 @@ def consumer_json(c: ConsumerSnapshot, node: str, peers: Mapping[str, Connection
     }
 
 
-def message_stats(totals: Totals, rates: RateSampler | None, given: Mapping[str, float] | None = None) -> JSON:
+def message_stats(
+    totals: Totals, rates: RateSampler | None, given: Mapping[str, float] | None = None
+) -> JSON:
     """Overview ``message_stats``: cumulative counts plus ``*_details.rate`` (the broker's rates
     from ``rates``, or ``given`` ones keyed like :data:`TOTALS_STATS`)."""
     r = given if given is not None else rates.totals_rates() if rates else {k: 0.0 for _, k in TOTALS_STATS}
