@@ -6,6 +6,16 @@ broker runs in its own event loop (port 15672 by default). Contract:
 * Every ``/api/...`` route needs HTTP basic auth against ``users``; a user in
   ``loopback_users`` (``guest``) is accepted only from a loopback peer. Failures are
   401 ``{"error": "not_authorised", "reason": ...}``.
+* Tags gate routes as RabbitMQ 3.10 does (:mod:`leveret.management.authz`): any management user
+  for overview, whoami, vhosts, connections, channels, consumers, healthchecks; a permission row
+  in ``{vhost}`` (administrators always pass) for its queues, exchanges, bindings, consumers and
+  aliveness test; monitoring or administrator for nodes; administrator for definitions and
+  ``/api/vhosts/{vhost}``. Connection objects: GET by monitoring, administrator or owner, DELETE by
+  administrator or owner. Lists without ``{vhost}`` show a non-administrator only the vhosts it
+  has a row in, and a user without monitoring only its own connections, channels and consumers;
+  the overview's totals count what the user can see.
+* Queue operations run as the HTTP user (``user=`` to the backend), so the model checks its
+  permissions; a refusal (403 ``access to ...``) becomes 401 ``Access refused.``.
 * Backend errors map as RabbitMQ's do: AMQPError 404 -> 404
   ``{"error": "Object Not Found", "reason": "Not Found"}``; 405/406 (and other soft
   codes) -> 400 ``{"error": "bad_request", "reason": <reply text>}``. A malformed request
