@@ -152,7 +152,8 @@ class App:
         if s.prometheus_port is not None:
             from leveret.management.metrics import build_metrics_app
 
-            runner = web.AppRunner(build_metrics_app(backend), access_log=None)
+            metrics_app = build_metrics_app(backend, access=self.broker.access, logins=self.broker.logins)
+            runner = web.AppRunner(metrics_app, access_log=None)
             await runner.setup()
             site = web.TCPSite(runner, s.host, s.prometheus_port, reuse_address=True)
             await site.start()

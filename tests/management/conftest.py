@@ -103,7 +103,7 @@ def api(backend: FakeBackend) -> Iterator[Served]:
 
 @pytest.fixture
 def metrics(backend: FakeBackend) -> Iterator[Served]:
-    for url, loop in serve(lambda: build_metrics_app(backend)):
+    for url, loop in serve(lambda: build_metrics_app(backend, users=dict(USERS))):
         yield Served(url, backend, loop)
 
 

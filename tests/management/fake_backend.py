@@ -171,8 +171,9 @@ class FakeBackend:
                                    acked=t.acked + extra)  # fmt: skip
 
     def declare_queue(
-        self, vhost: str, name: str, durable: bool, auto_delete: bool, arguments: dict[str, Any]
-    ) -> QueueSnapshot:
+        self, vhost: str, name: str, durable: bool, auto_delete: bool, arguments: dict[str, Any], *,
+        user: str | None = None,
+    ) -> QueueSnapshot:  # fmt: skip
         if vhost not in self._vhosts:
             raise not_found(f"no vhost '{vhost}'")
         with self.lock:
@@ -183,7 +184,10 @@ class FakeBackend:
                 raise precondition_failed(f"inequivalent arg 'durable' for queue '{name}' in vhost '{vhost}'")
             return self._snap(q)
 
-    def delete_queue(self, vhost: str, name: str, if_unused: bool = False, if_empty: bool = False) -> int:
+    def delete_queue(
+        self, vhost: str, name: str, if_unused: bool = False, if_empty: bool = False, *,
+        user: str | None = None,
+    ) -> int:  # fmt: skip
         with self.lock:
             q = self._q(vhost, name)
             if q.owner is not None:
@@ -196,14 +200,16 @@ class FakeBackend:
             self.bs = [b for b in self.bs if not (b.vhost == vhost and b.destination == name)]
             return len(q.ready)
 
-    def purge_queue(self, vhost: str, name: str) -> int:
+    def purge_queue(self, vhost: str, name: str, *, user: str | None = None) -> int:
         with self.lock:
             q = self._q(vhost, name)
             n = len(q.ready)
             q.ready.clear()
             return n
 
-    def get_messages(self, vhost: str, name: str, count: int, requeue: bool) -> list[GotMessage]:
+    def get_messages(
+        self, vhost: str, name: str, count: int, requeue: bool, *, user: str | None = None
+    ) -> list[GotMessage]:
         with self.lock:
             q = self._q(vhost, name)
             taken = q.ready[:count]
@@ -218,7 +224,7 @@ class FakeBackend:
 
     def declare_exchange(
         self, vhost: str, name: str, type: str, durable: bool, auto_delete: bool, internal: bool,
-        arguments: dict[str, Any],
+        arguments: dict[str, Any], *, user: str | None = None,
     ) -> None:  # fmt: skip
         if vhost not in self._vhosts:
             raise not_found(f"no vhost '{vhost}'")
@@ -230,7 +236,7 @@ class FakeBackend:
 
     def bind(
         self, vhost: str, source: str, destination: str, destination_type: str, routing_key: str,
-        arguments: dict[str, Any],
+        arguments: dict[str, Any], *, user: str | None = None,
     ) -> None:  # fmt: skip
         if (vhost, source) not in self.xs:
             raise not_found(f"no exchange '{source}'")

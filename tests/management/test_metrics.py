@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -10,9 +11,12 @@ from .conftest import Served
 
 
 def scrape(
-    metrics: Served, path: str
+    metrics: Served, path: str, auth: tuple[str, str] | None = None
 ) -> tuple[dict[str, dict[tuple[tuple[str, str], ...], float]], dict[str, str]]:
-    with urllib.request.urlopen(metrics.url + path, timeout=10) as resp:
+    req = urllib.request.Request(metrics.url + path)
+    if auth is not None:
+        req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+    with urllib.request.urlopen(req, timeout=10) as resp:
         text = resp.read().decode()
         ctype = resp.headers["Content-Type"]
     samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
@@ -61,7 +65,7 @@ def test_counters_follow_totals(metrics: Served) -> None:
 
 def test_per_object_metrics(metrics: Served) -> None:
     metrics.backend.add_queue("/", 'odd "name"\\with\nnewline', ready=2)
-    s, _ = scrape(metrics, "/metrics/per-object")
+    s, _ = scrape(metrics, "/metrics/per-object", ("admin", "s3cret"))  # needs a monitoring user
     ready = s["rabbitmq_queue_messages_ready"]
     assert ready[(("queue", "task_queue"), ("vhost", "/"))] == 3
     assert ready[(("queue", "elsewhere"), ("vhost", "other"))] == 7

@@ -98,21 +98,32 @@ class Backend(Protocol):
     def connections(self) -> list[ConnectionSnapshot]: ...
     def totals(self) -> Totals: ...
 
+    # ``user``: the HTTP user acting (RabbitMQ does these through a channel as that user), whose
+    # permissions the model checks (403 ACCESS_REFUSED); None is the broker itself (definitions
+    # import, recovery): no check. Another connection's exclusive queue is 405 RESOURCE_LOCKED.
     def declare_queue(
-        self, vhost: str, name: str, durable: bool, auto_delete: bool, arguments: dict[str, Any]
-    ) -> QueueSnapshot: ...
-    def delete_queue(self, vhost: str, name: str, if_unused: bool = False, if_empty: bool = False) -> int:
+        self, vhost: str, name: str, durable: bool, auto_delete: bool, arguments: dict[str, Any], *,
+        user: str | None = None,
+    ) -> QueueSnapshot: ...  # fmt: skip
+    def delete_queue(
+        self, vhost: str, name: str, if_unused: bool = False, if_empty: bool = False, *,
+        user: str | None = None,
+    ) -> int:  # fmt: skip
         """Returns the number of messages deleted."""
 
-    def purge_queue(self, vhost: str, name: str) -> int: ...
-    def get_messages(self, vhost: str, name: str, count: int, requeue: bool) -> list[GotMessage]: ...
+    def purge_queue(self, vhost: str, name: str, *, user: str | None = None) -> int: ...
+    def get_messages(
+        self, vhost: str, name: str, count: int, requeue: bool, *, user: str | None = None
+    ) -> list[GotMessage]:
+        """Takes up to ``count`` messages; ``user`` needs read on the queue."""
+
     def declare_exchange(
         self, vhost: str, name: str, type: str, durable: bool, auto_delete: bool, internal: bool,
-        arguments: dict[str, Any],
-    ) -> None: ...
+        arguments: dict[str, Any], *, user: str | None = None,
+    ) -> None: ...  # fmt: skip
     def bind(
         self, vhost: str, source: str, destination: str, destination_type: str, routing_key: str,
-        arguments: dict[str, Any],
-    ) -> None: ...
+        arguments: dict[str, Any], *, user: str | None = None,
+    ) -> None: ...  # fmt: skip
     def close_connection(self, name: str, reason: str) -> bool:
         """Close with 320 CONNECTION_FORCED and ``reason``; False if no such connection."""

@@ -60,6 +60,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except AMQPError as e:
         if e.code == ReplyCode.NOT_FOUND:
             return error_response(404, "Object Not Found", "Not Found")
+        if e.code == ReplyCode.ACCESS_REFUSED and e.detail.startswith("access to"):
+            # A permission refusal of the HTTP user's operation, as RabbitMQ's management answers
+            # the channel's 403 (rabbit_mgmt_util:with_channel): 401, no detail.
+            return error_response(401, "not_authorised", "Access refused.")
         if e.code in (ReplyCode.ACCESS_REFUSED, ReplyCode.NOT_ALLOWED):
             return error_response(403, "access_refused", e.text)
         return error_response(400, "bad_request", e.text)

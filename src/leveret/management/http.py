@@ -6,6 +6,16 @@ broker runs in its own event loop (port 15672 by default). Contract:
 * Every ``/api/...`` route needs HTTP basic auth against ``users``; a user in
   ``loopback_users`` (``guest``) is accepted only from a loopback peer. Failures are
   401 ``{"error": "not_authorised", "reason": ...}``.
+* Tags gate routes as RabbitMQ 3.10 does (:mod:`leveret.management.authz`): any management user
+  for overview, whoami, vhosts, connections, channels, consumers, healthchecks; a permission row
+  in ``{vhost}`` (administrators always pass) for its queues, exchanges, bindings, consumers and
+  aliveness test; monitoring or administrator for nodes; administrator for definitions and
+  ``/api/vhosts/{vhost}``. Connection objects: GET by monitoring, administrator or owner, DELETE by
+  administrator or owner. Lists without ``{vhost}`` show a non-administrator only the vhosts it
+  has a row in, and a user without monitoring only its own connections, channels and consumers;
+  the overview's totals count what the user can see.
+* Queue operations run as the HTTP user (``user=`` to the backend), so the model checks its
+  permissions; a refusal (403 ``access to ...``) becomes 401 ``Access refused.``.
 * Backend errors map as RabbitMQ's do: AMQPError 404 -> 404
   ``{"error": "Object Not Found", "reason": "Not Found"}``; 405/406 (and other soft
   codes) -> 400 ``{"error": "bad_request", "reason": <reply text>}``. A malformed request
@@ -36,7 +46,18 @@ from aiohttp import web
 from leveret.errors import AMQPError, ReplyCode
 from leveret.management import browser, shapes
 from leveret.management import definitions as defs
-from leveret.management.authz import ACCESS, LOGINS, auth_middleware, current_user, new_throttle
+from leveret.management.authz import (
+    ACCESS,
+    LOGINS,
+    auth_middleware,
+    current_user,
+    new_throttle,
+    not_authorised,
+    require_administrator,
+    require_monitor,
+    require_vhost,
+    visible_vhosts,
+)
 from leveret.management.backend import Backend, GotMessage, QueueCounters, QueueKey
 from leveret.management.guards import (
     LINGER,
@@ -51,7 +72,7 @@ from leveret.management.guards import (
 from leveret.management.listing import SLICE, Source, gc_paused, respond, stream_all
 from leveret.management.rates import TOTALS_STATS, RateSampler, Sample
 from leveret.model.access import AccessControl, LoginThrottle
-from leveret.model.snapshots import ChannelSnapshot, ConnectionSnapshot, ExchangeSnapshot
+from leveret.model.snapshots import ChannelSnapshot, ConnectionSnapshot, ExchangeSnapshot, Totals
 
 log = logging.getLogger("leveret.management")
 
@@ -79,11 +100,44 @@ def _node(request: web.Request) -> str:
 
 
 def _vhost(request: web.Request) -> str:
-    """The ``{vhost}`` path segment, 404 when the vhost does not exist."""
+    """The ``{vhost}`` path segment: 404 when the vhost does not exist, then 401 "User not
+    authorised to access virtual host" unless the user has a permission row there (administrators
+    always pass), in RabbitMQ's order (``user_matches_vhost`` lets a missing vhost through)."""
     vhost = request.match_info["vhost"]
     if vhost not in _backend(request).vhosts():
         raise AMQPError(ReplyCode.NOT_FOUND, f"no vhost '{vhost}'")
+    require_vhost(request, vhost)
     return vhost
+
+
+def _listed_vhosts(request: web.Request) -> list[str] | None:
+    """The vhosts a list shows: the path's ``{vhost}`` (checked), or every vhost this user has a
+    permission row in; None means all of them (administrators, no ``{vhost}``)."""
+    if "vhost" in request.match_info:
+        return [_vhost(request)]
+    seen = visible_vhosts(request)
+    return None if seen is None else [v for v in _backend(request).vhosts() if v in seen]
+
+
+def _queue_keys(b: Backend, vhosts: list[str] | None) -> list[QueueKey]:
+    """Queue keys of these vhosts (all for None), gathered per vhost so a user seeing one vhost
+    never costs a pass over every queue of the others."""
+    if vhosts is None:
+        return b.queue_keys()
+    if len(vhosts) == 1:
+        return b.queue_keys(vhosts[0])
+    return [k for v in vhosts for k in b.queue_keys(v)]
+
+
+def _per_vhost(fetch: Callable[[str | None], Iterable[Any]], vhosts: list[str] | None) -> list[Any]:
+    """``fetch(vhost)`` joined over ``vhosts`` (``fetch(None)``: all, for None)."""
+    if vhosts is None:
+        return list(fetch(None))
+    return [x for v in vhosts for x in fetch(v)]
+
+
+def _user_name(request: web.Request) -> str:
+    return current_user(request).name
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -132,13 +186,55 @@ def _age_param(request: web.Request, name: str) -> tuple[float, float] | None:
 
 
 # ---- handlers -----------------------------------------------------------------------
+async def _user_totals(
+    b: Backend, rates: RateSampler, keys: list[QueueKey]
+) -> tuple[int, int, int, Totals, dict[str, float]]:
+    """What :func:`overview` shows a user who sees only some vhosts, from those vhosts' queues
+    alone, a slice per loop turn: (ready, unacknowledged, consumers, message counts, their rates).
+    Publishes are counted where they reached a queue; confirms and returns, kept per broker only,
+    are 0."""
+    ready = unacked = consumers = published = delivered = acked = redelivered = 0
+    r = {key: 0.0 for _, key in TOTALS_STATS}
+    for i in range(0, len(keys), COUNT_SLICE):
+        with gc_paused():
+            for c in b.queue_counters(keys[i : i + COUNT_SLICE]):
+                ready += c.messages_ready
+                unacked += c.messages_unacknowledged
+                consumers += c.consumers
+                published += c.published
+                delivered += c.delivered
+                acked += c.acked
+                redelivered += c.redelivered
+                for key, value in rates.queue_rates(c.vhost, c.name).items():
+                    r[key] += value
+        await asyncio.sleep(0)
+    return ready, unacked, consumers, Totals(published, delivered, acked, redelivered), r
+
+
 async def overview(request: web.Request) -> web.Response:
+    """Administrators and monitoring users see the whole broker. Anyone else (RabbitMQ's
+    ``get_overview(User)``): queues, exchanges, consumers and message counts of the vhosts it has
+    a permission row in, its own connections and channels; no node, listeners or history samples
+    (they are the broker's); depth rates 0 (kept per broker only)."""
     b = _backend(request)
     rates = request.app[RATES]
     info = b.node_info()
-    counts = b.object_counts()
-    ready, unacked, consumers = await _counted(b, b.queue_keys())
-    depth = rates.depth_rates()
+    user = current_user(request)
+    everything = user.is_monitor
+    if everything:
+        counts = b.object_counts()
+        ready, unacked, consumers = await _counted(b, b.queue_keys())
+        depth = rates.depth_rates()
+        stats = shapes.message_stats(b.totals(), rates)
+    else:
+        vhosts = _listed_vhosts(request) or []
+        keys = _queue_keys(b, vhosts)
+        mine = [c for c in b.connections() if c.user == user.name]
+        counts = {"connections": len(mine), "channels": sum(c.channels for c in mine),
+                  "exchanges": sum(len(b.exchanges(v)) for v in vhosts), "queues": len(keys)}  # fmt: skip
+        ready, unacked, consumers, totals, own_rates = await _user_totals(b, rates, keys)
+        depth = {"messages": 0.0, "messages_ready": 0.0, "messages_unacknowledged": 0.0}
+        stats = shapes.message_stats(totals, None, own_rates)
     queue_totals: JSON = {
         "messages": ready + unacked,
         "messages_ready": ready,
@@ -146,18 +242,17 @@ async def overview(request: web.Request) -> web.Response:
     }
     for key in list(queue_totals):
         queue_totals[f"{key}_details"] = shapes.details(depth[key])
-    stats = shapes.message_stats(b.totals(), rates)
     lengths = _age_param(request, "lengths_age")
     if lengths:
-        samples = rates.samples(lengths[0])
+        samples = rates.samples(lengths[0]) if everything else []
         for key in ("messages", "messages_ready", "messages_unacknowledged"):
             queue_totals[f"{key}_details"]["samples"] = _samples(samples, lengths[1], key)
     msg_rates = _age_param(request, "msg_rates_age")
     if msg_rates:
-        samples = rates.samples(msg_rates[0])
+        samples = rates.samples(msg_rates[0]) if everything else []
         for i, (_, key) in enumerate(TOTALS_STATS):
             stats[f"{key}_details"]["samples"] = _samples(samples, msg_rates[1], i)
-    return web.json_response({
+    body: JSON = {
         "management_version": shapes.RABBITMQ_COMPAT_VERSION,
         "rabbitmq_version": shapes.RABBITMQ_COMPAT_VERSION,
         "product_name": info.product_name,
@@ -167,9 +262,12 @@ async def overview(request: web.Request) -> web.Response:
         "rates_mode": "basic",
         "disable_stats": False,
         "enable_queue_totals": False,
-        "node": info.node,
-        "listeners": [shapes.listener_json(x, info.node) for x in info.listeners],
-        "contexts": [],
+    }
+    if everything:
+        body["node"] = info.node
+        body["listeners"] = [shapes.listener_json(x, info.node) for x in info.listeners]
+        body["contexts"] = []
+    body.update({
         "exchange_types": [{"name": t, "enabled": True} for t in info.exchange_types],
         "object_totals": {
             "connections": counts["connections"],
@@ -182,10 +280,11 @@ async def overview(request: web.Request) -> web.Response:
         "message_stats": stats,
         "statistics_db_event_queue": 0,
     })  # fmt: skip
+    return web.json_response(body)
 
 
 async def list_queues(request: web.Request) -> web.StreamResponse:
-    vhost = _vhost(request) if "vhost" in request.match_info else None
+    vhosts = _listed_vhosts(request)
     b = _backend(request)
     node = _node(request)
     rates = request.app[RATES]
@@ -204,7 +303,7 @@ async def list_queues(request: web.Request) -> web.StreamResponse:
 
     # Keys, not snapshots: filtering, the default sort and paging need only names, and the
     # dashboard's sorts only counters, so a page of 30,000 queues renders 100 of them.
-    return await respond(request, Source(b.queue_keys(vhost), _key_name, _same, render, sort_values))
+    return await respond(request, Source(_queue_keys(b, vhosts), _key_name, _same, render, sort_values))
 
 
 # Sort paths a queue listing answers from QueueCounters (the values queue_json would show).
@@ -251,22 +350,25 @@ async def put_queue(request: web.Request) -> web.Response:
             raise
         existed = False
     b.declare_queue(
-        vhost, name, bool(body.get("durable", True)), bool(body.get("auto_delete", False)), arguments
-    )
+        vhost, name, bool(body.get("durable", True)), bool(body.get("auto_delete", False)), arguments,
+        user=_user_name(request),
+    )  # fmt: skip
     return web.Response(status=204 if existed else 201)
 
 
 async def delete_queue(request: web.Request) -> web.Response:
     deleted = _backend(request).delete_queue(
         _vhost(request), request.match_info["name"],
-        if_unused=_flag(request, "if-unused"), if_empty=_flag(request, "if-empty"),
+        if_unused=_flag(request, "if-unused"), if_empty=_flag(request, "if-empty"), user=_user_name(request),
     )  # fmt: skip
     # Not in RabbitMQ: the count lets leveretctl say how many messages went with the queue.
     return web.Response(status=204, headers={"X-Messages-Deleted": str(deleted)})
 
 
 async def purge_queue(request: web.Request) -> web.Response:
-    purged = _backend(request).purge_queue(_vhost(request), request.match_info["name"])
+    purged = _backend(request).purge_queue(
+        _vhost(request), request.match_info["name"], user=_user_name(request)
+    )
     return web.Response(status=204, headers={"X-Messages-Purged": str(purged)})
 
 
@@ -306,7 +408,7 @@ async def get_messages(request: web.Request) -> web.Response:
         raise bad_request("count and truncate must be integers") from None
     if count < 1:
         raise bad_request("count must be at least 1")
-    got = _backend(request).get_messages(vhost, name, count, ACKMODES[ackmode])
+    got = _backend(request).get_messages(vhost, name, count, ACKMODES[ackmode], user=_user_name(request))
     return web.json_response([_got_json(m, encoding, truncate) for m in got])
 
 
@@ -325,6 +427,9 @@ async def list_connections(request: web.Request) -> web.StreamResponse:
         return shapes.connection_json(c, node)
 
     conns = _backend(request).connections()
+    user = current_user(request)
+    if not user.is_monitor:  # RabbitMQ's filter_conn_ch_list: a management user sees its own
+        conns = [c for c in conns if c.user == user.name]
     return await respond(request, Source(conns, _conn_name, _conn_key, _rendered(render)))
 
 
@@ -336,15 +441,26 @@ def _conn_key(c: ConnectionSnapshot) -> tuple[str, str]:
     return (c.vhost, c.name)
 
 
-async def get_connection(request: web.Request) -> web.Response:
+def _connection(request: web.Request, may: bool) -> ConnectionSnapshot | None:
+    """The ``{name}`` connection, for a user who ``may`` act on anyone's or who owns it; else 401
+    "User not authorised to access object" (RabbitMQ's ``is_authorized_user``: a missing
+    connection has no owner, so only those who ``may`` learn it is missing)."""
     name = request.match_info["name"]
-    for c in _backend(request).connections():
-        if c.name == name:
-            return web.json_response(shapes.connection_json(c, _node(request)))
-    raise AMQPError(ReplyCode.NOT_FOUND, f"no connection '{name}'")
+    found = next((c for c in _backend(request).connections() if c.name == name), None)
+    if not may and (found is None or found.user != current_user(request).name):
+        raise not_authorised("User not authorised to access object")
+    return found
+
+
+async def get_connection(request: web.Request) -> web.Response:
+    c = _connection(request, current_user(request).is_monitor)
+    if c is None:
+        raise AMQPError(ReplyCode.NOT_FOUND, f"no connection '{request.match_info['name']}'")
+    return web.json_response(shapes.connection_json(c, _node(request)))
 
 
 async def close_connection(request: web.Request) -> web.Response:
+    _connection(request, current_user(request).is_administrator)
     reason = request.headers.get("X-Reason", "Closed via management plugin")
     if not _backend(request).close_connection(request.match_info["name"], reason):
         raise AMQPError(ReplyCode.NOT_FOUND, "no such connection")
@@ -365,20 +481,28 @@ async def list_channels(request: web.Request) -> web.StreamResponse:
     def key(ch: ChannelSnapshot) -> tuple[str, str, int]:
         return (ch.vhost, ch.connection, ch.number)
 
-    return await respond(request, Source(b.channels(), name, key, _rendered(render)))
+    chans = b.channels()
+    user = current_user(request)
+    if not user.is_monitor:
+        chans = [ch for ch in chans if ch.user == user.name]
+    return await respond(request, Source(chans, name, key, _rendered(render)))
 
 
 async def list_consumers(request: web.Request) -> web.StreamResponse:
-    vhost = _vhost(request) if "vhost" in request.match_info else None
+    """Consumers of the vhosts the user has a permission row in (all for administrators); a user
+    without the monitoring tag sees only those on its own connections (RabbitMQ's filter_user)."""
     b = _backend(request)
+    consumers = _per_vhost(b.consumers, _listed_vhosts(request))
     peers = {c.name: c for c in b.connections()}
+    user = current_user(request)
+    if not user.is_monitor:
+        consumers = [c for c in consumers if c.connection in peers and peers[c.connection].user == user.name]
     node = _node(request)
-    return await stream_all(request, list(b.consumers(vhost)), lambda c: shapes.consumer_json(c, node, peers))
+    return await stream_all(request, consumers, lambda c: shapes.consumer_json(c, node, peers))
 
 
 async def list_exchanges(request: web.Request) -> web.StreamResponse:
-    vhost = _vhost(request) if "vhost" in request.match_info else None
-    xs = _backend(request).exchanges(vhost)
+    xs = _per_vhost(_backend(request).exchanges, _listed_vhosts(request))
     return await respond(request, Source(xs, _x_name, _vhost_name, _rendered(shapes.exchange_json)))
 
 
@@ -395,11 +519,12 @@ async def get_exchange(request: web.Request) -> web.Response:
 
 
 async def list_bindings(request: web.Request) -> web.StreamResponse:
-    vhost = _vhost(request) if "vhost" in request.match_info else None
-    return await stream_all(request, list(_backend(request).bindings(vhost)), shapes.binding_json)
+    bindings = _per_vhost(_backend(request).bindings, _listed_vhosts(request))
+    return await stream_all(request, bindings, shapes.binding_json)
 
 
 async def get_definitions(request: web.Request) -> web.StreamResponse:
+    require_administrator(request)
     vhost = _vhost(request) if "vhost" in request.match_info else None
     b = _backend(request)
     doc = defs.export_definitions(b, request.app[ACCESS], vhost, with_queues=False)
@@ -427,6 +552,7 @@ async def get_definitions(request: web.Request) -> web.StreamResponse:
 
 
 async def post_definitions(request: web.Request) -> web.Response:
+    require_administrator(request)
     vhost = _vhost(request) if "vhost" in request.match_info else None
     report = await defs.import_definitions_sliced(_backend(request), await json_body(request), vhost)
     if report.ignored:
@@ -464,18 +590,27 @@ async def _vhost_json(request: web.Request, vhost: str) -> JSON:
 
 
 async def list_vhosts(request: web.Request) -> web.Response:
-    return web.json_response([await _vhost_json(request, v) for v in _backend(request).vhosts()])
+    """Every vhost for administrators and monitoring users (RabbitMQ's list_visible_vhosts), the
+    ones with a permission row for anyone else."""
+    vhosts = _backend(request).vhosts()
+    if not current_user(request).is_monitor:
+        seen = visible_vhosts(request) or set()
+        vhosts = [v for v in vhosts if v in seen]
+    return web.json_response([await _vhost_json(request, v) for v in vhosts])
 
 
 async def get_vhost(request: web.Request) -> web.Response:
+    require_administrator(request)
     return web.json_response(await _vhost_json(request, _vhost(request)))
 
 
 async def list_nodes(request: web.Request) -> web.Response:
+    require_monitor(request)
     return web.json_response([shapes.node_json(_backend(request).node_info(), time.time())])
 
 
 async def get_node(request: web.Request) -> web.Response:
+    require_monitor(request)
     info = _backend(request).node_info()
     if request.match_info["node"] != info.node:
         raise AMQPError(ReplyCode.NOT_FOUND, "no such node")

@@ -10,9 +10,10 @@ from typing import Any
 from pamqp import decode as pamqp_decode
 from pamqp.header import ContentHeader
 
-from leveret.errors import ChannelError, ReplyCode
+from leveret.errors import ChannelError, ReplyCode, resource_locked
 from leveret.management.backend import GotMessage, NodeInfo, QueueCounters, QueueKey
 from leveret.model import stats
+from leveret.model.access import CONFIGURE, QUEUE, READ
 from leveret.model.broker import Broker
 from leveret.model.exchange import TYPES as EXCHANGE_TYPES
 from leveret.model.queue import Queue
@@ -193,23 +194,45 @@ class LiveBackend:
         return stats.totals(self.broker)
 
     def declare_queue(
-        self, vhost: str, name: str, durable: bool, auto_delete: bool, arguments: dict[str, Any]
-    ) -> QueueSnapshot:
+        self, vhost: str, name: str, durable: bool, auto_delete: bool, arguments: dict[str, Any], *,
+        user: str | None = None,
+    ) -> QueueSnapshot:  # fmt: skip
         q = self.broker.vhost_or_404(vhost).declare_queue(
-            None, name, durable=durable, auto_delete=auto_delete, arguments=arguments
+            None, name, durable=durable, auto_delete=auto_delete, arguments=arguments, user=user
         )
         return stats.queue_snapshot(q, self.broker.consumer_timeout)
 
-    def delete_queue(self, vhost: str, name: str, if_unused: bool = False, if_empty: bool = False) -> int:
-        self.broker.vhost_or_404(vhost).get_queue(name)
-        return self.broker.delete_queue(vhost, name, if_unused=if_unused, if_empty=if_empty, conn=None)
-
-    def purge_queue(self, vhost: str, name: str) -> int:
-        self.broker.vhost_or_404(vhost)
-        return self.broker.purge_queue(vhost, name, None)
-
-    def get_messages(self, vhost: str, name: str, count: int, requeue: bool) -> list[GotMessage]:
+    def _queue_for(self, vhost: str, name: str, user: str | None, what: str) -> Queue:
+        """The queue for an HTTP delete, purge or get: 404 if missing, then 403 unless ``user`` has
+        ``what`` on it, then 405 if it is exclusive: an exclusive queue belongs to its AMQP
+        connection, and the HTTP user acts as another connection would (RabbitMQ's channel)."""
         q = self.broker.vhost_or_404(vhost).get_queue(name)
+        self.broker.access.check(user, vhost, QUEUE, name, what)
+        if q.exclusive_owner is not None:
+            raise resource_locked(
+                f"cannot obtain exclusive access to locked queue '{name}' in vhost '{vhost}'. It could be "
+                "originally declared on another connection or the exclusive property value does not match "
+                "that of the original declaration."
+            )
+        return q
+
+    def delete_queue(
+        self, vhost: str, name: str, if_unused: bool = False, if_empty: bool = False, *,
+        user: str | None = None,
+    ) -> int:  # fmt: skip
+        self._queue_for(vhost, name, user, CONFIGURE)
+        return self.broker.delete_queue(
+            vhost, name, if_unused=if_unused, if_empty=if_empty, conn=None, user=user
+        )
+
+    def purge_queue(self, vhost: str, name: str, *, user: str | None = None) -> int:
+        self._queue_for(vhost, name, user, READ)
+        return self.broker.purge_queue(vhost, name, None, user=user)
+
+    def get_messages(
+        self, vhost: str, name: str, count: int, requeue: bool, *, user: str | None = None
+    ) -> list[GotMessage]:
+        q = self._queue_for(vhost, name, user, READ)
         taken = []
         for _ in range(max(0, count)):
             m = q.take()
@@ -238,21 +261,22 @@ class LiveBackend:
 
     def declare_exchange(
         self, vhost: str, name: str, type: str, durable: bool, auto_delete: bool, internal: bool,
-        arguments: dict[str, Any],
+        arguments: dict[str, Any], *, user: str | None = None,
     ) -> None:  # fmt: skip
         self.broker.vhost_or_404(vhost).declare_exchange(
-            name, type, durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments
-        )
+            name, type, durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments,
+            user=user,
+        )  # fmt: skip
 
     def bind(
         self, vhost: str, source: str, destination: str, destination_type: str, routing_key: str,
-        arguments: dict[str, Any],
+        arguments: dict[str, Any], *, user: str | None = None,
     ) -> None:  # fmt: skip
         vh = self.broker.vhost_or_404(vhost)
         if destination_type == "exchange":
-            vh.bind_exchange(destination, source, routing_key, arguments)
+            vh.bind_exchange(destination, source, routing_key, arguments, user=user)
         elif destination_type == "queue":
-            vh.bind(None, destination, source, routing_key, arguments)
+            vh.bind(None, destination, source, routing_key, arguments, user=user)
         else:
             raise ChannelError(ReplyCode.PRECONDITION_FAILED, f"unknown destination_type '{destination_type}'")
 

@@ -5,27 +5,42 @@
 * ``GET /metrics``: aggregated values, as RabbitMQ does by default: queue gauges are
   summed over all queues and carry no labels.
 * ``GET /metrics/per-object``: the same families, queue gauges and counters labelled
-  ``{vhost, queue}`` one sample per queue.
+  ``{vhost, queue}`` one sample per queue. These name every vhost and queue, so this endpoint
+  needs HTTP basic auth of a user tagged ``monitoring`` or ``administrator`` (the users of the
+  broker's :class:`~leveret.model.access.AccessControl`, with the management API's login
+  throttle): 401 ``{"error": "not_authorised", ...}`` with ``WWW-Authenticate`` otherwise
+  ("Login failed", "Not monitor user"). Prometheus scrapes it with ``basic_auth`` in its
+  ``scrape_config``.
 
 Output is the Prometheus text exposition format 0.0.4, written directly (no runtime
 dependency); tests parse it with ``prometheus_client.parser``. Every value is read
 from backend snapshots at request time, so counts are exact at the moment of the
-scrape. No authentication, like RabbitMQ's plugin.
+scrape. ``/metrics`` needs no authentication, like RabbitMQ's plugin: it names no vhost or
+queue. (RabbitMQ's plugin has no authentication on either endpoint; per-object metrics are the
+one place Leveret asks for more.)
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 from collections.abc import Iterable
 
 from aiohttp import web
 
+from leveret.management.authz import authenticate, new_throttle, not_authorised
 from leveret.management.backend import Backend
 from leveret.management.shapes import RABBITMQ_COMPAT_VERSION
+from leveret.model.access import AccessControl, LoginThrottle
 from leveret.model.snapshots import QueueSnapshot
+
+log = logging.getLogger("leveret.management")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 METRICS_BACKEND: web.AppKey[Backend] = web.AppKey("metrics_backend", Backend)
+METRICS_ACCESS: web.AppKey[AccessControl] = web.AppKey("metrics_access", AccessControl)
+METRICS_LOGINS: web.AppKey[LoginThrottle] = web.AppKey("metrics_logins", LoginThrottle)
 
 Labels = dict[str, str]
 Sample = tuple[Labels, float]
@@ -141,15 +156,51 @@ async def _aggregated(request: web.Request) -> web.Response:
                         headers={"Content-Type": CONTENT_TYPE})  # fmt: skip
 
 
+async def _require_monitor(request: web.Request) -> None:
+    """Basic auth of a monitoring or administrator user, else 401 with ``WWW-Authenticate``.
+    Failed logins are logged and throttled per peer as on the management API."""
+    logins = request.app[METRICS_LOGINS]
+    peer = request.remote or "?"
+    delay = logins.delay(peer)
+    if delay > 0:
+        await asyncio.sleep(delay)
+    header = request.headers.get("Authorization")
+    user, reason = authenticate(header, request.remote, request.app[METRICS_ACCESS])
+    if user is None:
+        if header is not None:
+            logins.failed(peer)
+            log.warning("metrics login refused from %s: %s", peer, reason)
+        raise not_authorised("Login failed" if header else "Not monitor user", realm=True)
+    logins.succeeded(peer)
+    if not user.is_monitor:
+        log.warning("metrics refused to %s: user '%s' is not a monitoring user", peer, user.name)
+        raise not_authorised("Not monitor user", realm=True)
+
+
 async def _per_object(request: web.Request) -> web.Response:
+    await _require_monitor(request)
     return web.Response(body=render(request.app[METRICS_BACKEND], True).encode(),
                         headers={"Content-Type": CONTENT_TYPE})  # fmt: skip
 
 
-def build_metrics_app(backend: Backend) -> web.Application:
-    """The Prometheus endpoint app (RabbitMQ serves it on port 15692)."""
+def build_metrics_app(
+    backend: Backend,
+    *,
+    access: AccessControl | None = None,
+    logins: LoginThrottle | None = None,
+    users: dict[str, str] | None = None,
+) -> web.Application:
+    """The Prometheus endpoint app (RabbitMQ serves it on port 15692). ``access``: whose users may
+    read per-object metrics (the broker's); without it, ``users`` (name -> password) are made
+    administrators of an app on its own (tests), and with neither nobody may."""
     app = web.Application()
     app[METRICS_BACKEND] = backend
+    if access is None:
+        access = AccessControl()
+        for name, password in (users or {}).items():
+            access.add_user(name, password, ("administrator",))
+    app[METRICS_ACCESS] = access
+    app[METRICS_LOGINS] = logins if logins is not None else new_throttle()
     app.router.add_get("/metrics", _aggregated)
     app.router.add_get("/metrics/per-object", _per_object)
     return app

@@ -251,9 +251,12 @@ def consumer_json(c: ConsumerSnapshot, node: str, peers: Mapping[str, Connection
     }
 
 
-def message_stats(totals: Totals, rates: RateSampler | None) -> JSON:
-    """Overview ``message_stats``: cumulative counts plus ``*_details.rate``."""
-    r = rates.totals_rates() if rates else {k: 0.0 for _, k in TOTALS_STATS}
+def message_stats(
+    totals: Totals, rates: RateSampler | None, given: Mapping[str, float] | None = None
+) -> JSON:
+    """Overview ``message_stats``: cumulative counts plus ``*_details.rate`` (the broker's rates
+    from ``rates``, or ``given`` ones keyed like :data:`TOTALS_STATS`)."""
+    r = given if given is not None else rates.totals_rates() if rates else {k: 0.0 for _, k in TOTALS_STATS}
     out: JSON = {}
     for field_name, key in TOTALS_STATS:
         out[key] = int(getattr(totals, field_name))

@@ -382,7 +382,8 @@
     $("t-publish").textContent = fmtRate(rate(ms, "publish"));
     $("t-deliver").textContent = fmtRate(rate(ms, "deliver_get"));
     $("t-ack").textContent = fmtRate(rate(ms, "ack"));
-    $("node-name").textContent = ov.node || "";
+    // "node" is for monitoring users and administrators only (as RabbitMQ); others see the cluster name.
+    $("node-name").textContent = ov.node || ov.cluster_name || "";
     $("node-version").textContent = (ov.product_name || "") + " " + (ov.product_version || "") +
       " · RabbitMQ API " + (ov.rabbitmq_version || "");
     document.title = "Leveret · " + fmtInt(qt.messages_ready) + " ready";
