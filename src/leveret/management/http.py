@@ -573,9 +573,7 @@ async def aliveness(request: web.Request) -> web.Response:
 
 
 async def whoami(request: web.Request) -> web.Response:
-    # The auth middleware already accepted this header; decode it again rather than stash
-    # the user on the request (request storage keys differ across aiohttp versions).
-    u = current_user(request)
+    u = current_user(request)  # set by authz.auth_middleware
     return web.json_response({"name": u.name, "tags": list(u.tags)})
 
 
