@@ -18,7 +18,10 @@ def test_no_samples_means_zero_rates() -> None:
     assert r.totals_rates()["publish"] == 0.0
     r.tick(0.0, 0.0, Totals(published=100), [])
     assert r.totals_rates()["publish"] == 0.0
-    assert r.queue_rates("/", "missing") == {"publish": 0.0, "deliver_get": 0.0, "ack": 0.0, "redeliver": 0.0}
+    assert r.queue_rates("/", "missing") == {
+        "publish": 0.0, "deliver_get": 0.0, "ack": 0.0, "redeliver": 0.0,
+        "messages": 0.0, "messages_ready": 0.0, "messages_unacknowledged": 0.0,
+    }  # fmt: skip
 
 
 def test_rates_over_window() -> None:
@@ -34,6 +37,19 @@ def test_rates_over_window() -> None:
     for i in range(11, 17):
         r.tick(float(i), 1000.0 + i, Totals(published=1000, acked=500), [q("a", 100, ready=10)])
     assert r.totals_rates()["publish"] == 0.0
+
+
+def test_a_queue_shows_the_rate_of_change_of_its_depth() -> None:
+    """``messages_details.rate`` of a queue object (it was a constant 0.0): growing, then draining."""
+    r = RateSampler(window=5.0, history=60.0)
+    for i in range(11):  # 4 more ready messages every second
+        r.tick(float(i), 1000.0 + i, Totals(), [q("a", 4 * i, ready=4 * i)])
+    rates = r.queue_rates("/", "a")
+    assert rates["messages_ready"] == pytest.approx(4.0)
+    assert rates["messages"] == pytest.approx(4.0) and rates["messages_unacknowledged"] == 0.0
+    for i in range(11, 22):  # then 2 fewer every second, nothing published
+        r.tick(float(i), 1000.0 + i, Totals(), [q("a", 40, ready=40 - 2 * (i - 10))])
+    assert r.queue_rates("/", "a")["messages_ready"] == pytest.approx(-2.0)
 
 
 def test_history_bounded_and_nonmonotonic_ignored() -> None:

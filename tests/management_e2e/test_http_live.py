@@ -6,6 +6,7 @@ import asyncio
 import base64
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 import pika
@@ -64,6 +65,22 @@ def test_overview_totals_and_rates_under_load(live: Live, holders: Callable[...,
     assert ov["message_stats"]["ack"] == load.acked
     assert len(ov["message_stats"]["publish_details"]["samples"]) >= 2
     assert len(ov["queue_totals"]["messages_details"]["samples"]) >= 2
+
+
+def test_a_growing_queue_shows_its_depth_rate(live: Live) -> None:
+    """``messages_details.rate`` of a queue object follows its depth (it was a constant 0.0)."""
+    with live.connect() as conn:
+        ch = conn.channel()
+        ch.queue_declare("growing")
+
+        def rising() -> dict[str, Any] | None:
+            for i in range(20):
+                ch.basic_publish("", "growing", b"x%d" % i)
+            q = live.queue("growing")
+            return q if q["messages_details"]["rate"] > 0 and q["messages_ready_details"]["rate"] > 0 else None
+
+        q = wait_for(rising, timeout=8, interval=0.25)
+        assert q["messages_unacknowledged_details"]["rate"] == 0.0
 
 
 def test_queue_put_get_delete(live: Live) -> None:

@@ -47,6 +47,10 @@ QUEUE_STATS: tuple[tuple[str, str], ...] = (
     ("redelivered", "redeliver"),
 )
 
+#: Per-queue depths whose rate of change the queue objects show (``messages_details.rate``, ...):
+#: kept in a queue's history after the QUEUE_STATS counters.
+QUEUE_DEPTHS: tuple[str, ...] = ("messages", "messages_ready", "messages_unacknowledged")
+
 QueueKey = tuple[str, str]
 
 
@@ -134,11 +138,12 @@ class RateSampler:
         return self._ref
 
     def queue_rates(self, vhost: str, name: str) -> dict[str, float]:
-        """Per-queue rates keyed like :data:`QUEUE_STATS`; zeros for an unknown queue."""
+        """Per-queue rates keyed like :data:`QUEUE_STATS`, plus the rates of change of its depths
+        keyed like :data:`QUEUE_DEPTHS` (negative while it drains); zeros for an unknown queue."""
         hist = self._queues.get((vhost, name))
         ref = self._reference()
         if not hist or ref is None:
-            return {key: 0.0 for _, key in QUEUE_STATS}
+            return {key: 0.0 for key in (*(k for _, k in QUEUE_STATS), *QUEUE_DEPTHS)}
         now, t_first = ref
         # A queue's history holds only its changes: its counters at time t are those of the
         # last entry at or before t (or its first entry, when it appeared after t).
@@ -149,9 +154,13 @@ class RateSampler:
                 break
         dt = now - start
         last = hist[-1][1]
-        return {
+        out = {
             key: (max(0.0, (last[i] - first[1][i]) / dt) if dt > 0 else 0.0) for i, (_, key) in enumerate(QUEUE_STATS)
         }
+        n = len(QUEUE_STATS)
+        ready, unacked = ((last[n] - first[1][n]) / dt, (last[n + 1] - first[1][n + 1]) / dt) if dt > 0 else (0.0, 0.0)
+        out.update(messages=ready + unacked, messages_ready=ready, messages_unacknowledged=unacked)
+        return out
 
     def depth_rates(self) -> dict[str, float]:
         """Rate of change of queue depth totals (messages, messages_ready, messages_unacknowledged)."""
@@ -224,15 +233,16 @@ class Tick:
             self.unacked += q.messages_unacknowledged
             key = (q.vhost, q.name)
             seen.add(key)
-            counters = (q.published, q.delivered, q.acked, q.redelivered)
+            # The counters, then the depths (which may go down).
+            counters = (q.published, q.delivered, q.acked, q.redelivered, q.messages_ready, q.messages_unacknowledged)
             hist = queues_hist.get(key)
             if hist is None:
                 hist = queues_hist[key] = deque()
                 if prev_t is not None:
-                    hist.append((prev_t, (0, 0, 0, 0)))
+                    hist.append((prev_t, (0, 0, 0, 0, 0, 0)))
             elif not hist or counters == hist[-1][1]:
                 continue
-            elif any(c < p for c, p in zip(counters, hist[-1][1], strict=True)):
+            elif any(c < p for c, p in zip(counters[:4], hist[-1][1][:4], strict=True)):
                 hist = queues_hist[key] = deque()
             hist.append((now, counters))
             # Keep the newest entry at or before the horizon: it gives the counters there.

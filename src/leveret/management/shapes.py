@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from leveret.management.backend import NodeInfo
-from leveret.management.rates import QUEUE_STATS, TOTALS_STATS, RateSampler
+from leveret.management.rates import QUEUE_DEPTHS, QUEUE_STATS, TOTALS_STATS, RateSampler
 from leveret.model.snapshots import (
     BindingSnapshot,
     ChannelSnapshot,
@@ -75,7 +75,7 @@ def queue_memory(q: QueueSnapshot) -> int:
 
 def queue_json(q: QueueSnapshot, node: str, rates: RateSampler | None) -> JSON:
     """One element of ``GET /api/queues``."""
-    r = rates.queue_rates(q.vhost, q.name) if rates else {k: 0.0 for _, k in QUEUE_STATS}
+    r = rates.queue_rates(q.vhost, q.name) if rates else {k: 0.0 for k in (*(k for _, k in QUEUE_STATS), *QUEUE_DEPTHS)}
     stats: JSON = {}
     for field_name, key in QUEUE_STATS:
         stats[key] = int(getattr(q, field_name))
@@ -101,11 +101,11 @@ def queue_json(q: QueueSnapshot, node: str, rates: RateSampler | None) -> JSON:
         "exclusive_consumer_tag": None,
         "head_message_timestamp": None,
         "messages": q.messages,
-        "messages_details": details(0.0),
+        "messages_details": details(r["messages"]),
         "messages_ready": q.messages_ready,
-        "messages_ready_details": details(0.0),
+        "messages_ready_details": details(r["messages_ready"]),
         "messages_unacknowledged": q.messages_unacknowledged,
-        "messages_unacknowledged_details": details(0.0),
+        "messages_unacknowledged_details": details(r["messages_unacknowledged"]),
         "messages_ram": q.messages,
         "messages_ready_ram": q.messages_ready,
         "messages_unacknowledged_ram": q.messages_unacknowledged,
