@@ -65,6 +65,8 @@ def test_dashboard_live_under_load(live: Live, holders: Callable[..., Holder], t
     assert busy["q-consumers"] == "1"
     assert float(busy["q-publish"]) > 0 and float(busy["q-ack"]) > 0, busy
 
+    # the footer names the Prometheus listener's real port (it once said :15692 whatever it was)
+    assert dom.text["metrics-port"] == f":{live.broker.app.prometheus_port}/metrics"
     # cards: connections = the holder + the load's publisher and consumer
     assert dom.text["total-connections"] == "3"
     assert dom.text["total-consumers"] == "2"

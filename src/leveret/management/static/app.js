@@ -387,6 +387,12 @@
     $("node-version").textContent = (ov.product_name || "") + " " + (ov.product_version || "") +
       " · RabbitMQ API " + (ov.rabbitmq_version || "");
     document.title = "Leveret · " + fmtInt(qt.messages_ready) + " ready";
+    // The Prometheus listener's real port (listeners are shown to monitoring users and administrators).
+    const prom = (ov.listeners || []).find(function (l) { return l.protocol === "http/prometheus"; });
+    if (prom) {
+      $("metrics-port").textContent = ":" + prom.port + "/metrics";
+      $("metrics").hidden = false;
+    }
   }
 
   // ---- loop ------------------------------------------------------------------------------
