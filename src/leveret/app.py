@@ -65,6 +65,7 @@ class App:
 
     async def start(self) -> None:
         s = self.settings
+        check_ports(s)  # before the data directory is touched: a taken port costs nothing
         if s.storage != "memory":
             from leveret.storage.lock import DataDirLock
 
@@ -276,6 +277,29 @@ class App:
         log.info("broker stopped")
 
 
+def check_ports(s: Settings) -> None:
+    """Fail at once, naming the option to change, if a configured listener's port is taken.
+
+    Binds each port (as the listeners will, with SO_REUSEADDR) and lets it go again; port 0
+    (a free one) and listeners that are off are skipped. Raises CannotStart."""
+    ports = [("--amqp-port", s.amqp_port), ("--http-port", s.http_port), ("--prometheus-port", s.prometheus_port)]
+    if s.tls_cert is not None:
+        ports += [("--amqps-port", s.amqps_port), ("--https-port", s.https_port)]
+    for option, port in ports:
+        if not port:
+            continue
+        for family, *_, addr in socket.getaddrinfo(s.host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind(addr)
+                except OSError as exc:
+                    raise CannotStart(
+                        f"port {port} on {s.host or '*'} is not available ({exc.strerror or exc}): "
+                        f"another process listens there; choose another with {option}"
+                    ) from None
+
+
 def apply_access_settings(broker: Broker, s: Settings, stored: dict[str, dict[str, str]]) -> None:
     """Users and vhosts from the settings. On a node's first start (nothing stored yet), the default
     vhost and user with its tags and permissions, as RabbitMQ creates guest on "/"; then, at every
@@ -332,8 +356,8 @@ def _https_site(runner: Any, host: str, port: int, ctx: Any, handshake_timeout: 
 
 
 def _one_line(exc: BaseException) -> str:
-    # These two explain themselves (and keep the texts they always had); anything else is named.
-    if isinstance(exc, OSError | DataDirLocked):
+    # These explain themselves (and keep the texts they always had); anything else is named.
+    if isinstance(exc, OSError | DataDirLocked | CannotStart):
         return " ".join(str(exc).split())
     text = " ".join(f"{type(exc).__name__}: {exc}".split())
     text = text if len(text) <= 500 else text[:500] + "..."

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,3 +43,24 @@ def test_environment_variables_set_server_options(monkeypatch: pytest.MonkeyPatc
 def test_max_incomplete_content_option(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings_from(monkeypatch, [], {}).max_incomplete_content == 64 * 1024 * 1024
     assert settings_from(monkeypatch, ["--max-incomplete-content", "1000"], {}).max_incomplete_content == 1000
+
+
+def test_a_taken_port_stops_the_start_before_the_data_dir_is_touched(tmp_path: Path) -> None:
+    """One line naming the option to change, and no data directory, WAL or recovery first (issue 13)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        data = tmp_path / "data"
+        for option, extra in (("--amqp-port", ["--amqp-port", str(port)]),
+                              ("--http-port", ["--amqp-port", "0", "--http-port", str(port)])):  # fmt: skip
+            proc = subprocess.run(
+                [sys.executable, "-m", "leveret", "server", "--data-dir", str(data), "--prometheus-port", "off",
+                 *(["--http-port", "off"] if option == "--amqp-port" else []), *extra],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            assert proc.returncode == 1, proc.stderr
+            lines = [line for line in proc.stderr.splitlines() if "cannot start" in line]
+            assert len(lines) == 1 and f"port {port}" in lines[0] and option in lines[0], proc.stderr
+            assert "Traceback" not in proc.stderr
+            assert not data.exists(), "the data directory was created before the port was checked"
