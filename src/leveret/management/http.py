@@ -206,7 +206,8 @@ async def _user_totals(
                 acked += c.acked
                 redelivered += c.redelivered
                 for key, value in rates.queue_rates(c.vhost, c.name).items():
-                    r[key] += value
+                    if key in r:  # message rates (not the depth rates it also gives)
+                        r[key] += value
         await asyncio.sleep(0)
     return ready, unacked, consumers, Totals(published, delivered, acked, redelivered), r
 
