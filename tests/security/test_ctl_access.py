@@ -8,6 +8,7 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -106,18 +107,21 @@ def test_add_user_refusals(api: Api) -> None:
     assert [u["name"] for u in api.get("/api/users")] == ["alice", "guest"]
 
 
-def _read_until(fd: int, wanted: bytes, seen: bytearray, timeout: float = 15.0) -> None:
+def _read(fd: int, seen: bytearray, until: bytes | None, timeout: float = 15.0) -> None:
+    """Read the terminal into ``seen`` until ``until`` shows, or (None) until the child closes it."""
     deadline = time.monotonic() + timeout
-    while wanted not in seen:
+    while until is None or until not in seen:
         left = deadline - time.monotonic()
-        assert left > 0, f"no {wanted!r} in {bytes(seen)!r}"
+        assert left > 0, f"no {until!r} in {bytes(seen)!r}"
         ready, _, _ = select.select([fd], [], [], left)
         if ready:
             try:
                 chunk = os.read(fd, 4096)
             except OSError:  # EIO: the child closed the terminal
                 chunk = b""
-            assert chunk, f"terminal closed before {wanted!r}: {bytes(seen)!r}"
+            if not chunk and until is None:
+                return
+            assert chunk, f"terminal closed before {until!r}: {bytes(seen)!r}"
             seen += chunk
 
 
@@ -130,17 +134,20 @@ def test_add_user_on_a_terminal_prompts_twice_without_echo(api: Api) -> None:
         )
     seen = bytearray()
     try:
-        _read_until(fd, b"Password: ", seen)
+        _read(fd, seen, b"Password: ")
         os.write(fd, b"t0p-secret\n")
-        _read_until(fd, b"Repeat for confirmation: ", seen)
+        _read(fd, seen, b"Repeat for confirmation: ")
         os.write(fd, b"t0p-secret\n")
-        _read_until(fd, b"Done.", seen)
+        _read(fd, seen, None)
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)
+        raise
     finally:
         _, status = os.waitpid(pid, 0)
         os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 0, bytes(seen)
+    assert b"Done. Don't forget" in seen
     assert b"t0p-secret" not in seen, "the password was echoed"
-    assert api.get("/api/whoami", ("guest", "guest"))["name"] == "guest"
     assert ok(api, "authenticate_user", "tess", input="t0p-secret\n")[-1] == "Success"
 
 
@@ -374,3 +381,22 @@ def test_topic_permissions(api: Api) -> None:
     assert fails(api, "-p", "nope", "clear_topic_permissions", "alice") == (
         65, "Error: Virtual host nope does not exist")  # fmt: skip
     assert fails(api, "list_user_topic_permissions", "nobody") == (67, 'Error: User "nobody" does not exist')
+
+
+def test_import_a_rabbitmq_file_then_list_what_it_made(api: Api) -> None:
+    data = Path(__file__).with_name("data") / "rabbitmq-3.10-definitions.json"
+    ok(api, "import_definitions", str(data))
+    assert ok(api, "-q", "list_users") == [
+        "user\ttags", "billing\t[policymaker]", "guest\t[administrator]", "legacy-batch\t[]",
+        "ops-admin\t[administrator]", "orders-app\t[management, monitoring]", "reporting\t[]",
+    ]  # fmt: skip
+    assert ok(api, "-q", "-p", "orders", "list_permissions") == [
+        "user\tconfigure\twrite\tread", "billing\t^billing\\.\t^billing\\.\t^billing\\.",
+        "ops-admin\t.*\t.*\t.*", "orders-app\t^orders\\.\t^(orders\\.|amq\\.topic$)\t^orders\\.",
+        "reporting\t\t\t^orders\\.",
+    ]  # fmt: skip
+    assert ok(api, "-q", "list_user_topic_permissions", "orders-app") == [
+        "orders\tamq.topic\t^orders\\.{username}\\.\t.*"]  # fmt: skip
+    assert ok(api, "authenticate_user", "reporting", input="reporting-pw\n")[-1] == "Success"
+    assert ok(api, "-q", "list_vhosts", "name", "description", "tags") == [
+        "name\tdescription\ttags", "/\tDefault virtual host\t[]", "orders\tOrder pipeline\t[prod, eu-west]", "batch\t\t[]"]  # fmt: skip
