@@ -226,7 +226,9 @@ def test_post_definitions(api: Served) -> None:
     assert status == 400 and "queues" in body["reason"]
     # A vhost the file names is created (with its metadata); a queue in a vhost it does not name is 404.
     status, body, _ = api.request(
-        "POST", "/api/definitions", {"vhosts": [{"name": "new", "metadata": {"description": "d", "tags": ["t"]}}]}
+        "POST",
+        "/api/definitions",
+        {"vhosts": [{"name": "new", "metadata": {"description": "d", "tags": ["t"]}}]},
     )
     assert status == 204 and "new" in api.backend.vhosts()
     assert api.request("GET", "/api/vhosts/new")[1]["metadata"] == {"description": "d", "tags": ["t"]}
