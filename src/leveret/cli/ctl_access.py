@@ -90,7 +90,7 @@ def which_is_missing(client: ApiClient, user: str, vhost: str) -> CtlError | Non
     """rabbitmqctl's no-such-user or no-such-vhost error, whichever applies (None if both exist)."""
     if get_or_none(client, f"/api/users/{q(user)}") is None:
         return no_user(user)
-    if vhost not in {v.get("name") for v in client.get_json("/api/vhosts")}:
+    if get_or_none(client, f"/api/vhosts/{q(vhost)}") is None:
         return no_vhost(vhost)
     return None
 
@@ -254,7 +254,7 @@ def add_commands(cli: click.Group, common: Common, settings_of: SettingsOf, run:
 
         def action(client: ApiClient) -> None:
             fmt.banner(s, f'Adding vhost "{vhost_name}" ...')
-            if vhost_name not in {v.get("name") for v in client.get_json("/api/vhosts")}:
+            if get_or_none(client, f"/api/vhosts/{q(vhost_name)}") is None:
                 body = {"description": description, "tags": tags}
                 client.request("PUT", f"/api/vhosts/{q(vhost_name)}", body=body)
             done(s, client)
