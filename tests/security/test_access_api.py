@@ -5,6 +5,7 @@ over HTTP is what AMQP clients (pika) get, it is administrator only, and it surv
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,27 @@ def test_deleted_user_loses_login_and_its_connection(api: Api) -> None:
     assert api.get("/api/permissions") == [
         {"user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}
     ]
+
+
+def test_changes_are_logged_with_the_administrator_and_without_passwords(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="leveret.access")
+    api.ok("PUT", "/api/users/ivy", {"password": "sekrit-ivy", "tags": "management"}, 201)
+    api.ok("PUT", "/api/vhosts/vi", None, 201)
+    api.ok("PUT", "/api/permissions/vi/ivy", {"configure": "^ivy", "write": ".*", "read": ".*"}, 201)
+    api.ok("DELETE", "/api/users/ivy")
+    api.ok("DELETE", "/api/vhosts/vi")
+    lines = [r.getMessage() for r in caplog.records if r.name == "leveret.access"]
+    assert lines == [
+        "user 'ivy' created with tags ['management'] (by 'guest' over HTTP)",
+        "vhost 'vi' created (by 'guest' over HTTP)",
+        "permissions of user 'guest' in vhost 'vi' set to '.*' (it created the vhost) (by 'guest' over HTTP)",
+        "permissions of user 'ivy' in vhost 'vi' set to configure '^ivy' write '.*' read '.*' (by 'guest' over HTTP)",
+        "user 'ivy' deleted (by 'guest' over HTTP)",
+        "vhost 'vi' deleted with everything in it (by 'guest' over HTTP)",
+    ]
+    assert "sekrit-ivy" not in caplog.text
 
 
 # ---- permissions --------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ Contract (RabbitMQ's):
   ``[{key_missing,read}]``); an unknown user or vhost is 400 ``vhost_or_user_not_found``; a regex
   Python cannot compile is 400 naming it. ``PUT /api/topic-permissions/{vhost}/{user}`` likewise
   with ``exchange``, ``write``, ``read``. GET and DELETE of a row that does not exist are 404.
+* Every change is logged (``leveret.access``, INFO) with the administrator who made it.
 * ``PUT /api/vhosts/{name}`` (body optional: ``description``, ``tags``) creates (201, and the acting
   user gets ``.*`` on all three, as rabbit_vhost:put_vhost grants) or updates (204) a vhost;
   ``DELETE`` removes it with everything in it (its connections are closed with 320).
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -37,6 +39,8 @@ from leveret.management.authz import ACCESS, require_administrator
 from leveret.management.backend import Backend
 from leveret.management.guards import bad_request, json_body
 from leveret.model.access import HASHES, MD5, SHA256, AccessControl, User, parse_tags
+
+log = logging.getLogger("leveret.access")
 
 JSON = dict[str, Any]
 BACKEND: web.AppKey[Backend] = web.AppKey("access_api_backend", Backend)
@@ -192,6 +196,10 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status)
 
 
+def _audit(acting: User, what: str, *args: object) -> None:
+    log.info(what + " (by '%s' over HTTP)", *args, acting.name)
+
+
 # ---- users -----------------------------------------------------------------------------------------
 
 
@@ -213,26 +221,29 @@ async def get_user(request: web.Request) -> web.Response:
 
 
 async def put_user(request: web.Request) -> web.Response:
-    require_administrator(request)
+    acting = require_administrator(request)
     name = request.match_info["user"]
     body = await json_body(request)
     access = _access(request)
     created = name not in access.users
     try:
-        apply_user(access, name, body)
+        u = apply_user(access, name, body)
     except ValueError as exc:
         raise bad_request(str(exc)) from None
+    _audit(acting, "user '%s' %s with tags %s", name, "created" if created else "replaced", list(u.tags))
     return web.Response(status=201 if created else 204)
 
 
 async def delete_user(request: web.Request) -> web.Response:
-    require_administrator(request)
-    _access(request).delete_user(_user(request).name)
+    acting = require_administrator(request)
+    name = _user(request).name
+    _access(request).delete_user(name)
+    _audit(acting, "user '%s' deleted", name)
     return web.Response(status=204)
 
 
 async def bulk_delete_users(request: web.Request) -> web.Response:
-    require_administrator(request)
+    acting = require_administrator(request)
     body = await json_body(request)
     missing_keys(body, "users")
     names = body["users"]
@@ -242,6 +253,7 @@ async def bulk_delete_users(request: web.Request) -> web.Response:
     for name in names:
         if name in access.users:  # deleting a missing user is not an error here
             access.delete_user(name)
+            _audit(acting, "user '%s' deleted", name)
     return web.Response(status=204)
 
 
@@ -285,7 +297,7 @@ async def get_permission(request: web.Request) -> web.Response:
 
 
 async def put_permission(request: web.Request) -> web.Response:
-    require_administrator(request)
+    acting = require_administrator(request)
     key = _user_and_vhost(request)
     if key is None:
         raise bad_request("vhost_or_user_not_found")
@@ -294,17 +306,20 @@ async def put_permission(request: web.Request) -> web.Response:
     access = _access(request)
     existed = key in access.permissions
     try:
-        access.set_permissions(key[0], key[1], body["configure"], body["write"], body["read"])
+        p = access.set_permissions(key[0], key[1], body["configure"], body["write"], body["read"])
     except ValueError as exc:
         raise bad_request(str(exc)) from None
+    _audit(acting, "permissions of user '%s' in vhost '%s' set to configure '%s' write '%s' read '%s'",
+           p.user, p.vhost, p.configure, p.write, p.read)  # fmt: skip
     return web.Response(status=204 if existed else 201)
 
 
 async def delete_permission(request: web.Request) -> web.Response:
-    require_administrator(request)
+    acting = require_administrator(request)
     key = _user_and_vhost(request)
     if key is None or not _access(request).clear_permissions(*key):
         raise _not_found()
+    _audit(acting, "permissions of user '%s' in vhost '%s' cleared", *key)
     return web.Response(status=204)
 
 
@@ -330,7 +345,7 @@ async def get_topic_permission(request: web.Request) -> web.Response:
 
 
 async def put_topic_permission(request: web.Request) -> web.Response:
-    require_administrator(request)
+    acting = require_administrator(request)
     key = _user_and_vhost(request)
     if key is None:
         raise bad_request("vhost_or_user_not_found")
@@ -342,21 +357,23 @@ async def put_topic_permission(request: web.Request) -> web.Response:
     access = _access(request)
     existed = any((u, v) == key for (u, v, _) in access.topic_permissions)
     try:
-        access.set_topic_permissions(key[0], key[1], exchange, body["write"], body["read"])
+        t = access.set_topic_permissions(key[0], key[1], exchange, body["write"], body["read"])
     except ValueError as exc:
         raise bad_request(str(exc)) from None
+    _audit(acting, "topic permissions of user '%s' in vhost '%s' on exchange '%s' set to write '%s' read '%s'",
+           t.user, t.vhost, t.exchange, t.write, t.read)  # fmt: skip
     return web.Response(status=204 if existed else 201)
 
 
 async def delete_topic_permission(request: web.Request) -> web.Response:
     """All of the user's topic permissions in the vhost, or only those of ``{exchange}`` (a path
     segment, as RabbitMQ's route, or ``?exchange=``)."""
-    require_administrator(request)
+    acting = require_administrator(request)
     _topic_rows(request)
+    user, vhost = request.match_info["user"], request.match_info["vhost"]
     exchange = request.match_info.get("exchange", request.query.get("exchange"))
-    _access(request).clear_topic_permissions(
-        request.match_info["user"], request.match_info["vhost"], exchange
-    )
+    n = _access(request).clear_topic_permissions(user, vhost, exchange)
+    _audit(acting, "%d topic permissions of user '%s' in vhost '%s' cleared", n, user, vhost)
     return web.Response(status=204)
 
 
@@ -377,19 +394,27 @@ async def put_vhost(request: web.Request) -> web.Response:
     b = _backend(request)
     created = name not in b.vhosts()
     b.add_vhost(name, description, tags)
+    _audit(acting, "vhost '%s' %s", name, "created" if created else "updated")
     access = _access(request)
     if created and acting.name in access.users:  # rabbit_vhost:maybe_grant_full_permissions
         access.set_permissions(acting.name, name, *FULL)
+        _audit(
+            acting,
+            "permissions of user '%s' in vhost '%s' set to '.*' (it created the vhost)",
+            acting.name,
+            name,
+        )
     return web.Response(status=201 if created else 204)
 
 
 async def delete_vhost(request: web.Request) -> web.Response:
-    require_administrator(request)
+    acting = require_administrator(request)
     name = request.match_info["vhost"]
     b = _backend(request)
     if name not in b.vhosts():
         raise _not_found()
     b.delete_vhost(name)
+    _audit(acting, "vhost '%s' deleted with everything in it", name)
     return web.Response(status=204)
 
 
