@@ -184,7 +184,7 @@ def test_changes_are_logged_with_the_administrator_and_without_passwords(
 ) -> None:
     caplog.set_level(logging.INFO, logger="leveret.access")
     api.ok("PUT", "/api/users/ivy", {"password": "sekrit-ivy", "tags": "management"}, 201)
-    api.ok("PUT", "/api/vhosts/vi", None, 201)
+    api.ok("PUT", "/api/vhosts/vi", {}, 201)
     api.ok("PUT", "/api/permissions/vi/ivy", {"configure": "^ivy", "write": ".*", "read": ".*"}, 201)
     api.ok("DELETE", "/api/users/ivy")
     api.ok("DELETE", "/api/vhosts/vi")
@@ -341,11 +341,11 @@ def test_vhost_created_and_deleted_at_run_time(api: Api) -> None:
     assert api.request("DELETE", "/api/vhosts/va")[0] == 404
 
     # Created again: empty, usable.
-    api.ok("PUT", "/api/vhosts/va", None, 201)
+    api.ok("PUT", "/api/vhosts/va", {}, 201)
     with api.connect("guest", "guest", "va") as again:
         assert again.channel().queue_declare("jobs", durable=True).method.message_count == 0
 
-    status, reply = api.request("PUT", "/api/vhosts/" + "v" * 256)
+    status, reply = api.request("PUT", "/api/vhosts/" + "v" * 256, {})
     assert status == 400 and "vhost name" in reply["reason"]
     status, reply = api.request("PUT", "/api/vhosts/vb", {"tags": 5})
     assert status == 400 and "tags" in reply["reason"]
@@ -419,7 +419,7 @@ def test_everything_survives_a_restart(tmp_path: Path) -> None:
         )
         a.ok("PUT", "/api/users/gone", {"password": "x", "tags": ""}, 201)
         a.ok("DELETE", "/api/users/gone")
-        a.ok("PUT", "/api/vhosts/vgone", None, 201)
+        a.ok("PUT", "/api/vhosts/vgone", {}, 201)
         a.ok("DELETE", "/api/vhosts/vgone")
         snapshot = {p: a.get(p) for p in ("/api/users", "/api/permissions", "/api/topic-permissions")}
         vhosts = [(v["name"], v["metadata"]) for v in a.get("/api/vhosts")]

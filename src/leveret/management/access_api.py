@@ -15,10 +15,10 @@ Contract (RabbitMQ's):
   ``[{key_missing,read}]``); an unknown user or vhost is 400 ``vhost_or_user_not_found``; a regex
   Python cannot compile is 400 naming it. ``PUT /api/topic-permissions/{vhost}/{user}`` likewise
   with ``exchange``, ``write``, ``read``. GET and DELETE of a row that does not exist are 404.
-* Every change is logged (``leveret.access``, INFO) with the administrator who made it.
 * ``PUT /api/vhosts/{name}`` (body optional: ``description``, ``tags``) creates (201, and the acting
   user gets ``.*`` on all three, as rabbit_vhost:put_vhost grants) or updates (204) a vhost;
   ``DELETE`` removes it with everything in it (its connections are closed with 320).
+* Every change is logged (``leveret.access``, INFO) with the administrator who made it.
 
 :func:`apply_user` is RabbitMQ's ``put_user``: the definitions import uses it too.
 """
