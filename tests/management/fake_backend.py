@@ -52,6 +52,7 @@ class FakeBackend:
         self.started = time.time()
         self.load_rate = load_rate
         self._vhosts = ["/", "other"]
+        self.vhost_meta: dict[str, dict[str, Any]] = {}
         self.qs: dict[tuple[str, str], FakeQueue] = {}
         self.xs: dict[tuple[str, str], ExchangeSnapshot] = {}
         self.bs: list[BindingSnapshot] = []
@@ -253,3 +254,19 @@ class FakeBackend:
         self.chans = [c for c in self.chans if c.connection != name]
         self.closed.append((name, reason))
         return True
+
+    def add_vhost(self, name: str, description: str = "", tags: list[str] | None = None) -> None:
+        if name not in self._vhosts:
+            self._vhosts.append(name)
+        self.vhost_meta[name] = {"description": description, "tags": list(tags or [])}
+
+    def delete_vhost(self, name: str) -> None:
+        if name not in self._vhosts:
+            raise not_found(f"no vhost '{name}'")
+        self._vhosts.remove(name)
+        self.vhost_meta.pop(name, None)
+        self.qs = {k: q for k, q in self.qs.items() if k[0] != name}
+
+    def vhost_metadata(self, name: str) -> dict[str, Any]:
+        meta = self.vhost_meta.get(name, {})
+        return {"description": meta.get("description", ""), "tags": list(meta.get("tags", []))}

@@ -224,7 +224,15 @@ def test_post_definitions(api: Served) -> None:
     assert ("/", "imported") in api.backend.qs
     status, body, _ = api.request("POST", "/api/definitions", {"queues": "nope"})
     assert status == 400 and "queues" in body["reason"]
-    status, body, _ = api.request("POST", "/api/definitions", {"vhosts": [{"name": "unknown"}]})
+    # A vhost the file names is created (with its metadata); a queue in a vhost it does not name is 404.
+    status, body, _ = api.request(
+        "POST",
+        "/api/definitions",
+        {"vhosts": [{"name": "new", "metadata": {"description": "d", "tags": ["t"]}}]},
+    )
+    assert status == 204 and "new" in api.backend.vhosts()
+    assert api.request("GET", "/api/vhosts/new")[1]["metadata"] == {"description": "d", "tags": ["t"]}
+    status, body, _ = api.request("POST", "/api/definitions", {"queues": [{"name": "q", "vhost": "unknown"}]})
     assert status == 404
     _, one, _ = api.request("GET", "/api/definitions/other")
     assert [q["name"] for q in one["queues"]] == ["elsewhere"] and "users" not in one

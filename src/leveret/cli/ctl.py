@@ -4,8 +4,9 @@ Output follows rabbitmqctl's table formatter: a banner (``Timeout: 60.0 seconds 
 and ``Listing queues for vhost / ...``, dropped by ``-q``), a header row (dropped by
 ``--no-table-headers``) and tab-separated rows; ``--formatter json`` prints a JSON
 array instead. Exit codes follow rabbitmqctl (sysexits): 0 ok, 64 usage error
-(unknown column, bad arguments), 65 object not found, 69 broker unreachable,
-70 other broker error, 75 timeout, 77 authentication refused.
+(unknown column, bad arguments), 65 object not found, 67 no such user, 69 broker
+unreachable, 70 other broker error, 75 timeout, 77 authentication refused. Users, vhosts and
+permissions: :mod:`leveret.cli.ctl_access`.
 
 Options may be given before or after the command name
 (``leveretctl -q list_queues`` and ``leveretctl list_queues -q`` both work).
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 
 import click
 
+from leveret.cli import ctl_access
 from leveret.cli import ctl_format as fmt
 from leveret.cli.ctl_client import ApiClient, CtlError
 
@@ -37,6 +39,10 @@ Examples:
   leveretctl close_connection "127.0.0.1:50000 -> 127.0.0.1:5672" "go away"
   leveretctl export_definitions defs.json      (or - for stdout)
   leveretctl import_definitions defs.json
+  leveretctl add_user alice < password-file      (or no file: a prompt)
+  leveretctl add_vhost orders
+  leveretctl -p orders set_permissions alice "^alice-.*" ".*" ".*"
+  leveretctl list_users
   LEVERET_URL=http://broker:15672 leveretctl -u admin --password s3cret status
 """
 
@@ -250,6 +256,9 @@ def import_definitions(ctx: click.Context, /, path: str, **opts: Any) -> None:
         )
 
     _run(s, action)
+
+
+ctl_access.add_commands(cli, _common, _settings, _run)
 
 
 def main() -> None:

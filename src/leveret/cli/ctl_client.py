@@ -18,10 +18,14 @@ EX_USAGE, EX_DATAERR, EX_UNAVAILABLE, EX_SOFTWARE, EX_TEMPFAIL, EX_NOPERM = 64, 
 
 
 class CtlError(Exception):
-    def __init__(self, message: str, exit_code: int) -> None:
+    """``status`` and ``reason``: the HTTP status and the API's reason, when the broker answered."""
+
+    def __init__(self, message: str, exit_code: int, status: int | None = None, reason: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
+        self.status = status
+        self.reason = reason
 
 
 class ApiClient:
@@ -82,11 +86,11 @@ class ApiClient:
         except (json.JSONDecodeError, AttributeError):
             reason = str(e.reason)
         if e.code == 401:
-            return CtlError(f"authentication failed: {reason}", EX_NOPERM)
+            return CtlError(f"authentication failed: {reason}", EX_NOPERM, 401, reason)
         if e.code == 403:
-            return CtlError(f"access refused: {reason}", EX_NOPERM)
+            return CtlError(f"access refused: {reason}", EX_NOPERM, 403, reason)
         if e.code == 404:
-            return CtlError("not found (no such object, vhost or API path)", EX_DATAERR)
+            return CtlError("not found (no such object, vhost or API path)", EX_DATAERR, 404, reason)
         if e.code == 400:
-            return CtlError(reason, EX_USAGE)
-        return CtlError(f"HTTP {e.code}: {reason}", EX_SOFTWARE)
+            return CtlError(reason, EX_USAGE, 400, reason)
+        return CtlError(f"HTTP {e.code}: {reason}", EX_SOFTWARE, e.code, reason)

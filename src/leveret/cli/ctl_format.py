@@ -37,10 +37,24 @@ def q(segment: str) -> str:
     return quote(segment, safe="")
 
 
+class Atoms(list[str]):
+    """A list rabbitmqctl shows as Erlang atoms (user and vhost tags): ``[administrator, management]``;
+    a JSON list in ``--formatter json``."""
+
+
+class AtomPairs(dict[str, str]):
+    """A mapping rabbitmqctl shows as pairs of atoms (a vhost's cluster_state):
+    ``[{leveret@host, running}]``; a JSON object in ``--formatter json``."""
+
+
 def term(value: Any) -> str:
     """rabbitmqctl's rendering of a value inside a table cell."""
     if value is None:
         return ""
+    if isinstance(value, Atoms):
+        return "[" + ", ".join(value) + "]"
+    if isinstance(value, AtomPairs):
+        return "[" + ", ".join(f"{{{k}, {v}}}" for k, v in value.items()) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -157,7 +171,10 @@ LISTINGS: dict[str, Listing] = {
     "vhosts": Listing(
         "List virtual hosts.",
         "/api/vhosts", "Listing vhosts ...", ("name",),
-        {**_keys("name", "tracing", "messages", "messages_ready", "messages_unacknowledged")},
+        {**_keys("name", "description", "default_queue_type", "tracing", "messages", "messages_ready",
+                 "messages_unacknowledged"),
+         "tags": lambda i: Atoms(i.get("tags") or []),
+         "cluster_state": lambda i: AtomPairs(i.get("cluster_state") or {})},
         per_vhost=False,
     ),
     "channels": Listing(
@@ -179,15 +196,20 @@ def banner(s: Settings, text: str) -> None:
         click.echo(text)
 
 
-def print_rows(s: Settings, title: str, cols: list[str], rows: list[list[Any]]) -> None:
-    """Print a listing in the chosen format (table: banner, header, tab-separated rows)."""
+def print_rows(
+    s: Settings, title: str, cols: list[str], rows: list[list[Any]], *, timeout_banner: bool = True,
+    headers: bool = True,
+) -> None:  # fmt: skip
+    """Print a listing in the chosen format (table: banner, header, tab-separated rows).
+    ``timeout_banner``: the ``Timeout: ...`` line first; ``headers`` False: never a header row."""
     if s.formatter == "json":
         objs = [json.dumps(dict(zip(cols, row, strict=True))) for row in rows]
         click.echo("[\n" + ",\n".join(objs) + ("\n" if objs else "") + "]")
         return
-    banner(s, f"Timeout: {float(s.timeout)} seconds ...")
+    if timeout_banner:
+        banner(s, f"Timeout: {float(s.timeout)} seconds ...")
     banner(s, title)
-    if not s.no_table_headers:
+    if headers and not s.no_table_headers:
         click.echo("\t".join(cols))
     for row in rows:
         click.echo("\t".join(term(v) for v in row))

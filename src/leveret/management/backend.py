@@ -127,3 +127,15 @@ class Backend(Protocol):
     ) -> None: ...  # fmt: skip
     def close_connection(self, name: str, reason: str) -> bool:
         """Close with 320 CONNECTION_FORCED and ``reason``; False if no such connection."""
+
+    # ---- vhosts at run time (PUT/DELETE /api/vhosts/{name}, definitions import) --------------------
+    def add_vhost(self, name: str, description: str = "", tags: list[str] | None = None) -> None:
+        """Create the vhost (kept in the store), or update the description and tags of an existing one.
+        A name AMQP cannot carry raises AMQPError 406."""
+
+    def delete_vhost(self, name: str) -> None:
+        """Delete the vhost with its queues, exchanges and permissions; its connections are closed
+        (320). AMQPError 404 if there is no such vhost."""
+
+    def vhost_metadata(self, name: str) -> dict[str, Any]:
+        """``{"description": str, "tags": [str]}`` of a vhost (empty ones for an unknown name)."""

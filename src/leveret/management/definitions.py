@@ -1,19 +1,26 @@
-"""RabbitMQ definitions JSON: export the topology, import it back.
+"""RabbitMQ definitions JSON: export the topology, users and permissions; import them back.
 
 The format is RabbitMQ's (docs/definitions.md), so a file exported here loads into
 a RabbitMQ cluster with ``rabbitmqctl import_definitions`` and the other way round.
 
-Export contract: user-declared exchanges (not the default exchange, not ``amq.*``),
-non-exclusive queues (exclusive ones die with their connection, RabbitMQ skips them
-too), and bindings whose source is not the default exchange. Users carry a
-``rabbit_password_hashing_sha256`` hash (4-byte salt + SHA-256(salt + password),
-base64), which RabbitMQ accepts.
+Export contract: users with their stored hash (``rabbit_password_hashing_sha256``: 4-byte salt +
+SHA-256(salt + password), base64, which RabbitMQ accepts), vhosts with their description and tags
+(``metadata``), permissions and topic permissions; user-declared exchanges (not the default
+exchange, not ``amq.*``), non-exclusive queues (exclusive ones die with their connection,
+RabbitMQ skips them too), and bindings whose source is not the default exchange.
 
-Import contract: vhosts must already exist (Leveret has a fixed vhost set);
-exchanges are declared before queues, queues before bindings; declaring something
-that already exists with the same properties is a no-op; a mismatch raises the
-backend's :class:`~leveret.errors.AMQPError` (406). Users, permissions, policies and
-parameters are accepted and ignored (reported in :class:`ImportReport.ignored`).
+Import contract, in RabbitMQ's order: users (:func:`~leveret.management.access_api.apply_user`,
+RabbitMQ's put_user: a ``password_hash`` with its ``hashing_algorithm``, or one picked from the
+file's version, or a cleartext ``password``; ``tags`` a list or a comma string), vhosts (created,
+or their description and tags updated), permissions and topic permissions, then exchanges, queues
+and bindings. The users, vhosts and permissions are all checked before any is applied: an entry
+RabbitMQ would refuse, a bad regex, or a permission naming a user or vhost that neither the file
+nor the broker has is a 406 naming the entry, and none of them is applied. Declaring an object
+that already exists with the same properties is a no-op; a mismatch raises the backend's
+:class:`~leveret.errors.AMQPError` (406). The import acts as the broker itself (no permission
+checks; the HTTP route is administrator only). Policies and parameters are accepted and ignored
+(reported in :class:`ImportReport.ignored`); so are users, vhosts and permissions in a per-vhost
+import (as in RabbitMQ), and users and permissions when no ``access`` is given.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from leveret.errors import AMQPError, ReplyCode
+from leveret.management.access_api import apply_user, tags_of
 from leveret.management.backend import Backend
 from leveret.management.shapes import (
     RABBITMQ_COMPAT_VERSION,
@@ -31,9 +39,9 @@ from leveret.management.shapes import (
     exchange_definition,
     jsonable,
 )
-from leveret.model.access import AccessControl
+from leveret.model.access import AccessControl, Permission, TopicPermission, check_user_name
 from leveret.model.snapshots import QueueSnapshot
-from leveret.model.validation import check_shortstr
+from leveret.model.validation import check_shortstr, check_vhost_name
 
 #: Declarations per event-loop turn when importing over HTTP.
 IMPORT_SLICE = 50
@@ -78,7 +86,7 @@ def export_definitions(
     if vhost is None:
         doc.update(
             users=[u.record() for _, u in sorted(access.users.items())],
-            vhosts=[{"name": v, "limits": [], "metadata": {"description": "", "tags": []}} for v in vhosts],
+            vhosts=[{"name": v, "limits": [], "metadata": backend.vhost_metadata(v)} for v in vhosts],
             permissions=[p.record() for _, p in sorted(access.permissions.items())],
             topic_permissions=[t.record() for _, t in sorted(access.topic_permissions.items())],
             parameters=[],
@@ -90,6 +98,10 @@ def export_definitions(
 
 @dataclass(slots=True)
 class ImportReport:
+    users: int = 0
+    vhosts: int = 0
+    permissions: int = 0
+    topic_permissions: int = 0
     exchanges: int = 0
     queues: int = 0
     bindings: int = 0
@@ -115,41 +127,143 @@ def _items(doc: dict[str, Any], key: str) -> list[dict[str, Any]]:
     return value
 
 
-def import_definitions(backend: Backend, doc: Any, vhost: str | None = None) -> ImportReport:
-    """Declare everything in ``doc``; ``vhost`` (per-vhost import) overrides each item's vhost.
+def import_definitions(
+    backend: Backend, doc: Any, vhost: str | None = None, *, access: AccessControl | None = None
+) -> ImportReport:
+    """Apply everything in ``doc``; ``vhost`` (per-vhost import) overrides each item's vhost.
+    Users and permissions go to ``access``.
 
-    Raises AMQPError: 406 for a malformed document or an inequivalent redeclaration,
+    Raises AMQPError: 406 for a malformed document or entry or an inequivalent redeclaration,
     404 for an unknown vhost.
     """
     report = ImportReport()
-    for _ in import_steps(backend, doc, report, vhost):
+    for _ in import_steps(backend, doc, report, vhost, access=access):
         pass
     return report
 
 
 async def import_definitions_sliced(
-    backend: Backend, doc: Any, vhost: str | None = None, slice_size: int = IMPORT_SLICE
-) -> ImportReport:
+    backend: Backend, doc: Any, vhost: str | None = None, slice_size: int = IMPORT_SLICE, *,
+    access: AccessControl | None = None,
+) -> ImportReport:  # fmt: skip
     """:func:`import_definitions`, yielding to the event loop every ``slice_size`` declarations,
     so importing 200,000 queues does not stall AMQP. What was declared before an error stays."""
     report = ImportReport()
-    for n, _ in enumerate(import_steps(backend, doc, report, vhost), 1):
+    for n, _ in enumerate(import_steps(backend, doc, report, vhost, access=access), 1):
         if n % slice_size == 0:
             await asyncio.sleep(0)
     return report
 
 
-def import_steps(backend: Backend, doc: Any, report: ImportReport, vhost: str | None = None) -> Iterator[None]:
-    """Declare ``doc``'s objects one at a time, yielding after each (see :func:`import_definitions`)."""
+def _str(entry: dict[str, Any], key: str, what: str) -> str:
+    value = entry.get(key)
+    if not isinstance(value, str):
+        raise _bad(f"{what}: '{key}' must be a string")
+    return value
+
+
+def _vhost_entry(v: dict[str, Any]) -> tuple[str, str, list[str]]:
+    """(name, description, tags) of a vhosts entry: the keys, or its ``metadata``'s (RabbitMQ's rule)."""
+    name = _str(v, "name", "vhost entry")
+    meta = v.get("metadata")
+    if not isinstance(meta, dict):
+        meta = {}
+    description = v.get("description", meta.get("description", "")) or ""
+    if not isinstance(description, str):
+        raise _bad(f"vhost '{name}': description must be a string")
+    try:
+        tags = list(tags_of(v.get("tags", meta.get("tags")) or []))
+        check_vhost_name(name)
+    except ValueError as e:
+        raise _bad(f"vhost '{name}': {e}") from None
+    except AMQPError as e:
+        raise _bad(f"vhost '{name}': {e.detail}") from None
+    return name, description, tags
+
+
+def _check_access(
+    doc: dict[str, Any], backend: Backend, access: AccessControl, vhosts: list[tuple[str, str, list[str]]]
+) -> None:
+    """Every users, permissions and topic_permissions entry as RabbitMQ would take it, before any is
+    applied: users are tried on a scratch AccessControl."""
+    version = doc.get("rabbitmq_version", doc.get("rabbit_version"))
+    scratch = AccessControl(loopback_users=())
+    for u in _items(doc, "users"):
+        name = _str(u, "name", "user entry")
+        try:
+            check_user_name(name)
+            apply_user(scratch, name, u, version)
+        except ValueError as e:
+            raise _bad(f"user '{name}': {e}") from None
+    users = set(scratch.users) | set(access.users)
+    known = {name for name, _, _ in vhosts} | set(backend.vhosts())
+    for kind in ("permissions", "topic_permissions"):
+        for p in _items(doc, kind):
+            what = "permission" if kind == "permissions" else "topic permission"
+            user, vh = _str(p, "user", f"{what} entry"), _str(p, "vhost", f"{what} entry")
+            label = f"{what} for user '{user}' in vhost '{vh}'"
+            if user not in users:
+                raise _bad(f"{label}: no such user '{user}' (not in the file's users nor the broker's)")
+            if vh not in known:
+                raise _bad(f"{label}: no such vhost '{vh}' (not in the file's vhosts nor the broker's)")
+            try:
+                if kind == "permissions":
+                    Permission(user, vh, p.get("configure"), p.get("write"), p.get("read"))  # type: ignore[arg-type]
+                else:
+                    TopicPermission(user, vh, _str(p, "exchange", label), p.get("write"), p.get("read"))  # type: ignore[arg-type]
+            except ValueError as e:
+                raise _bad(f"{label}: {e}") from None
+
+
+def _access_steps(
+    doc: dict[str, Any], backend: Backend, report: ImportReport, access: AccessControl | None
+) -> Iterator[None]:
+    """Users, vhosts, permissions and topic permissions of a whole-broker import."""
+    vhosts = [_vhost_entry(v) for v in _items(doc, "vhosts")]
+    if access is None:
+        for key in ("users", "permissions", "topic_permissions"):
+            if doc.get(key):
+                report.ignored.append(key)
+    else:
+        _check_access(doc, backend, access, vhosts)
+        version = doc.get("rabbitmq_version", doc.get("rabbit_version"))
+        for u in _items(doc, "users"):
+            apply_user(access, u["name"], u, version)
+            report.users += 1
+            yield
+    for name, description, tags in vhosts:
+        backend.add_vhost(name, description, tags)
+        report.vhosts += 1
+        yield
+    if access is None:
+        return
+    for p in _items(doc, "permissions"):
+        access.set_permissions(p["user"], p["vhost"], p["configure"], p["write"], p["read"])
+        report.permissions += 1
+        yield
+    for t in _items(doc, "topic_permissions"):
+        access.set_topic_permissions(t["user"], t["vhost"], t["exchange"], t["write"], t["read"])
+        report.topic_permissions += 1
+        yield
+
+
+def import_steps(
+    backend: Backend, doc: Any, report: ImportReport, vhost: str | None = None, *,
+    access: AccessControl | None = None,
+) -> Iterator[None]:  # fmt: skip
+    """Apply ``doc``'s entries one at a time, yielding after each (see :func:`import_definitions`)."""
     if not isinstance(doc, dict):
         raise _bad("definitions must be a JSON object")
-    known = set(backend.vhosts())
-    for key in ("users", "permissions", "topic_permissions", "policies", "parameters", "global_parameters"):
+    for key in ("policies", "parameters", "global_parameters"):
         if doc.get(key):
             report.ignored.append(key)
-    for v in _items(doc, "vhosts"):
-        if str(v.get("name")) not in known:
-            raise AMQPError(ReplyCode.NOT_FOUND, f"no vhost '{v.get('name')}' (Leveret cannot create vhosts)")
+    if vhost is None:
+        yield from _access_steps(doc, backend, report, access)
+    else:  # RabbitMQ's per-vhost import takes only the vhost's objects
+        for key in ("users", "vhosts", "permissions", "topic_permissions"):
+            if doc.get(key):
+                report.ignored.append(key)
+    known = set(backend.vhosts())
 
     def vh(item: dict[str, Any]) -> str:
         name = vhost if vhost is not None else str(item.get("vhost", "/"))

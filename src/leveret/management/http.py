@@ -44,7 +44,7 @@ from typing import Any
 from aiohttp import web
 
 from leveret.errors import AMQPError, ReplyCode
-from leveret.management import browser, shapes
+from leveret.management import access_api, browser, shapes
 from leveret.management import definitions as defs
 from leveret.management.authz import (
     ACCESS,
@@ -525,7 +525,7 @@ async def list_bindings(request: web.Request) -> web.StreamResponse:
 
 
 async def get_definitions(request: web.Request) -> web.StreamResponse:
-    require_administrator(request)
+    require_administrator(request)  # the export holds password hashes
     vhost = _vhost(request) if "vhost" in request.match_info else None
     b = _backend(request)
     doc = defs.export_definitions(b, request.app[ACCESS], vhost, with_queues=False)
@@ -553,9 +553,10 @@ async def get_definitions(request: web.Request) -> web.StreamResponse:
 
 
 async def post_definitions(request: web.Request) -> web.Response:
-    require_administrator(request)
+    require_administrator(request)  # it creates users and grants permissions
     vhost = _vhost(request) if "vhost" in request.match_info else None
-    report = await defs.import_definitions_sliced(_backend(request), await json_body(request), vhost)
+    body = await json_body(request)
+    report = await defs.import_definitions_sliced(_backend(request), body, vhost, access=request.app[ACCESS])
     if report.ignored:
         log.info("definitions import ignored: %s", ", ".join(report.ignored))
     return web.Response(status=204)
@@ -581,9 +582,10 @@ async def whoami(request: web.Request) -> web.Response:
 async def _vhost_json(request: web.Request, vhost: str) -> JSON:
     b = _backend(request)
     ready, unacked, _ = await _counted(b, b.queue_keys(vhost))
+    meta = b.vhost_metadata(vhost)
     return {
-        "name": vhost, "description": "", "tags": [], "default_queue_type": "classic", "tracing": False,
-        "metadata": {"description": "", "tags": []}, "cluster_state": {_node(request): "running"},
+        "name": vhost, "description": meta["description"], "tags": meta["tags"], "default_queue_type": "classic",
+        "tracing": False, "metadata": meta, "cluster_state": {_node(request): "running"},
         "messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked,
     }  # fmt: skip
 
@@ -727,4 +729,5 @@ def build_app(
     r.add_post("/api/definitions", post_definitions)
     r.add_get("/api/definitions/{vhost}", get_definitions)
     r.add_post("/api/definitions/{vhost}", post_definitions)
+    access_api.register(app, backend)  # users, vhosts, permissions
     return app

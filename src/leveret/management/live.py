@@ -286,3 +286,13 @@ class LiveBackend:
             return False
         conn.sink.force_close(ReplyCode.CONNECTION_FORCED, reason)
         return True
+
+    def add_vhost(self, name: str, description: str = "", tags: list[str] | None = None) -> None:
+        self.broker.add_vhost(name, description, tags)
+
+    def delete_vhost(self, name: str) -> None:
+        self.broker.delete_vhost(name)
+
+    def vhost_metadata(self, name: str) -> dict[str, Any]:
+        meta = self.broker.vhost_meta.get(name) or {}
+        return {"description": str(meta.get("description") or ""), "tags": list(meta.get("tags") or [])}
