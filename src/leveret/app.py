@@ -11,7 +11,7 @@ import socket
 import time
 from typing import Any
 
-from leveret import __version__
+from leveret import __version__, sdnotify
 from leveret.config import Settings
 from leveret.errors import ReplyCode
 from leveret.management.backend import NodeInfo
@@ -395,9 +395,28 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, app.reload_tls)
     log.info("Leveret %s started (pid %d); press Ctrl-C to stop", __version__, os.getpid())
+    sdnotify.notify(f"READY=1\nSTATUS=AMQP on port {app.server.port if app.server else 0}\nMAINPID={os.getpid()}")
+    watchdog = _watchdog(sdnotify.watchdog_interval())
     await stop.wait()
     log.info("shutting down")
+    sdnotify.notify("STOPPING=1")
+    if watchdog is not None:
+        watchdog.cancel()
     await app.stop()
+
+
+def _watchdog(interval: float | None) -> asyncio.Task[None] | None:
+    """systemd's watchdog: WATCHDOG=1 every ``interval`` seconds from the event loop, so a stuck loop
+    stops the keep-alives and systemd restarts the broker."""
+    if interval is None:
+        return None
+
+    async def ping() -> None:
+        while True:
+            sdnotify.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    return asyncio.get_running_loop().create_task(ping())
 
 
 def run(settings: Settings) -> None:
