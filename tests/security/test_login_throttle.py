@@ -199,3 +199,45 @@ def test_failed_http_logins_are_logged_with_user_peer_and_reason_never_the_passw
     ]
     text = caplog.text + "".join(str(r.args) for r in caplog.records)
     assert SECRET not in text and GUESS not in text
+
+
+# ---- attempts in parallel -------------------------------------------------------------------------
+
+
+def test_parallel_amqp_attempts_are_answered_one_after_another(b: ThreadBroker) -> None:
+    """Five guesses sent at once wait 0.1, 0.2, 0.4, 0.8, 1.6 s one after another (3.1 s in all), as
+    if sent in sequence: opening many connections at once does not multiply the guess rate."""
+
+    async def main() -> None:
+        for _ in range(5):  # the free failures
+            assert (await amqp_login(b.port, "alice", GUESS, ATTACKER))[1] == REFUSED
+        burst = [asyncio.create_task(amqp_login(b.port, "alice", GUESS, ATTACKER)) for _ in range(5)]
+        await asyncio.sleep(0.05)
+        legit, outcome = await amqp_login(b.port, "alice", SECRET, LEGIT)
+        assert (outcome, legit < 0.5) == ("ok", True), legit
+        got = sorted(await asyncio.gather(*burst))
+        assert all(outcome == REFUSED for _, outcome in got)
+        times = [t for t, _ in got]
+        for t, expected in zip(times, (0.1, 0.3, 0.7, 1.5, 3.1), strict=True):
+            assert expected * 0.9 <= t < expected + 0.5, times
+
+    asyncio.run(main())
+
+
+def test_parallel_http_attempts_are_answered_one_after_another(b: ThreadBroker) -> None:
+    port = http_port(b)
+
+    async def main() -> None:
+        for _ in range(5):
+            assert (await http_login(port, "alice", GUESS, ATTACKER))[1] == 401
+        burst = [asyncio.create_task(http_login(port, "alice", GUESS, ATTACKER)) for _ in range(4)]
+        got = sorted(await asyncio.gather(*burst))
+        assert all(status == 401 for _, status in got)
+        times = [t for t, _ in got]
+        for t, expected in zip(times, (0.1, 0.3, 0.7, 1.5), strict=True):
+            assert expected * 0.9 <= t < expected + 0.5, times
+        # and counted once each: the next one waits 1.6 s
+        elapsed, status = await http_login(port, "alice", GUESS, ATTACKER)
+        assert status == 401 and 1.5 <= elapsed < 2.1, elapsed
+
+    asyncio.run(main())
