@@ -284,6 +284,20 @@ CASES: dict[str, Case] = {
     ),
     "exchange.delete granted": Case(("^x$", "^$", "^$"), Op("exchange.delete", ("x",)), None),
     "exchange.delete refused": Case(("^q$", ".*", ".*"), Op("exchange.delete", ("x",)), x_refused("x")),
+    # the default and amq.* exchanges are refused first, whatever the permissions
+    "exchange.delete of the default exchange": Case(
+        ALL, Op("exchange.delete", ("",)), "ACCESS_REFUSED - operation not permitted on the default exchange"
+    ),
+    "exchange.delete of amq.direct": Case(
+        ALL,
+        Op("exchange.delete", ("amq.direct",)),
+        "ACCESS_REFUSED - deletion of system exchange 'amq.direct' in vhost 'v' not allowed",
+    ),  # fmt: skip
+    "passive exchange.declare of the default exchange": Case(
+        ALL,
+        Op("exchange.declare", ("", "direct"), {"passive": True}),
+        "ACCESS_REFUSED - operation not permitted on the default exchange",
+    ),  # fmt: skip
     "exchange.delete of a missing exchange refused": Case(
         ("^x$", ".*", ".*"), Op("exchange.delete", ("nope",)), x_refused("nope")
     ),
