@@ -376,7 +376,8 @@ class Broker:
     ) -> int | None:
         """What basic.publish refuses before routing, in rabbit_channel's order: no write permission on the
         exchange (403, checked before the lookup), a missing or internal exchange (404, 403), the topic
-        write permission (403), a ``user_id`` that is not ``user`` (406), a bad expiration (406). Returns the message's own TTL in ms (None without one)."""
+        write permission (403), a ``user_id`` that is not ``user`` (406), a bad expiration (406). Returns
+        the message's own TTL in ms (None without one)."""
         return self._check_publish(self.vhosts[vhost], exchange, routing_key, properties, user)
 
     def _check_publish(
