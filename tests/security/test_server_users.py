@@ -270,3 +270,19 @@ def test_users_and_permissions_survive_a_restart_of_a_sqlite_data_dir(tmp_path: 
         conn.close()
     finally:
         b.stop()
+
+
+def test_the_new_options_read_their_environment_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    users = secret_file(tmp_path / "users.txt", "fay:F4y-pw:management\n")
+    for name, value in {
+        "LEVERET_USERS_FILE": str(users), "LEVERET_DEFAULT_USER": "root", "LEVERET_DEFAULT_PASS": "R00t-pw",
+        "LEVERET_DEFAULT_VHOST": "main", "LEVERET_DEFAULT_USER_TAGS": "monitoring,policymaker",
+        "LEVERET_LOOPBACK_USERS": "root",
+    }.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    s = settings_from([], monkeypatch)
+    assert (s.users, s.user_tags) == ({"fay": "F4y-pw"}, {"fay": ("management",)})
+    assert (s.default_user, s.default_pass, s.default_vhost) == ("root", "R00t-pw", "main")
+    assert (s.default_user_tags, s.loopback_users) == (("monitoring", "policymaker"), ("root",))
