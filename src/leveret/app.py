@@ -104,6 +104,7 @@ class App:
                 if set_aside else "",
             )  # fmt: skip
         apply_access_settings(self.broker, s, recovered.definitions)
+        await _durable(self.store)  # users made now are on disk before anyone logs in with them
         if len(self.broker.vhosts) > 1:
             log.info("virtual hosts: %s", ", ".join(sorted(self.broker.vhosts)))
         self.server = Server(s, self.broker)
@@ -323,11 +324,33 @@ def apply_access_settings(broker: Broker, s: Settings, stored: dict[str, dict[st
         broker.add_vhost(name)
     for name, password in s.users.items():
         user = access.users.get(name)
+        tags = s.user_tags.get(name)
         if user is None or not check_password(password, user.password_hash, user.hashing_algorithm):
-            access.add_user(name, password, ("administrator",) if user is None else user.tags)
+            access.add_user(name, password, tags if tags is not None else user.tags if user else ("administrator",))
+        elif tags is not None and tags != user.tags:
+            access.set_tags(name, tags)
         for vhost in {s.default_vhost, *s.vhosts} - {""}:
             if (name, vhost) not in access.permissions:
                 access.set_permissions(name, vhost, ".*", ".*", ".*")
+
+
+async def _durable(store: Store) -> None:
+    """Wait until everything handed to ``store`` so far is durable (its callback may run on any thread)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def resolve() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def synced() -> None:
+        loop.call_soon_threadsafe(resolve)
+
+    store.sync(synced)
+    try:
+        await asyncio.wait_for(done, 30)
+    except TimeoutError:  # a failing store says why itself; the start goes on
+        log.warning("the store did not confirm the users and vhosts written at start within 30 s")
 
 
 def _rss_bytes() -> int:

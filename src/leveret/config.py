@@ -52,9 +52,11 @@ class Settings:
     default_vhost: str = "/"
     default_user_tags: tuple[str, ...] = ("administrator",)
     default_permissions: tuple[str, str, str] = (".*", ".*", ".*")
-    # Users (name -> password) set at every start: created or given this password, administrators
-    # with full permissions on the default vhost and on every vhost of ``vhosts``.
+    # Users (name -> password) set at every start: created or given this password, with full
+    # permissions on the default vhost and on every vhost of ``vhosts``. A new one is an administrator
+    # unless ``user_tags`` names its tags; tags named there are set at every start.
     users: dict[str, str] = field(default_factory=dict)
+    user_tags: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Virtual hosts ensured at every start (besides those in the store).
     vhosts: tuple[str, ...] = ()
     # Users who may log in only from a loopback address (RabbitMQ's loopback_users; empty: none).

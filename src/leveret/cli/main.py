@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from click.core import ParameterSource
 
 from leveret import __version__
 from leveret.cli.perf import perf
+from leveret.cli.users import parse_tags, read_secret_file, read_users_file
 from leveret.config import Settings, default_data_dir
 from leveret.storage.lock import DataDirLocked
 
@@ -24,6 +26,21 @@ def _users(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) 
             raise click.BadParameter(f"{v!r}: expected NAME:PASSWORD")
         users[name] = password
     return users
+
+
+def _default_pass(user: str, path: Path | None) -> str:
+    """--default-user's password: from --default-pass-file, else LEVERET_DEFAULT_PASS; guest's is guest."""
+    if path is not None:
+        return read_secret_file(path, "--default-pass-file")
+    env = os.environ.get("LEVERET_DEFAULT_PASS")
+    if env:
+        return env
+    if user == "guest":
+        return "guest"
+    raise click.UsageError(
+        f"--default-user {user} needs a password: --default-pass-file FILE or the environment variable "
+        "LEVERET_DEFAULT_PASS (it is used on the node's first start only)"
+    )
 
 
 def _port(value: str | None) -> int | None:
@@ -136,8 +153,34 @@ def main() -> None:
 @click.option("--memory-high-watermark", default=0.4, show_default=True, type=click.FloatRange(min=0), help="Block publishers above this much resident memory: a fraction of RAM if <= 1, else bytes; 0 disables.")
 @click.option("--store-backlog-limit", default=100_000, show_default=True, type=click.IntRange(min=0), help="Pause reading publishers while the store's writer lags by more operations than this; 0 disables.")
 @click.option("--max-queues", default=None, type=click.IntRange(min=0), help="Most queues in a vhost; over it queue.declare gets 406. [default: unlimited]")
-@click.option("--user", "users", multiple=True, metavar="NAME:PASSWORD", callback=_users, envvar="LEVERET_USER", help="Add a user (repeatable; env LEVERET_USER='a:pw b:pw'). guest/guest stays, for loopback clients only.")
-@click.option("--vhost", "vhosts", multiple=True, metavar="NAME", envvar="LEVERET_VHOST", help="Create a virtual host besides '/' (repeatable; env LEVERET_VHOST='a b'). Every user may use every vhost.")
+@click.option(
+    "--user", "users", multiple=True, metavar="NAME:PASSWORD", callback=_users, envvar=["LEVERET_USERS", "LEVERET_USER"],
+    help="Add an administrator (repeatable), set at every start. The password shows in `ps` to every user of "
+    "the machine: prefer --users-file FILE or the environment variable LEVERET_USERS='a:pw b:pw'.",
+)  # fmt: skip
+@click.option(
+    "--users-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+    help="Users set at every start, one a line: NAME:PASSWORD or NAME:PASSWORD:TAG,TAG ('#' comments; "
+    "without tags, administrator). With a ':' in the password, end the line with a tags field "
+    "(app:pa:ss:). Keep it chmod 600 (a warning says if others can read it).",
+)  # fmt: skip
+@click.option("--vhost", "vhosts", multiple=True, metavar="NAME", envvar="LEVERET_VHOST", help="Create a virtual host besides the default one (repeatable; env LEVERET_VHOST='a b'). --user and --users-file users get full permissions on it.")
+@click.option(
+    "--default-user", default="guest", show_default=True, metavar="NAME",
+    help="The user created on the node's first start (empty data dir), with --default-user-tags and full "
+    "permissions on --default-vhost, as RabbitMQ's default_user. Its password: --default-pass-file FILE or "
+    "the environment variable LEVERET_DEFAULT_PASS (needed unless the user is guest, whose password is guest).",
+)  # fmt: skip
+@click.option(
+    "--default-pass-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+    help="File whose first line is --default-user's password (kept off the command line).",
+)  # fmt: skip
+@click.option("--default-vhost", default="/", show_default=True, metavar="NAME", help="The vhost created on the node's first start.")
+@click.option("--default-user-tags", default="administrator", show_default=True, metavar="TAG,TAG", help="Tags of --default-user ('none': no tags).")
+@click.option(
+    "--loopback-users", default="guest", show_default=True, metavar="NAME,NAME",
+    help="Users who may log in only from a loopback address (RabbitMQ's loopback_users); 'none' for nobody.",
+)  # fmt: skip
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PEM server certificate (chain): enables AMQPS and HTTPS management. SIGHUP reloads it.")
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PEM private key of --tls-cert (unencrypted). [default: in the --tls-cert file]")
 @click.option("--tls-ca", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PEM CA certificate(s) that sign client certificates.")
@@ -159,7 +202,9 @@ def server(
     log_level: str, consumer_timeout: str, consumer_timeout_action: str, frame_max: int, heartbeat: int,
     max_message_size: int, max_incomplete_content: int, queue_ram_limit: int, channel_max: int, handshake_timeout: float, max_connections: int | None,
     max_consumers_per_channel: int | None, disk_free_limit: int, memory_high_watermark: float,
-    store_backlog_limit: int, max_queues: int | None, users: dict[str, str], vhosts: tuple[str, ...],
+    store_backlog_limit: int, max_queues: int | None, users: dict[str, str], users_file: Path | None,
+    vhosts: tuple[str, ...], default_user: str, default_pass_file: Path | None, default_vhost: str,
+    default_user_tags: str, loopback_users: str,
     tls_cert: Path | None, tls_key: Path | None, tls_ca: Path | None, tls_verify: str | None, amqps_port: str,
     https_port: str, tls_handshake_timeout: float, tls_login_from: str,
 ) -> None:  # fmt: skip
@@ -170,7 +215,8 @@ def server(
       leveret server                          # AMQP on 127.0.0.1:5672, HTTP on :15672
       leveret server --amqp-port 0            # pick a free port (printed in the log)
       leveret server --data-dir ./data --consumer-timeout 60000
-      leveret server --host 0.0.0.0 --user app:s3cret --vhost app   # amqp://app:s3cret@host/app
+      leveret server --host 0.0.0.0 --users-file users.txt --vhost app   # lines like app:s3cret
+      LEVERET_DEFAULT_PASS=... leveret server --default-user admin  # no guest on a fresh node
       leveret server --tls-cert server.pem --tls-key server.key    # + amqps://host:5671, https://host:15671
     """
     logging.basicConfig(
@@ -178,6 +224,11 @@ def server(
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    all_users: dict[str, str] = dict(users)
+    user_tags: dict[str, tuple[str, ...]] = {}
+    if users_file is not None:
+        from_file, user_tags = read_users_file(users_file)
+        all_users.update(from_file)
     settings = Settings(
         host=host,
         amqp_port=_port(amqp_port),
@@ -201,8 +252,14 @@ def server(
         disk_free_limit=disk_free_limit,
         memory_high_watermark=memory_high_watermark,
         store_backlog_limit=store_backlog_limit,
-        users=users,
+        users=all_users,
+        user_tags=user_tags,
         vhosts=tuple(vhosts),
+        default_user=default_user,
+        default_pass=_default_pass(default_user, default_pass_file),
+        default_vhost=default_vhost,
+        default_user_tags=parse_tags(default_user_tags),
+        loopback_users=parse_tags(loopback_users),
         **_tls_options(
             click.get_current_context(), tls_cert, tls_key, tls_ca, tls_verify, amqps_port, https_port,
             tls_handshake_timeout, tls_login_from,

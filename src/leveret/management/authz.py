@@ -98,7 +98,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     user, reason = authenticate(header, request.remote, app[ACCESS])
     if user is None:
         if header is not None:  # a browser's first, credential-less request is not an attempt
-            logins.failed(peer)
+            if not delay:  # a held one was counted when it was held
+                logins.failed(peer)
             log.warning("HTTP login refused from %s: %s (%s %s)", peer, reason, request.method, request.path)
         # No WWW-Authenticate for the dashboard's own fetches, so browsers show its login
         # field instead of a native password dialog.

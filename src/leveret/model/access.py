@@ -457,33 +457,47 @@ class LoginThrottle:
     """Exponential delay for a peer address after repeated failed logins, nothing for anyone else.
 
     After ``free`` failures within ``window`` seconds, each further attempt from that address is
-    answered only after ``base * 2**(failures - free)`` seconds, at most ``cap``. A success resets
-    the address. At most ``max_peers`` addresses are remembered (oldest forgotten first), so a
-    flood of addresses costs bounded memory.
+    answered only after ``base * 2**(failures - free)`` seconds, at most ``cap``: with the defaults,
+    5 free failures, then 0.1, 0.2, 0.4, ... s, 10 s from the 12th failure on (an attacker gets about
+    one guess in 10 s; a user who mistyped five times waits 0.1 s). A held attempt is counted as a
+    failure when it is held, and held attempts are answered one after another: attempts sent in
+    parallel wait as long as the same attempts sent in sequence. A success forgets the address, so
+    does ``window`` seconds without an attempt. At most ``max_peers`` addresses are remembered (the
+    least recent forgotten first), so a flood of addresses costs bounded memory.
+
+    Callers: ``delay(peer)`` before checking the credentials; if it is 0, check now and report
+    ``failed`` or ``succeeded``; else answer after that many seconds and report only ``succeeded``
+    (the failure was counted in advance).
     """
 
     def __init__(self, *, free: int = 5, base: float = 0.1, cap: float = 10.0, window: float = 300.0,
                  max_peers: int = 10_000, clock: Callable[[], float]) -> None:  # fmt: skip
         self.free, self.base, self.cap, self.window, self.max_peers = free, base, cap, window, max_peers
         self.clock = clock
-        self._peers: OrderedDict[str, tuple[int, float]] = OrderedDict()  # peer -> (failures, last)
+        # peer -> (failures, time of the last attempt, when its last held attempt is answered)
+        self._peers: OrderedDict[str, tuple[int, float, float]] = OrderedDict()
 
     def delay(self, peer: str) -> float:
-        """Seconds to hold this peer's login answer."""
+        """Seconds to hold this attempt's answer (0: none; a held attempt is counted as failed now)."""
         entry = self._peers.get(peer)
         if entry is None:
             return 0.0
-        failures, last = entry
-        if self.clock() - last > self.window:
+        failures, last, answered_at = entry
+        now = self.clock()
+        if now - last > self.window:
             del self._peers[peer]
             return 0.0
         if failures < self.free:
             return 0.0
-        return float(min(self.cap, self.base * 2 ** min(failures - self.free, 30)))
+        step = float(min(self.cap, self.base * 2 ** min(failures - self.free, 30)))
+        at = max(now, answered_at) + step
+        self._peers[peer] = (failures + 1, now, at)
+        self._peers.move_to_end(peer)
+        return at - now
 
     def failed(self, peer: str) -> None:
-        failures, _ = self._peers.pop(peer, (0, 0.0))
-        self._peers[peer] = (failures + 1, self.clock())
+        failures, _, answered_at = self._peers.pop(peer, (0, 0.0, 0.0))
+        self._peers[peer] = (failures + 1, self.clock(), answered_at)
         while len(self._peers) > self.max_peers:
             self._peers.popitem(last=False)
 

@@ -24,7 +24,9 @@ from leveret.model.connection import ClientConnection
 from leveret.model.exchange import QUEUE, TYPES
 from leveret.model.message import Message
 from leveret.model.properties import (
+    FLAG_USER_ID,
     REJECTED,
+    check_user_id,
     dead_letter,
     expiration_ms,
     is_cycle,
@@ -372,9 +374,10 @@ class Broker:
     def check_publish(
         self, vhost: str, exchange: str, properties: bytes, routing_key: str = "", user: str | None = None
     ) -> int | None:
-        """What basic.publish refuses before routing: no write permission on the exchange (403, checked
-        before the lookup, as RabbitMQ), a missing or internal exchange (404, 403), the topic write
-        permission (403), a bad expiration (406). Returns the message's own TTL in ms (None without one)."""
+        """What basic.publish refuses before routing, in rabbit_channel's order: no write permission on the
+        exchange (403, checked before the lookup), a missing or internal exchange (404, 403), the topic
+        write permission (403), a ``user_id`` that is not ``user`` (406), a bad expiration (406). Returns
+        the message's own TTL in ms (None without one)."""
         return self._check_publish(self.vhosts[vhost], exchange, routing_key, properties, user)
 
     def _check_publish(
@@ -395,6 +398,8 @@ class Broker:
             )
         if x.type == "topic":
             access.check_topic(user, vh.name, exchange, routing_key, WRITE)
+        if user is not None and len(properties) > 1 and properties[1] & FLAG_USER_ID:
+            check_user_id(properties, user)  # after the permissions, as rabbit_channel
         return (
             expiration_ms(properties) if properties and properties[0] & 0x01 else None
         )  # the expiration flag
@@ -479,14 +484,16 @@ class Broker:
     def consume(
         self, ch: Channel, queue: str, tag: str, *, no_ack: bool, exclusive: bool, arguments: dict[str, Any]
     ) -> Consumer:
+        """basic.consume, in rabbit_channel's order: a reused tag (530), read on the queue (403, before
+        the lookup), the queue (404, 405), exclusive use (403), the arguments."""
         conn = ch.connection
         vh = self.vhost(conn.vhost)
+        if tag in ch.consumers:
+            raise ConnectionError_(ReplyCode.NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'", 60, 20)
         self.access.check(conn.user, conn.vhost, Q_RESOURCE, queue, READ)
         q = vh.get_queue(queue, conn)
         if not tag:
             tag = server_name("amq.ctag-")
-        elif tag in ch.consumers:
-            raise ConnectionError_(ReplyCode.NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'", 60, 20)
         if q.consumers and (exclusive or q.exclusive_consumer):
             raise ChannelError(ReplyCode.ACCESS_REFUSED, f"queue '{queue}' in vhost '{conn.vhost}' in exclusive use", 60, 20)
         A.validate_consume(queue, conn.vhost, arguments)

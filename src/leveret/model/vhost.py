@@ -192,10 +192,10 @@ class VHost:
         """exchange.declare. Permissions: configure on the exchange before the lookup; a new one with an
         alternate exchange also needs read on itself and write on the alternate. Passive: no check."""
         V.check_shortstr("exchange name", name)
+        if not name:  # passive too (rabbit_channel: check_not_default_exchange)
+            raise ChannelError(ReplyCode.ACCESS_REFUSED, DEFAULT_EXCHANGE_REFUSED)
         if passive:
             return self.get_exchange(name)
-        if not name:
-            raise ChannelError(ReplyCode.ACCESS_REFUSED, "operation not permitted on the default exchange")
         V.check_arguments(dict(arguments or {}), f"exchange '{name}' in vhost '{self.name}'")
         if type_ not in TYPES:
             raise ConnectionError_(ReplyCode.COMMAND_INVALID, f"unknown exchange type '{type_}'")
@@ -231,9 +231,14 @@ class VHost:
         return x
 
     def delete_exchange(self, name: str, if_unused: bool, user: str | None = None) -> None:
-        """exchange.delete: configure on the exchange, before the existence check."""
-        if not name or name.startswith("amq."):
-            raise ChannelError(ReplyCode.ACCESS_REFUSED, f"operation not permitted on exchange '{name}'")
+        """exchange.delete, in rabbit_channel's order: the default exchange and the amq.* ones are refused
+        (403), then configure on the exchange, before the existence check."""
+        if not name:
+            raise ChannelError(ReplyCode.ACCESS_REFUSED, DEFAULT_EXCHANGE_REFUSED)
+        if name.startswith("amq."):
+            raise ChannelError(
+                ReplyCode.ACCESS_REFUSED, f"deletion of system exchange '{name}' in vhost '{self.name}' not allowed"
+            )
         self.access.check(user, self.name, X_RESOURCE, name, CONFIGURE)
         x = self.exchanges.get(name)
         if x is None:

@@ -23,7 +23,7 @@ from leveret.errors import AMQPError, ChannelError, ConnectionError_, ReplyCode
 from leveret.model.channel import Channel
 from leveret.model.connection import ClientConnection
 from leveret.model.message import Message
-from leveret.model.properties import FLAG_USER_ID, check_user_id, with_delivery_count
+from leveret.model.properties import with_delivery_count
 from leveret.protocol import codec
 from leveret.protocol.connection import AMQPConnection, BadProtocolHeader, ConnState
 from leveret.protocol.events import Ack, HeaderReceived, Heartbeat, MethodReceived, Nack, Publish, Reject
@@ -289,8 +289,6 @@ class AMQPServerProtocol(asyncio.Protocol):
                     if ev.immediate:
                         raise ConnectionError_(ReplyCode.NOT_IMPLEMENTED, "immediate=true", 60, 40)
                     props = ev.properties
-                    if len(props) > 1 and props[1] & FLAG_USER_ID:
-                        check_user_id(props, self.client.user)  # type: ignore[union-attr]
                     if ch.model.tx is not None:  # checked now (404, 403, 406), routed at tx.commit
                         broker.check_publish(self.client.vhost, ev.exchange, props, ev.routing_key, self.user)  # type: ignore[union-attr]
                         ch.tx_publishes.append(ev)

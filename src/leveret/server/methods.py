@@ -71,19 +71,20 @@ def start_ok(conn: AMQPServerProtocol, _: Any, m: C.Connection.StartOk) -> None:
     only after the throttle's delay; its input waits meanwhile, other peers are not slowed."""
     delay = conn.broker.logins.delay(conn.peer[0])
     if delay > 0:
-        conn.hold(delay, lambda: _login(conn, m))
+        conn.hold(delay, lambda: _login(conn, m, held=True))
     else:
         _login(conn, m)
 
 
-def _login(conn: AMQPServerProtocol, m: C.Connection.StartOk) -> None:
+def _login(conn: AMQPServerProtocol, m: C.Connection.StartOk, held: bool = False) -> None:
     s = conn.settings
     logins = conn.broker.logins
     response = m.response if isinstance(m.response, bytes) else str(m.response).encode("latin-1")
     try:
         conn.user = auth.authenticate(m.mechanism, response, conn.broker.access, conn.peer[0], conn.cert_user)
     except ConnectionError_:
-        logins.failed(conn.peer[0])
+        if not held:  # a held attempt was counted when it was held
+            logins.failed(conn.peer[0])
         raise
     logins.succeeded(conn.peer[0])
     conn.client_properties = _table(m.client_properties)
