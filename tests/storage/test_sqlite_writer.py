@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sqlite3
 import threading
@@ -437,7 +438,9 @@ def test_schema_version_is_recorded_and_a_newer_one_refused(tmp_path: Path) -> N
     assert db.exists(), "a newer schema is not corruption: the file stays where it is"
 
 
-def test_a_version_1_database_is_migrated_and_keeps_its_messages(tmp_path: Path) -> None:
+def test_a_version_1_database_is_migrated_and_keeps_its_messages(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     db = tmp_path / "s.db"
     conn = sqlite3.connect(db)
     for statement in _MIGRATIONS[0]:  # the schema as version 1 wrote it
@@ -448,8 +451,11 @@ def test_a_version_1_database_is_migrated_and_keeps_its_messages(tmp_path: Path)
     conn.commit()
     conn.close()
     store = SqliteStore(db)
-    got = store.open().messages
+    with caplog.at_level(logging.INFO, logger="leveret.storage"):
+        got = store.open().messages
     assert got == {(V, "q"): [MessageRecord(7, "ex", "rk", b"\x80\x00", b"body", True, None)]}
+    upgrades = [r.getMessage().split(": ", 1)[1] for r in caplog.records if "schema upgraded" in r.getMessage()]
+    assert upgrades == ["schema upgraded from version 1 to 2", "schema upgraded from version 2 to 3"]
     store.append(V, "q", MessageRecord(8, "ex", "rk", b"", b"new", expires_at=1234.5))
     store.close()
     conn = sqlite3.connect(db)

@@ -12,6 +12,7 @@ import click
 from click.core import ParameterSource
 
 from leveret import __version__
+from leveret.cli.backup import backup
 from leveret.cli.perf import perf
 from leveret.cli.users import parse_tags, read_secret_file, read_users_file
 from leveret.config import Settings, default_data_dir
@@ -277,3 +278,4 @@ def server(
 
 
 main.add_command(perf)
+main.add_command(backup)

@@ -690,6 +690,8 @@ class SqliteStore:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            if v:  # 0 -> 1 is a new store, not an upgrade
+                log.info("storage %s: schema upgraded from version %d to %d", self._path, v, v + 1)
             log.info("storage %s: schema version %d -> %d", self._path, v, v + 1)
 
     def _read(self, conn: sqlite3.Connection) -> Recovered:
