@@ -146,14 +146,7 @@ def _flag(request: web.Request, name: str) -> bool:
 
 async def _counted(b: Backend, keys: list[QueueKey]) -> tuple[int, int, int]:
     """(ready, unacknowledged, consumers) summed over ``keys``, a slice per loop turn."""
-    ready = unacked = consumers = 0
-    for i in range(0, len(keys), COUNT_SLICE):
-        with gc_paused():
-            for c in b.queue_counters(keys[i : i + COUNT_SLICE]):
-                ready += c.messages_ready
-                unacked += c.messages_unacknowledged
-                consumers += c.consumers
-        await asyncio.sleep(0)
+    ready, unacked, consumers, _, _ = await _user_totals(b, None, keys)
     return ready, unacked, consumers
 
 
@@ -187,7 +180,7 @@ def _age_param(request: web.Request, name: str) -> tuple[float, float] | None:
 
 # ---- handlers -----------------------------------------------------------------------
 async def _user_totals(
-    b: Backend, rates: RateSampler, keys: list[QueueKey]
+    b: Backend, rates: RateSampler | None, keys: list[QueueKey]
 ) -> tuple[int, int, int, Totals, dict[str, float]]:
     """What :func:`overview` shows a user who sees only some vhosts, from those vhosts' queues
     alone, a slice per loop turn: (ready, unacknowledged, consumers, message counts, their rates).
@@ -205,6 +198,8 @@ async def _user_totals(
                 delivered += c.delivered
                 acked += c.acked
                 redelivered += c.redelivered
+                if rates is None:
+                    continue
                 for key, value in rates.queue_rates(c.vhost, c.name).items():
                     if key in r:  # message rates (not the depth rates it also gives)
                         r[key] += value
