@@ -12,6 +12,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from leveret.cli.ctl import cli
+from tests.helpers import ThreadBroker
 
 from .conftest import Served
 
@@ -46,6 +47,19 @@ def test_list_queues_default_columns_quiet_and_no_headers(api: Served, ctl_env: 
     assert p.returncode == 0 and p.stdout.splitlines() == ["task_queue\t5", "hello\t1"]
     p = run_ctl(ctl_env, "-q", "-p", "other", "list_queues")
     assert p.stdout.splitlines() == ["name\tmessages", "elsewhere\t7"]
+
+
+def test_url_at_the_amqp_port_says_so_in_one_line(ctl_env: dict[str, str]) -> None:
+    """An AMQP listener answers an HTTP request with its protocol header: one line, exit 69 (it was a
+    BadStatusLine traceback)."""
+    b = ThreadBroker().start()
+    try:
+        p = run_ctl(dict(ctl_env, LEVERET_URL=f"http://127.0.0.1:{b.port}"), "list_queues")
+    finally:
+        b.stop()
+    assert p.returncode == 69 and "Traceback" not in p.stderr, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "did not answer in HTTP" in lines[0] and "not the AMQP port" in lines[0], lines
 
 
 def test_broker_not_running_exit_69(ctl_env: dict[str, str]) -> None:

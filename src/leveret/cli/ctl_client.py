@@ -9,6 +9,7 @@ rabbitmqctl-style exit code, so the CLI never shows a traceback:
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -54,6 +55,13 @@ class ApiClient:
                 return resp.read(), dict(resp.headers.items())
         except urllib.error.HTTPError as e:
             raise self._http_error(e) from None
+        except http.client.HTTPException as e:  # something answered, not in HTTP (BadStatusLine)
+            got = repr(e.args[0])[:40] if e.args else type(e).__name__
+            raise CtlError(
+                f"{self.base_url} did not answer in HTTP (it sent {got}); --url must be the management "
+                "API (port 15672 by default), not the AMQP port (5672)",
+                EX_UNAVAILABLE,
+            ) from None
         except TimeoutError:
             raise CtlError(
                 f"timed out after {self.timeout} seconds waiting for {self.base_url}", EX_TEMPFAIL
