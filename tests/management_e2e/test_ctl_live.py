@@ -366,3 +366,25 @@ def test_a_transactional_channel_shows_what_it_holds(live: Live) -> None:
     ch.tx_commit()
     wait_for(lambda: table(live.ctl(*cols))[-1] == "true\t0\t0", timeout=5)
     conn.close()
+
+
+def test_export_definitions_of_one_vhost_or_without_users(live_factory: Callable[..., Live]) -> None:
+    """RabbitMQ's per-vhost export with -p, and a whole export without the users (and their
+    permissions) or the cluster name, which would overwrite a target RabbitMQ's (issue 13)."""
+    live = live_factory(vhosts=("app",), users={"guest": "guest"})
+    with pika.BlockingConnection(pika.URLParameters(f"{live.amqp.rsplit('/', 1)[0]}/app")) as conn:
+        conn.channel().queue_declare("in-app", durable=True)
+    with live.connect() as conn:
+        conn.channel().queue_declare("in-root", durable=True)
+    full = json.loads(live.ctl("export_definitions", "-").stdout)
+    assert {"users", "permissions", "global_parameters", "vhosts"} <= set(full)
+    assert {q["name"] for q in full["queues"]} == {"in-app", "in-root"}
+    lean = json.loads(live.ctl("export_definitions", "--no-users", "--no-global-parameters", "-").stdout)
+    assert not {"users", "permissions", "topic_permissions", "global_parameters"} & set(lean)
+    assert lean["queues"] == full["queues"] and lean["vhosts"] == full["vhosts"]
+    one = json.loads(live.ctl("export_definitions", "-p", "app", "-").stdout)
+    assert [q["name"] for q in one["queues"]] == ["in-app"] and "users" not in one and "vhost" not in one["queues"][0]
+    assert json.loads(live.ctl("-p", "app", "export_definitions", "-").stdout) == one  # the group's -p too
+    assert live.ctl("--help").returncode == 0
+    help_text = live.ctl("export_definitions", "--help").stdout
+    assert "password hashes" in help_text and "cluster_name" in help_text

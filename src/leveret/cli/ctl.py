@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import json
 import sys
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from leveret.cli import ctl_access
 from leveret.cli import ctl_format as fmt
@@ -211,14 +213,40 @@ def status(ctx: click.Context, /, **opts: Any) -> None:
 
 @cli.command("export_definitions")
 @click.argument("path")
+@click.option("--no-users", is_flag=True,
+              help="Leave out users, permissions and topic permissions (e.g. to load into a RabbitMQ that has its own).")  # fmt: skip
+@click.option("--no-global-parameters", is_flag=True,
+              help="Leave out global parameters (cluster_name: importing it renames the target cluster).")  # fmt: skip
 @_common
 @click.pass_context
-def export_definitions(ctx: click.Context, /, path: str, **opts: Any) -> None:
-    """Write RabbitMQ definitions JSON (topology, users) to PATH, or stdout for -."""
+def export_definitions(
+    ctx: click.Context, /, path: str, no_users: bool, no_global_parameters: bool, **opts: Any
+) -> None:
+    """Write RabbitMQ definitions JSON to PATH, or stdout for -.
+
+    \b
+    A full export (RabbitMQ's format, for rabbitmqctl import_definitions) holds: users (with their
+    password hashes, so an import into RabbitMQ replaces users of the same name, guest included),
+    vhosts, permissions, topic permissions, global parameters (cluster_name), policies, queues,
+    exchanges and bindings. With -p VHOST: that vhost's policies, queues, exchanges and bindings
+    only (GET /api/definitions/VHOST, RabbitMQ's per-vhost format).
+    """
+    vhost_given = opts.get("vhost") is not None or (
+        ctx.parent is not None
+        and ctx.parent.get_parameter_source("vhost") in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    )
     s = _settings(ctx, opts)
 
     def action(client: ApiClient) -> None:
-        doc = client.get_json("/api/definitions")
+        if vhost_given:
+            doc = client.get_json(f"/api/definitions/{urllib.parse.quote(s.vhost, safe='')}")
+        else:
+            doc = client.get_json("/api/definitions")
+        if no_users:
+            for key in ("users", "permissions", "topic_permissions"):
+                doc.pop(key, None)
+        if no_global_parameters:
+            doc.pop("global_parameters", None)
         text = json.dumps(doc, indent=2)
         if path == "-":
             click.echo(text)

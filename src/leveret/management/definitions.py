@@ -77,21 +77,28 @@ def export_definitions(
         for b in backend.bindings(vhost)
         if b.source != ""
     ]
+    if vhost is not None:
+        # RabbitMQ's per-vhost shape (GET /api/definitions/{vhost}): no users, vhosts or permissions,
+        # no product keys, and queues, exchanges and bindings without their "vhost" (the import
+        # names it).
+        for item in (*queues, *exchanges, *bindings):
+            item.pop("vhost", None)
+        return {"rabbit_version": RABBITMQ_COMPAT_VERSION, "parameters": [], "policies": [], "queues": queues,
+                "exchanges": exchanges, "bindings": bindings}  # fmt: skip
     doc: dict[str, Any] = {
         "rabbit_version": RABBITMQ_COMPAT_VERSION,
         "rabbitmq_version": RABBITMQ_COMPAT_VERSION,
         "product_name": info.product_name,
         "product_version": info.product_version,
     }
-    if vhost is None:
-        doc.update(
-            users=[u.record() for _, u in sorted(access.users.items())],
-            vhosts=[{"name": v, "limits": [], "metadata": backend.vhost_metadata(v)} for v in vhosts],
-            permissions=[p.record() for _, p in sorted(access.permissions.items())],
-            topic_permissions=[t.record() for _, t in sorted(access.topic_permissions.items())],
-            parameters=[],
-            global_parameters=[{"name": "cluster_name", "value": info.node}],
-        )
+    doc.update(
+        users=[u.record() for _, u in sorted(access.users.items())],
+        vhosts=[{"name": v, "limits": [], "metadata": backend.vhost_metadata(v)} for v in vhosts],
+        permissions=[p.record() for _, p in sorted(access.permissions.items())],
+        topic_permissions=[t.record() for _, t in sorted(access.topic_permissions.items())],
+        parameters=[],
+        global_parameters=[{"name": "cluster_name", "value": info.node}],
+    )
     doc.update(policies=[], queues=queues, exchanges=exchanges, bindings=bindings)
     return doc
 

@@ -537,6 +537,9 @@ async def get_definitions(request: web.Request) -> web.StreamResponse:
     for i in range(0, len(keys), SLICE):
         with gc_paused():
             items = [defs.queue_definition(q) for q in b.queues_by_key(keys[i : i + SLICE]) if not q.exclusive]
+            if vhost is not None:  # RabbitMQ's per-vhost shape names no vhost
+                for item in items:
+                    del item["vhost"]
             chunk = json.dumps(items)[1:-1].encode() if items else b""
         if chunk:
             await resp.write(sep + chunk)
