@@ -231,6 +231,9 @@ class AccessControl:
         self.persist: Persist = persist or (lambda kind, key, value: None)
         self._topics_for: dict[tuple[str, str], int] = {}  # (user, vhost) -> topic permissions held
         self._memo: OrderedDict[tuple[str, str, str, str, str], None] = OrderedDict()
+        # The publish path's own memo: (user, vhost) -> exchanges it may write to. One 2-tuple and
+        # a set lookup per publish; cleared, like _memo, by any change.
+        self.writable: dict[tuple[str, str], set[str]] = {}
         #: Called with a user name when it is deleted or its password changes (to close its connections).
         self.on_user_removed: Callable[[str], None] = lambda name: None
 
@@ -267,6 +270,7 @@ class AccessControl:
 
     def _changed(self) -> None:
         self._memo.clear()
+        self.writable.clear()
 
     # ---- users ---------------------------------------------------------------------------------
 
@@ -429,6 +433,14 @@ class AccessControl:
         ``user`` None is the broker itself (recovery, operator tools on the node): always allowed."""
         if user is not None and not self.may(user, vhost, kind, name, what):
             raise refused(kind, "amq.default" if kind == EXCHANGE and name == "" else name, vhost, user)
+
+    def check_write(self, user: str, vhost: str, exchange: str) -> None:
+        """basic.publish: write on the exchange (403 otherwise); remembered in :attr:`writable`,
+        which the broker's publish path tests first."""
+        self.check(user, vhost, EXCHANGE, exchange, WRITE)
+        ok = self.writable.setdefault((user, vhost), set())
+        if len(ok) < MEMO_MAX:
+            ok.add(exchange)
 
     def check_topic(self, user: str | None, vhost: str, exchange: str, routing_key: str, what: str) -> None:
         """Topic permission on a topic exchange; call only for exchanges of type topic."""

@@ -17,7 +17,7 @@ from typing import Any
 from leveret.errors import ChannelError, ConnectionError_, ReplyCode
 from leveret.model import arguments as A
 from leveret.model import validation as V
-from leveret.model.access import CONFIGURE, EXCHANGE, K_VHOST, READ, WRITE, AccessControl, LoginThrottle
+from leveret.model.access import CONFIGURE, K_VHOST, READ, WRITE, AccessControl, LoginThrottle
 from leveret.model.access import QUEUE as Q_RESOURCE
 from leveret.model.channel import Channel, ChannelSink, Consumer, Delivery
 from leveret.model.connection import ClientConnection
@@ -384,8 +384,10 @@ class Broker:
         self, vh: VHost, exchange: str, routing_key: str, properties: bytes, user: str | None
     ) -> int | None:
         access = self.access
-        if user is not None and not access.may(user, vh.name, EXCHANGE, exchange, WRITE):
-            access.check(user, vh.name, EXCHANGE, exchange, WRITE)  # raises, with the text
+        if user is not None:
+            ok = access.writable.get((user, vh.name))
+            if ok is None or exchange not in ok:
+                access.check_write(user, vh.name, exchange)
         x = vh.exchanges.get(exchange)
         if x is None:
             raise ChannelError(ReplyCode.NOT_FOUND, f"no exchange '{exchange}' in vhost '{vh.name}'", 60, 40)
