@@ -81,6 +81,7 @@ _CONN_TRANSITIONS: dict[tuple[ConnState, type[Frame]], ConnState] = {
     (ConnState.OPEN, commands.Connection.Blocked): ConnState.OPEN,
     (ConnState.OPEN, commands.Connection.Unblocked): ConnState.OPEN,
     (ConnState.OPEN, commands.Connection.UpdateSecretOk): ConnState.OPEN,
+    (ConnState.OPEN, commands.Connection.UpdateSecret): ConnState.OPEN,
     (ConnState.CLOSING, commands.Connection.Close): ConnState.CLOSED,
     (ConnState.CLOSING, commands.Connection.CloseOk): ConnState.CLOSED,
     (ConnState.AWAIT_TUNE_OK, commands.Connection.Close): ConnState.CLOSED,

@@ -7,6 +7,7 @@ connection close.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,8 @@ from leveret.server import auth
 
 if TYPE_CHECKING:
     from leveret.server.connection import AMQPServerProtocol, ServerChannel
+
+log = logging.getLogger("leveret.connection")
 
 Handler = Callable[["AMQPServerProtocol", "ServerChannel | None", Any], None]
 METHOD_HANDLERS: dict[type, Handler] = {}
@@ -134,6 +137,14 @@ def close(conn: AMQPServerProtocol, _: Any, m: C.Connection.Close) -> None:
 def close_ok(conn: AMQPServerProtocol, _: Any, m: C.Connection.CloseOk) -> None:
     conn._release()
     conn.close_transport()
+
+
+@handles(C.Connection.UpdateSecret)
+def update_secret(conn: AMQPServerProtocol, _: Any, m: C.Connection.UpdateSecret) -> None:
+    """As RabbitMQ's internal user database: the new secret is accepted without being checked (only
+    its OAuth 2 backend re-validates tokens); the reason goes to the log, never the secret."""
+    log.info("connection %s: user '%s' updated its secret (reason: %s)", conn.name, conn.user, m.reason)
+    conn.write(codec.encode_method(0, C.Connection.UpdateSecretOk()))
 
 
 @handles(C.Connection.Blocked, C.Connection.Unblocked, C.Connection.UpdateSecretOk)
