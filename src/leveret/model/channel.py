@@ -50,7 +50,7 @@ class Delivery:
 class Consumer:
     __slots__ = (
         "tag", "tag_bytes", "channel", "queue", "no_ack", "exclusive", "prefetch", "arguments", "deliveries",
-        "timeout",
+        "timeout", "priority",
     )  # fmt: skip
 
     def __init__(
@@ -76,6 +76,10 @@ class Consumer:
         self.arguments = arguments
         self.deliveries: dict[int, Delivery] = {}  # unacked, oldest first
         self.timeout = timeout  # effective ms (smallest of server, queue, consumer), None: off
+        # x-priority (an integer, checked by arguments.validate_consume; may be negative): higher is
+        # served first while it has room (Queue._next_consumer).
+        p = arguments.get("x-priority", 0)
+        self.priority = int(p) if isinstance(p, int) and not isinstance(p, bool) else 0
 
     def can_take(self) -> bool:
         ch = self.channel

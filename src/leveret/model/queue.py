@@ -102,7 +102,8 @@ class Limits:
 class Queue:
     __slots__ = (
         "vhost", "name", "durable", "exclusive_owner", "auto_delete", "arguments", "type", "consumer_timeout",
-        "ready", "ready_bytes", "unacked", "unacked_bytes", "consumers", "_rr", "store", "had_consumer",
+        "ready", "ready_bytes", "unacked", "unacked_bytes", "consumers", "_rr", "_rr_prio", "prioritised", "store",
+        "had_consumer",
         "published", "delivered", "acked", "redelivered", "deleted", "page_limit",
         "limits", "host", "ttl_watch", "used_at", "max_priority", "quorum", "delivery_limit",
         "single_active",
@@ -145,8 +146,12 @@ class Queue:
         self.ready_bytes = 0
         self.unacked = 0
         self.unacked_bytes = 0
-        self.consumers: list[Consumer] = []
+        self.consumers: list[Consumer] = []  # by x-priority, highest first; in arrival order within one
         self._rr = 0
+        # Consumer priorities: set while the consumers do not all have the same x-priority; then
+        # each priority level takes turns on its own (_rr_prio: level -> next index within it).
+        self.prioritised = False
+        self._rr_prio: dict[int, int] = {}
         self.store = store
         self.had_consumer = False
         self.deleted = False
@@ -424,6 +429,8 @@ class Queue:
         consumers = self.consumers
         if self.single_active:
             return consumers[0] if consumers and consumers[0].can_take() else None
+        if self.prioritised:
+            return self._next_by_priority()
         n = len(consumers)
         start = self._rr % n if n else 0
         for i in range(n):
@@ -431,6 +438,27 @@ class Queue:
             if c.can_take():
                 self._rr = (start + i + 1) % n
                 return c
+        return None
+
+    def _next_by_priority(self) -> Consumer | None:
+        """The highest-priority consumer with room (a full one is skipped, never waited for), equal
+        priorities round-robin, as RabbitMQ's consumer priorities (rabbit_queue_consumers)."""
+        consumers = self.consumers
+        n = len(consumers)
+        i = 0
+        while i < n:
+            level = consumers[i].priority
+            j = i + 1
+            while j < n and consumers[j].priority == level:
+                j += 1
+            size = j - i
+            start = self._rr_prio.get(level, 0) % size
+            for k in range(size):
+                c = consumers[i + (start + k) % size]
+                if c.can_take():
+                    self._rr_prio[level] = (start + k + 1) % size
+                    return c
+            i = j
         return None
 
     def _deliver_head(self, c: Consumer) -> None:
@@ -488,7 +516,13 @@ class Queue:
     # ---- consumers -----------------------------------------------------------------------------
 
     def add_consumer(self, c: Consumer) -> None:
-        self.consumers.append(c)
+        consumers = self.consumers
+        if self.single_active or not consumers or consumers[-1].priority >= c.priority:
+            consumers.append(c)  # single active consumer (3.10): the longest-registered, whatever its priority
+        else:
+            at = next(i for i, other in enumerate(consumers) if other.priority < c.priority)
+            consumers.insert(at, c)
+        self.prioritised = consumers[0].priority != consumers[-1].priority
         self.had_consumer = True
         self.dispatch()
 
@@ -500,6 +534,7 @@ class Queue:
         del self.consumers[i]
         if i < self._rr:
             self._rr -= 1
+        self.prioritised = bool(self.consumers) and self.consumers[0].priority != self.consumers[-1].priority
         if not self.consumers:
             self.touch()
         elif i == 0 and self.single_active and self.ready:
