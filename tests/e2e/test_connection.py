@@ -263,13 +263,29 @@ def test_orderly_close_releases_the_connection(connect: Any, broker: ThreadBroke
     assert broker.call(lambda: dict(broker.app.broker.connections)) == {}  # type: ignore[union-attr]
 
 
-def test_raw_close_gets_close_ok_then_eof(broker: ThreadBroker) -> None:
+def test_raw_close_gets_close_ok_and_the_socket_is_left_to_the_client(broker: ThreadBroker) -> None:
+    """As RabbitMQ (reference 6.8): after close-ok the broker does not close the socket; what the client
+    still sends is ignored; the socket goes after the negotiated heartbeat (if under 30 s, else 30 s)."""
     with RawClient(broker.port) as c:
-        c.handshake()
+        c.handshake(heartbeat=2)
         c.open_channel(1)
         c.send(0, C.Connection.Close(200, "bye", 0, 0))
         c.expect(C.Connection.CloseOk)
-        assert c.read_until_closed(timeout=3) == b""
+        t0 = time.monotonic()
+        c.send(1, C.Basic.Qos(prefetch_count=5))  # a late frame: no error, no answer
+        c.sock.sendall(b"\x08\x00\x00\x00\x00\x00\x00\xce")  # a heartbeat
+        assert c.read_until_closed(timeout=10) == b""
+        waited = time.monotonic() - t0
+        assert 1.5 <= waited <= 4.0, waited
+    assert wait_for(lambda: not server_connections(broker))
+
+
+def test_a_client_that_closes_after_close_ok_is_forgotten_at_once(broker: ThreadBroker) -> None:
+    with RawClient(broker.port) as c:
+        c.handshake()  # heartbeat 0: the broker would wait 30 s
+        c.send(0, C.Connection.Close(200, "bye", 0, 0))
+        c.expect(C.Connection.CloseOk)
+    assert wait_for(lambda: not server_connections(broker), timeout=2)
 
 
 def test_client_closing_socket_without_handshake_is_forgotten(broker: ThreadBroker) -> None:

@@ -166,6 +166,7 @@ class AMQPServerProtocol(asyncio.Protocol):
         self.read_pauses: set[str] = set()  # why reading is paused: "sync", "disk"
         self.blocked = False  # by an alarm
         self.watching_peer = False  # _watch_peer is scheduled
+        self.lingering = False  # close-ok sent, waiting for the client to close the socket (linger)
 
     @property
     def has_published(self) -> bool:
@@ -574,6 +575,9 @@ class AMQPServerProtocol(asyncio.Protocol):
         # but not handled yet (an earlier frame failed); the error still gets its connection.close.
         if self.amqp.state is ConnState.CLOSING or self.transport is None or self.transport.is_closing():
             return
+        if self.lingering:  # closed already (close-ok sent): a broker-side close just drops the socket
+            self.abort()
+            return
         log.warning("closing connection %s: %s", self.name, err.text)
         self.write(self.amqp.close(err.code, err.text, err.class_id, err.method_id))
         if self.read_pauses:  # we must read the close-ok
@@ -601,6 +605,16 @@ class AMQPServerProtocol(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
+
+    def linger(self) -> None:
+        """After close-ok: keep the socket open for the client to close, as RabbitMQ does, so a client
+        still writing (publishes in flight, other threads closing channels) sees its close complete
+        instead of EPIPE/ECONNRESET. What it sends now is ignored; the socket is dropped after the
+        negotiated heartbeat if it is under 30 s, else 30 s (rabbit_reader's CLOSING_TIMEOUT)."""
+        self.flush()
+        self.lingering = True
+        hb = self.heartbeat
+        self.loop.call_later(hb if 0 < hb < 30 else 30, self.abort)
 
     def close_transport(self) -> None:
         self.flush()

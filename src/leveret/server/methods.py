@@ -128,9 +128,10 @@ def open_(conn: AMQPServerProtocol, _: Any, m: C.Connection.Open) -> None:
 
 @handles(C.Connection.Close)
 def close(conn: AMQPServerProtocol, _: Any, m: C.Connection.Close) -> None:
+    """close-ok, then, as RabbitMQ, the socket is left for the client to close (see linger)."""
     conn._release()
     conn.write(codec.encode_method(0, C.Connection.CloseOk()))
-    conn.close_transport()
+    conn.linger()
 
 
 @handles(C.Connection.CloseOk)

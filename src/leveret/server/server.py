@@ -116,6 +116,8 @@ class Server:
 
     def _check_connection(self, c: AMQPServerProtocol, now: float) -> None:
         if c.client is None:
+            if c.lingering:  # closed; the socket waits for the client (AMQPServerProtocol.linger)
+                return
             if now - c.opened_at > self.settings.handshake_timeout and c.amqp.state is not ConnState.CLOSING:
                 if c.transport is not None and not c.transport.is_closing():
                     log.warning("closing connection %s: handshake not completed in %g s", c.name, self.settings.handshake_timeout)
