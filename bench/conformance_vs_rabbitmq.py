@@ -41,6 +41,7 @@ DEFAULT_SELECTION = [
     "tests/e2e/test_queues.py::test_redeclare_with_different_durable_is_406_with_rabbitmq_text",
     "tests/e2e/test_queues.py::test_delete_if_empty",
     "tests/e2e/test_consumer_priorities.py",
+    "tests/e2e/test_direct_reply_to.py",
     "tests/e2e/test_update_secret.py::test_update_secret_is_answered_and_the_connection_goes_on",
 ]
 

@@ -6,9 +6,11 @@ Errors are raised as :class:`leveret.errors.AMQPError` with RabbitMQ's codes and
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -32,12 +34,15 @@ from leveret.model.properties import (
     is_cycle,
     may_have_cc,
     sender_selected,
+    with_reply_to,
 )
 from leveret.model.queue import STORED, Queue
 from leveret.model.vhost import VHost, server_name
 from leveret.storage.base import ExchangeRecord, QueueRecord, Recovered, SetAside, Store, describe
 
 log = logging.getLogger("leveret.model")
+
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"  # the pseudo-queue of direct reply-to
 
 TIMEOUT_TEXT = (
     "delivery acknowledgement on channel {channel} timed out. Timeout value used: {ms} ms. "
@@ -77,6 +82,8 @@ class Broker:
         # add_vhost); the default suits a broker built in a test.
         self.vhosts: dict[str, VHost] = {name: self._new_vhost(name) for name in vhosts}
         self.connections: dict[str, ClientConnection] = {}
+        # Direct reply-to: generated reply name -> the requesting channel's pseudo-queue.
+        self.reply_queues: dict[str, Queue] = {}
         self.next_msg_id = 1
         self.recovery_set_aside = 0  # records recover() could not apply and set aside
         # broker-wide counters (management rates)
@@ -286,6 +293,7 @@ class Broker:
         ch.connection.channels.pop(ch.number, None)
         for c in ch.release():
             self._maybe_auto_delete(c.queue)
+        self._drop_replies(ch)
 
     # ---- queues and exchanges ------------------------------------------------------------------
 
@@ -367,9 +375,13 @@ class Broker:
                 return self._enqueue(
                     list(queues.values()), exchange, routing_key, properties, body, persistent, ttl
                 )
-        return self._enqueue(
-            vh.route(exchange, routing_key, properties), exchange, routing_key, properties, body, persistent, ttl
-        )
+        routes = vh.route(exchange, routing_key, properties)
+        if not routes and not exchange and self.reply_queues:
+            reply = self.reply_queues.get(routing_key)
+            if reply is not None:  # a direct reply: delivered, yet (RabbitMQ 3.10) not counted as routed
+                self._enqueue([reply], exchange, routing_key, properties, body, False, ttl)
+                return False, False, False
+        return self._enqueue(routes, exchange, routing_key, properties, body, persistent, ttl)
 
     def check_publish(
         self, vhost: str, exchange: str, properties: bytes, routing_key: str = "", user: str | None = None
@@ -488,6 +500,8 @@ class Broker:
     ) -> Consumer:
         """basic.consume, in rabbit_channel's order: a reused tag (530), read on the queue (403, before
         the lookup), the queue (404, 405), exclusive use (403), the arguments."""
+        if queue == DIRECT_REPLY_TO:
+            return self._consume_replies(ch, tag, no_ack)
         conn = ch.connection
         vh = self.vhost(conn.vhost)
         if tag in ch.consumers:
@@ -514,6 +528,9 @@ class Broker:
         if c is None:
             return False
         c.queue.remove_consumer(c)
+        if c.queue is ch.reply_queue:
+            self._drop_replies(ch)
+            return True
         # Its deliveries remain unacked on the channel; they now belong to no consumer.
         for d in c.deliveries.values():
             d.consumer = None
@@ -532,6 +549,48 @@ class Broker:
         if got is None:
             return None
         return got[0], got[1], len(q.ready)
+
+    # ---- direct reply-to (rabbit_direct_reply_to, RabbitMQ 3.10) -------------------------------
+    # A requester consumes the pseudo-queue amq.rabbitmq.reply-to (no-ack, one per channel, no
+    # permission check) and publishes requests with that reply_to, which is rewritten to a name of
+    # its own; a reply published to the default exchange with that name as routing key goes
+    # straight to it (to nobody, silently, once it is gone). Each requester's replies pass through
+    # a private queue that is in no vhost, so flow control works as for any consumer.
+
+    def _consume_replies(self, ch: Channel, tag: str, no_ack: bool) -> Consumer:
+        conn = ch.connection
+        if tag and tag in ch.consumers:
+            raise ConnectionError_(ReplyCode.NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'", 60, 20)
+        if not no_ack:
+            raise ChannelError(ReplyCode.PRECONDITION_FAILED, "reply consumer cannot acknowledge", 60, 20)
+        if ch.reply_queue is not None:
+            raise ChannelError(ReplyCode.PRECONDITION_FAILED, "reply consumer already set", 60, 20)
+        name = f"{DIRECT_REPLY_TO}.{_reply_token()}.{_reply_token()}"
+        q = Queue(conn.vhost, name, durable=False, exclusive_owner=conn, auto_delete=False, arguments={},
+                  store=self.store, host=self)  # fmt: skip
+        tag = tag or server_name("amq.ctag-")
+        c = Consumer(tag, ch, q, no_ack=True, exclusive=False, prefetch=0, arguments={}, timeout=None)
+        ch.consumers[tag] = c
+        ch.reply_queue = q
+        self.reply_queues[name] = q
+        q.add_consumer(c)
+        return c
+
+    def direct_reply_to(self, ch: Channel, properties: bytes) -> bytes:
+        """A request asking for a direct reply: its reply_to becomes the channel's reply name; 406 if
+        the channel has no reply consumer."""
+        q = ch.reply_queue
+        if q is None:
+            raise ChannelError(ReplyCode.PRECONDITION_FAILED, "fast reply consumer does not exist", 60, 40)
+        return with_reply_to(properties, q.name)
+
+    def _drop_replies(self, ch: Channel) -> None:
+        q, ch.reply_queue = ch.reply_queue, None
+        if q is not None:
+            self.reply_queues.pop(q.name, None)
+            q.deleted = True
+            q.ready.clear()  # replies not yet delivered go with the requester, as in RabbitMQ
+            q.ready_bytes = 0
 
     # ---- consumer acknowledgement timeouts -----------------------------------------------------
 
@@ -571,6 +630,10 @@ class Broker:
             ch.sink.cancel_consumer(stuck.tag)
             return
         ch.sink.close_channel(ReplyCode.PRECONDITION_FAILED, TIMEOUT_TEXT.format(channel=ch.number, ms=expired.timeout))
+
+
+def _reply_token() -> str:
+    return base64.b64encode(os.urandom(16)).decode("ascii")
 
 
 def _who(user: str | None, conn: ClientConnection | None) -> str | None:

@@ -115,6 +115,9 @@ class Channel:
         self.tx: list[tuple[bool | None, list[Delivery]]] | None = None
         self.tx_held = 0
         self.tx_publishes_held = 0  # publishes the server holds for tx.commit (for management)
+        # Direct reply-to: the channel's pseudo-queue (not in any vhost), fed by replies routed to its
+        # generated name, consumed by its one no-ack reply consumer (Broker.consume_replies).
+        self.reply_queue: Queue | None = None
 
     def __repr__(self) -> str:
         return f"<Channel {self.number} unacked={len(self.unacked)} consumers={len(self.consumers)}>"
@@ -124,6 +127,10 @@ class Channel:
     def deliver(self, consumer: Consumer, queue: Queue, msg: Message) -> None:
         """Called by the queue's dispatcher: send ``msg`` to ``consumer``."""
         tag = self.next_tag
+        if queue is self.reply_queue:  # a direct reply: RabbitMQ 3.10 sends the next tag, unused
+            queue.delivered += 1
+            self.sink.deliver(consumer.tag_bytes, tag, msg)
+            return
         self.next_tag = tag + 1
         queue.delivered += 1
         if msg.redelivered:

@@ -20,6 +20,7 @@ FLAG_HEADERS = 0x2000
 FLAG_EXPIRATION = 0x0100
 FLAG_PRIORITY = 0x0800
 FLAG_USER_ID = 0x0010
+FLAG_REPLY_TO = 0x0200
 
 # (flag, kind) in wire order: s = shortstr, t = table, o = octet, q = 64-bit timestamp
 _FIELDS = (
@@ -72,6 +73,29 @@ def check_user_id(properties: bytes, user: str) -> None:
     claimed = raw.decode("utf-8", "replace")
     if claimed != user:
         raise precondition_failed(f"user_id property set to '{claimed}' but authenticated user was '{user}'")
+
+
+_DIRECT_REPLY_TO = b"\x15amq.rabbitmq.reply-to"  # the pseudo-queue's name as a shortstr
+
+
+def asks_direct_reply(properties: bytes) -> bool:
+    """True if ``reply_to`` is exactly ``amq.rabbitmq.reply-to`` (direct reply-to). Cheap: the
+    property section is only walked when the reply-to flag is set."""
+    if len(properties) < 2 or not properties[0] & (FLAG_REPLY_TO >> 8):
+        return False
+    try:
+        _, fields = _split(properties)
+    except ValueError:
+        return False
+    return fields.get(FLAG_REPLY_TO) == _DIRECT_REPLY_TO
+
+
+def with_reply_to(properties: bytes, reply_to: str) -> bytes:
+    """The properties with ``reply_to`` replaced (it must be present: see asks_direct_reply)."""
+    flags, fields = _split(properties)
+    raw = reply_to.encode("utf-8")
+    fields[FLAG_REPLY_TO] = bytes((len(raw),)) + raw
+    return _join(flags, fields)
 
 
 def with_delivery_count(properties: bytes, count: int) -> bytes:

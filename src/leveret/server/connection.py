@@ -14,6 +14,7 @@ import select
 import socket
 import threading
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pamqp import commands as C
@@ -23,7 +24,7 @@ from leveret.errors import AMQPError, ChannelError, ConnectionError_, ReplyCode
 from leveret.model.channel import Channel
 from leveret.model.connection import ClientConnection
 from leveret.model.message import Message
-from leveret.model.properties import with_delivery_count
+from leveret.model.properties import asks_direct_reply, with_delivery_count
 from leveret.protocol import codec
 from leveret.protocol.connection import AMQPConnection, BadProtocolHeader, ConnState
 from leveret.protocol.events import Ack, HeaderReceived, Heartbeat, MethodReceived, Nack, Publish, Reject
@@ -290,6 +291,9 @@ class AMQPServerProtocol(asyncio.Protocol):
                     if ev.immediate:
                         raise ConnectionError_(ReplyCode.NOT_IMPLEMENTED, "immediate=true", 60, 40)
                     props = ev.properties
+                    if len(props) > 1 and props[0] & 0x02 and asks_direct_reply(props):  # reply-to is set
+                        ev = replace(ev, properties=broker.direct_reply_to(ch.model, props))  # or 406
+                        props = ev.properties
                     if ch.model.tx is not None:  # checked now (404, 403, 406), routed at tx.commit
                         broker.check_publish(self.client.vhost, ev.exchange, props, ev.routing_key, self.user)  # type: ignore[union-attr]
                         ch.tx_publishes.append(ev)

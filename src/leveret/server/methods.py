@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pamqp import commands as C
 
 from leveret.errors import ChannelError, ConnectionError_, ReplyCode
+from leveret.model.broker import DIRECT_REPLY_TO
 from leveret.model.properties import with_delivery_count
 from leveret.protocol import codec
 from leveret.server import auth
@@ -223,6 +224,12 @@ def exchange_unbind(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Exc
 @handles(C.Queue.Declare)
 def queue_declare(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Queue.Declare) -> None:
     assert ch is not None and conn.client is not None
+    if m.queue == DIRECT_REPLY_TO or m.queue.startswith(DIRECT_REPLY_TO + "."):  # the pseudo-queue, or a reply name
+        if m.queue != DIRECT_REPLY_TO and m.queue not in conn.broker.reply_queues:
+            raise ChannelError(ReplyCode.NOT_FOUND, f"no queue '{m.queue}' in vhost '{conn.client.vhost}'", 50, 10)
+        if not m.nowait:
+            conn.write(codec.encode_method(ch.number, codec.unchecked(C.Queue.DeclareOk, queue=m.queue, message_count=0, consumer_count=1)))
+        return
     limit = conn.settings.max_queues
     if limit is not None and not m.passive:
         queues = conn.broker.vhost(conn.client.vhost).queues
