@@ -154,3 +154,22 @@ def test_persistent_dead_letters_survive_a_restart(tmp_path: Path) -> None:
         c.close()
     finally:
         b.stop()
+
+
+@pytest.mark.parametrize("qtype", ["classic", "quorum"])
+@pytest.mark.parametrize("key", ["x-message-ttl", "x-expires"])
+def test_ttls_up_to_ten_years_as_rabbitmq_3_10(connect: Callable[..., pika.BlockingConnection], qtype: str, key: str) -> None:
+    """RabbitMQ 3.10 takes 315,360,000,000 ms and refuses one more (Celery's celery_delayed_27 needs
+    2^27 s); they were refused above 2^32 - 1 ms."""
+    conn = connect()
+    ch = conn.channel()
+    ok = {"x-queue-type": qtype, key: 315_360_000_000}
+    ch.queue_declare(f"ten-years-{qtype}-{key}", durable=True, arguments=ok)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
+        conn.channel().queue_declare(f"too-long-{qtype}-{key}", durable=True, arguments={**ok, key: 315_360_000_001})
+    assert info.value.reply_code == 406
+    assert info.value.reply_text == (
+        f"PRECONDITION_FAILED - invalid arg '{key}' for queue 'too-long-{qtype}-{key}' in vhost '/': "
+        "{value_too_large,315360000001}"
+    )
+    ch.queue_delete(f"ten-years-{qtype}-{key}")

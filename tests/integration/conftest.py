@@ -44,6 +44,7 @@ def broker_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Call
         monkeypatch.setenv("LEVERET_IT_URL", f"amqp://guest:guest@127.0.0.1:{b.port}{vhost_path}")
         monkeypatch.setenv("LEVERET_IT_DIR", str(tmp_path))
         monkeypatch.setenv("LEVERET_IT_PORT", str(b.port))
+        monkeypatch.setenv("LEVERET_IT_HTTP_PORT", str(b.http_port))
         return dict(os.environ)
 
     yield make

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import wait_for
+from tests.http_client import http_request
 from tests.integration.conftest import start_worker, stop_worker
 
 pytest.importorskip("celery")
@@ -79,3 +81,37 @@ def test_higher_priority_tasks_run_first(env: dict[str, str], tmp_path: Path) ->
         assert trace.read_text().split() == ["urgent"] + [f"low-{i}" for i in range(5)]
     finally:
         w.stop()
+
+
+def test_countdown_tasks_use_native_delayed_delivery_with_quorum_queues(env: dict[str, str], tmp_path: Path) -> None:
+    """Celery 5.5+ with quorum queues declares celery_delayed_0..27 (TTLs up to 2^27 s, which needs
+    RabbitMQ's ten-year x-message-ttl limit) and routes countdown tasks through them instead of holding
+    them unacked in the worker. The worker must not log "Native delayed delivery will not be
+    available", and a countdown task waits in those queues and then runs on time."""
+    log = tmp_path / "quorum-worker.log"
+    proc = start_worker(
+        [sys.executable, "-m", "celery", "-A", "tests.integration.celery_quorum_app", "worker", "--pool=solo",
+         "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "info"],
+        env, log,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: "ready." in log.read_text(), timeout=60)
+        text = log.read_text()
+        assert "Native delayed delivery will not be available" not in text, text[-3000:]
+        sys.modules.pop("tests.integration.celery_quorum_app", None)
+        m = importlib.import_module("tests.integration.celery_quorum_app")
+        sent = time.time()
+        m.stamp.apply_async(("later",), countdown=3)
+        api = f"http://127.0.0.1:{env['LEVERET_IT_HTTP_PORT']}/api/queues/%2F"
+
+        def delayed() -> bool:
+            _, queues, _ = http_request(api, "GET", None, ("guest", "guest"))
+            return any(q["name"].startswith("celery_delayed_") and q["messages"] for q in queues)
+
+        wait_for(delayed, timeout=5)  # the task waits in the delay queues, not unacked in the worker
+        trace = m.TRACE
+        wait_for(lambda: trace.exists() and "later" in trace.read_text(), timeout=30)
+        ran = float(trace.read_text().split()[1])
+        assert 2.5 <= ran - sent <= 10, ran - sent
+    finally:
+        stop_worker(proc)

@@ -123,6 +123,10 @@ def _invalid(key: str, where: str, error: str) -> ChannelError:
 
 
 MAX_EXPIRY = 4294967295  # RabbitMQ's ?MAX_EXPIRY_TIMER (ms)
+# x-message-ttl and x-expires: RabbitMQ 3.10 takes up to ten years (measured: 315,360,000,000 ms
+# accepted, one more refused), on classic and quorum queues. Celery's native delayed delivery needs
+# it: its celery_delayed_27 queue has a TTL of 2^27 s.
+MAX_TTL = 315_360_000_000
 
 
 def check_int(key: str, v: Any, where: str, *, positive: bool = False, maximum: int | None = None) -> int:
@@ -171,9 +175,9 @@ def validate_queue(name: str, vhost: str, durable: bool, exclusive: bool, auto_d
                 )
     ms_argument(args, "x-consumer-timeout", where)
     if "x-expires" in args:
-        check_int("x-expires", args["x-expires"], where, positive=True, maximum=MAX_EXPIRY)
+        check_int("x-expires", args["x-expires"], where, positive=True, maximum=MAX_TTL)
     if "x-message-ttl" in args:
-        check_int("x-message-ttl", args["x-message-ttl"], where, maximum=MAX_EXPIRY)
+        check_int("x-message-ttl", args["x-message-ttl"], where, maximum=MAX_TTL)
     for key in ("x-max-length", "x-max-length-bytes"):
         if key in args:
             check_int(key, args[key], where)
