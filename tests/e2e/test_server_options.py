@@ -11,7 +11,14 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.cli_settings import ctl_settings_from, help_text, secret_file, settings_from, tls_files
+from tests.e2e.cli_settings import (
+    ctl_settings_from,
+    help_text,
+    invoke_server,
+    secret_file,
+    settings_from,
+    tls_files,
+)
 
 
 def test_environment_variables_set_server_options(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -148,3 +155,22 @@ def test_every_documented_environment_variable_does_something(
     documented = documented_names()
     assert documented - server - ctl_names - others == set(), "documented but not tested here"
     assert {"LEVERET_AMQP_PORT", "LEVERET_DATA_DIR", "LEVERET_USERS", "LEVERET_VHOST"} <= documented
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--amqp-port", "abc"], "Invalid value for '--amqp-port': 'abc' is not a port number"),
+        (["--https-port", "70000"], "Invalid value for '--https-port': '70000' is not a port number"),
+        (
+            ["--consumer-timeout", "soon"],
+            "Invalid value for '--consumer-timeout': 'soon' is not a number of milliseconds",
+        ),
+    ],
+)
+def test_bad_port_and_timeout_values_are_usage_errors(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], expected: str
+) -> None:
+    """Checked by click, naming the option (they used to end in a ValueError traceback at start)."""
+    r, got = invoke_server(monkeypatch, args, {})
+    assert (r.exit_code, got) == (2, []) and expected in r.output, r.output
