@@ -11,7 +11,7 @@ import socket
 import time
 from typing import Any
 
-from leveret import __version__, sdnotify
+from leveret import __version__, logs, sdnotify
 from leveret.config import Settings
 from leveret.errors import ReplyCode
 from leveret.management.backend import NodeInfo
@@ -162,6 +162,12 @@ class App:
             self.prometheus_port = _site_port(site)
             self._runners.append(runner)
             log.info("Prometheus metrics listening on %s:%d", s.host, self.prometheus_port)
+
+    def sighup(self) -> None:
+        """SIGHUP: reopen the log file (logrotate) and reload the TLS certificates."""
+        if logs.reopen():
+            log.info("SIGHUP: log file reopened")
+        self.reload_tls()
 
     def reload_tls(self) -> None:
         """SIGHUP: re-read the TLS certificate, key and CA; new AMQPS and HTTPS connections use them."""
@@ -397,7 +403,8 @@ class CannotStart(Exception):
 
 
 async def serve(settings: Settings) -> None:
-    """Run until SIGINT/SIGTERM, then shut down cleanly; SIGHUP reloads the TLS certificates.
+    """Run until SIGINT/SIGTERM, then shut down cleanly; SIGHUP reopens the log file and reloads the TLS
+    certificates.
 
     Raises :class:`CannotStart` if start-up fails, whatever the cause (the full
     traceback is logged at DEBUG level, not printed: one line says what is wrong).
@@ -416,7 +423,7 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, app.reload_tls)
+    loop.add_signal_handler(signal.SIGHUP, app.sighup)
     log.info("Leveret %s started (pid %d); press Ctrl-C to stop", __version__, os.getpid())
     sdnotify.notify(f"READY=1\nSTATUS=AMQP on port {app.server.port if app.server else 0}\nMAINPID={os.getpid()}")
     watchdog = _watchdog(sdnotify.watchdog_interval())

@@ -21,6 +21,8 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     storage: str = "sqlite"  # "sqlite" (durable, on disk) or "memory"
     log_level: str = "info"
+    log_file: Path | None = None  # None: stderr
+    log_format: str = "text"  # "text" or "json" (one object a line)
 
     # Connection tuning (rabbit Makefile defaults)
     channel_max: int = 2047

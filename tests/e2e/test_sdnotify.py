@@ -77,16 +77,17 @@ def unit_settings() -> dict[str, str]:
 def test_the_systemd_unit_starts_and_notifies(
     tmp_path: Path, notify_socket: socket.socket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """packaging/leveret.service's own ExecStart (ports and paths made local), with the environment
-    file it documents: READY=1 arrives, and the default user it configures logs in."""
+    """packaging/leveret.service's own ExecStart with the configuration file it installs
+    (packaging/leveret.toml; ports and paths made local on the command line, which overrides the file),
+    and the environment file it documents: READY=1 arrives, and the default user it configures logs in."""
     unit = unit_settings()
     assert unit["Type"] == "notify" and unit["KillSignal"] == "SIGTERM" and "WatchdogSec" in unit
     argv = unit["ExecStart"].split()
     assert argv[:2] == ["/opt/leveret/bin/leveret", "server"]
     args = argv[2:]
-    i = args.index("--data-dir")
-    del args[i : i + 2]  # ProcessBroker gives its own
-    args[args.index("--host") + 1] = "127.0.0.1"  # tests listen on loopback only
+    assert args[args.index("--config") + 1] == "/etc/leveret/leveret.toml"
+    args[args.index("--config") + 1] = str(UNIT.with_name("leveret.toml"))
+    args += ["--host", "127.0.0.1"]  # tests listen on loopback only; ProcessBroker gives its own --data-dir
     monkeypatch.setenv("LEVERET_DEFAULT_USER", "admin")
     monkeypatch.setenv("LEVERET_DEFAULT_PASS", "a-long-random-password")
     b = ProcessBroker(tmp_path / "data", extra=args).start()

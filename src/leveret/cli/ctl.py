@@ -87,14 +87,17 @@ def _run(settings: fmt.Settings, action: Callable[[ApiClient], None]) -> None:
 
 @click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
-    "--url",
-    envvar="LEVERET_URL",
-    default="http://127.0.0.1:15672",
-    show_default=True,
-    help="Management API base URL (env LEVERET_URL).",
-)
-@click.option("-u", "--username", envvar="LEVERET_USERNAME", default="guest", show_default=True)
-@click.option("--password", envvar="LEVERET_PASSWORD", default="guest", show_default=True)
+    "--url", envvar="LEVERET_URL", show_envvar=True, default="http://127.0.0.1:15672", show_default=True,
+    help="Management API base URL.",
+)  # fmt: skip
+@click.option(
+    "-u", "--username", envvar="LEVERET_USERNAME", show_envvar=True, default="guest", show_default=True,
+    help="API user.",
+)  # fmt: skip
+@click.option(
+    "--password", envvar="LEVERET_PASSWORD", show_envvar=True, default="guest", show_default=True,
+    help="API password (the environment keeps it out of `ps`).",
+)  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="Suppress informational banners.")
 @click.option("--no-table-headers", is_flag=True, help="Do not print the header row.")
 @click.option("--formatter", type=click.Choice(["table", "json"]), default="table", show_default=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from pathlib import Path
@@ -11,22 +10,17 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from leveret import __version__
+from leveret import __version__, logs
+from leveret.cli import configfile
 from leveret.cli.backup import backup
 from leveret.cli.perf import perf
-from leveret.cli.users import parse_tags, read_secret_file, read_users_file
+from leveret.cli.users import UserParamType, UserSpec, parse_tags, read_secret_file, read_users_file
 from leveret.config import Settings, default_data_dir
 from leveret.storage.lock import DataDirLocked
 
 
-def _users(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
-    users: dict[str, str] = {}
-    for v in values:
-        name, sep, password = v.partition(":")
-        if not sep or not name:
-            raise click.BadParameter(f"{v!r}: expected NAME:PASSWORD")
-        users[name] = password
-    return users
+def _users(ctx: click.Context, param: click.Parameter, values: tuple[UserSpec, ...]) -> dict[str, UserSpec]:
+    return {u.name: u for u in values}
 
 
 def _default_pass(user: str, path: Path | None) -> str:
@@ -53,10 +47,35 @@ def _port(value: str | None) -> int | None:
 def _timeout(value: str) -> int | None:
     if str(value).lower() in ("off", "0", "none", "false"):
         return None
-    ms = int(value)
+    try:
+        ms = int(value)
+    except ValueError:
+        ms = -1
     if ms < 0:
-        raise click.BadParameter("must be a non-negative number of milliseconds, or 'off'")
+        raise click.BadParameter(f"{value!r} is not a number of milliseconds (>= 0) or 'off'")
     return ms
+
+
+def _check_port(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A port option's value, checked now (the option keeps its text: 'off', '0', '5672')."""
+    try:
+        port = _port(value)
+    except ValueError:
+        port = -1
+    if port is not None and not 0 <= port <= 65535:
+        raise click.BadParameter(f"{value!r} is not a port number (0-65535), 0 (a free port) or 'off'")
+    return value
+
+
+def _check_timeout(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    _timeout(value)
+    return value
+
+
+def _default_pass_source(path: Path | None) -> str:
+    if path is not None:
+        return f"--default-pass-file {path}"
+    return "env LEVERET_DEFAULT_PASS" if os.environ.get("LEVERET_DEFAULT_PASS") else "default"
 
 
 def _tls_options(
@@ -102,18 +121,28 @@ def main() -> None:
 
     Start it with `leveret server`, then point any RabbitMQ client (pika, aio-pika,
     kombu/Celery, Dramatiq, amqp091-go, ...) at amqp://guest:guest@localhost:5672/.
-    Every option can also be set as an environment variable LEVERET_<OPTION>
-    (for example LEVERET_AMQP_PORT=5673).
+    Every option of `leveret server` can also be set as an environment variable
+    LEVERET_<OPTION> (for example LEVERET_AMQP_PORT=5673) or in a --config file.
     """
 
 
 # The server's own prefix: its options read LEVERET_<OPTION> as documented (the group's would give
 # LEVERET_SERVER_<OPTION>).
 @main.command(context_settings={"auto_envvar_prefix": "LEVERET"})
+@click.option(
+    "--config", type=click.Path(dir_okay=False, path_type=Path), is_eager=True, expose_value=False,
+    callback=configfile.load, metavar="FILE",
+    help="TOML file with any of these options under the same names (amqp-port = 5673); the command line "
+    "and LEVERET_<OPTION> variables override it (packaging/leveret.toml lists every key).",
+)  # fmt: skip
+@click.option(
+    "--print-config", is_flag=True, allow_from_autoenv=False,
+    help="Print the effective configuration, with where each value came from, and exit (passwords masked).",
+)  # fmt: skip
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (AMQP and HTTP).")
-@click.option("--amqp-port", default="5672", show_default=True, help="AMQP port; 0 picks a free port (logged), 'off' disables (AMQPS only).")
-@click.option("--http-port", default="15672", show_default=True, help="Management HTTP API and dashboard port; 0 picks a free port, 'off' disables.")
-@click.option("--prometheus-port", default="15692", show_default=True, help="Prometheus /metrics port; 0 picks a free port, 'off' disables.")
+@click.option("--amqp-port", default="5672", callback=_check_port, show_default=True, help="AMQP port; 0 picks a free port (logged), 'off' disables (AMQPS only).")
+@click.option("--http-port", default="15672", callback=_check_port, show_default=True, help="Management HTTP API and dashboard port; 0 picks a free port, 'off' disables.")
+@click.option("--prometheus-port", default="15692", callback=_check_port, show_default=True, help="Prometheus /metrics port; 0 picks a free port, 'off' disables.")
 @click.option(
     "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
     help=f"Where durable queues and persistent messages are kept. [default: {default_data_dir()}]",
@@ -121,7 +150,12 @@ def main() -> None:
 @click.option("--storage", type=click.Choice(["sqlite", "memory"]), default="sqlite", show_default=True, help="'memory' keeps nothing across restarts.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False), default="info", show_default=True)
 @click.option(
-    "--consumer-timeout", default="1800000", show_default=True,
+    "--log-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Append the log to this file instead of stderr; reopened when moved away (logrotate) and on SIGHUP.",
+)  # fmt: skip
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True, help="'json': one object a line with time, level, logger, message and fields such as connection, user, vhost, queue.")
+@click.option(
+    "--consumer-timeout", default="1800000", show_default=True, callback=_check_timeout,
     help="Delivery acknowledgement timeout in ms (RabbitMQ's consumer_timeout); 0 or 'off' disables it.",
 )  # fmt: skip
 @click.option(
@@ -155,7 +189,7 @@ def main() -> None:
 @click.option("--store-backlog-limit", default=100_000, show_default=True, type=click.IntRange(min=0), help="Pause reading publishers while the store's writer lags by more operations than this; 0 disables.")
 @click.option("--max-queues", default=None, type=click.IntRange(min=0), help="Most queues in a vhost; over it queue.declare gets 406. [default: unlimited]")
 @click.option(
-    "--user", "users", multiple=True, metavar="NAME:PASSWORD", callback=_users, envvar=["LEVERET_USERS", "LEVERET_USER"],
+    "--user", "users", multiple=True, metavar="NAME:PASSWORD", type=UserParamType(), callback=_users, envvar=["LEVERET_USERS", "LEVERET_USER"],
     help="Add an administrator (repeatable), set at every start. The password shows in `ps` to every user of "
     "the machine: prefer --users-file FILE or the environment variable LEVERET_USERS='a:pw b:pw'.",
 )  # fmt: skip
@@ -190,26 +224,30 @@ def main() -> None:
     help="Client certificates: 'none' (not asked for), 'peer' (checked against --tls-ca if sent; EXTERNAL "
     "login offered), 'require' (handshake refused without one). [default: peer with --tls-ca, else none]",
 )  # fmt: skip
-@click.option("--amqps-port", default="5671", show_default=True, help="AMQPS (AMQP over TLS) port, with --tls-cert; 0 picks a free port, 'off' disables.")
+@click.option("--amqps-port", default="5671", callback=_check_port, show_default=True, help="AMQPS (AMQP over TLS) port, with --tls-cert; 0 picks a free port, 'off' disables.")
 @click.option(
-    "--https-port", default="15671", show_default=True,
+    "--https-port", default="15671", show_default=True, callback=_check_port,
     help="HTTPS management port, with --tls-cert; 0 picks a free port, 'off' disables. With --tls-cert the plain "
     "--http-port is off unless given explicitly (as RabbitMQ with only management.ssl.port).",
 )  # fmt: skip
 @click.option("--tls-handshake-timeout", default=5.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Seconds a client has to complete the TLS handshake.")
 @click.option("--tls-login-from", type=click.Choice(["common_name", "subject_alternative_name"]), default="common_name", show_default=True, help="Which certificate name the EXTERNAL mechanism logs in as (subject CN, or first DNS SAN).")
 def server(
-    host: str, amqp_port: str, http_port: str, prometheus_port: str, data_dir: Path | None, storage: str,
-    log_level: str, consumer_timeout: str, consumer_timeout_action: str, frame_max: int, heartbeat: int,
+    print_config: bool, host: str, amqp_port: str, http_port: str, prometheus_port: str, data_dir: Path | None,
+    storage: str, log_level: str, log_file: Path | None, log_format: str, consumer_timeout: str, consumer_timeout_action: str, frame_max: int, heartbeat: int,
     max_message_size: int, max_incomplete_content: int, queue_ram_limit: int, channel_max: int, handshake_timeout: float, max_connections: int | None,
     max_consumers_per_channel: int | None, disk_free_limit: int, memory_high_watermark: float,
-    store_backlog_limit: int, max_queues: int | None, users: dict[str, str], users_file: Path | None,
+    store_backlog_limit: int, max_queues: int | None, users: dict[str, UserSpec], users_file: Path | None,
     vhosts: tuple[str, ...], default_user: str, default_pass_file: Path | None, default_vhost: str,
     default_user_tags: str, loopback_users: str,
     tls_cert: Path | None, tls_key: Path | None, tls_ca: Path | None, tls_verify: str | None, amqps_port: str,
     https_port: str, tls_handshake_timeout: float, tls_login_from: str,
 ) -> None:  # fmt: skip
     """Run the broker until Ctrl-C or SIGTERM.
+
+    Every option is also an environment variable LEVERET_<OPTION> (--amqp-port:
+    LEVERET_AMQP_PORT) and a key of the --config file (amqp-port = 5673).
+    Precedence: command line, then environment, then file, then defaults.
 
     \b
     Examples:
@@ -219,17 +257,20 @@ def server(
       leveret server --host 0.0.0.0 --users-file users.txt --vhost app   # lines like app:s3cret
       LEVERET_DEFAULT_PASS=... leveret server --default-user admin  # no guest on a fresh node
       leveret server --tls-cert server.pem --tls-key server.key    # + amqps://host:5671, https://host:15671
+      leveret server --config /etc/leveret/leveret.toml --print-config   # what it would run with
     """
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    all_users: dict[str, str] = dict(users)
-    user_tags: dict[str, tuple[str, ...]] = {}
+    if not print_config:
+        try:
+            logs.setup(log_level, log_file, log_format)
+        except OSError as exc:
+            click.echo(f"leveret: cannot start: cannot open the log file {log_file}: {exc.strerror or exc}", err=True)
+            sys.exit(1)
+    all_users = {u.name: u.password for u in users.values()}
+    user_tags = {u.name: u.tags for u in users.values() if u.tags is not None}
     if users_file is not None:
-        from_file, user_tags = read_users_file(users_file)
+        from_file, file_tags = read_users_file(users_file)
         all_users.update(from_file)
+        user_tags.update(file_tags)
     settings = Settings(
         host=host,
         amqp_port=_port(amqp_port),
@@ -238,6 +279,8 @@ def server(
         data_dir=data_dir or default_data_dir(),
         storage=storage,
         log_level=log_level,
+        log_file=log_file,
+        log_format=log_format,
         consumer_timeout=_timeout(consumer_timeout),
         consumer_timeout_action=consumer_timeout_action,
         frame_max=frame_max,
@@ -266,6 +309,10 @@ def server(
             tls_handshake_timeout, tls_login_from,
         ),  # fmt: skip
     )
+    if print_config:
+        effective = {"data_dir": settings.data_dir, "http_port": "off" if settings.http_port is None else http_port}
+        click.echo(configfile.render(click.get_current_context(), effective, _default_pass_source(default_pass_file)))
+        return
     from leveret.app import CannotStart, run
 
     try:

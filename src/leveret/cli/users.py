@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 
@@ -85,3 +86,67 @@ def read_secret_file(path: Path, option: str) -> str:
     if not lines or not lines[0]:
         raise click.BadParameter(f"{path}: the first line (the password) is empty", param_hint=option)
     return lines[0]
+
+
+class UserSpec(NamedTuple):
+    """One ``--user`` value: tags None means "administrator if new, else unchanged"."""
+
+    name: str
+    password: str
+    tags: tuple[str, ...] | None = None
+
+
+if TYPE_CHECKING:  # generic from click 8.2 on; pyproject allows 8.1
+    _UserParamBase = click.ParamType[UserSpec]
+else:
+    _UserParamBase = click.ParamType
+
+
+class UserParamType(_UserParamBase):
+    """``--user``'s type: ``NAME:PASSWORD`` (command line, LEVERET_USERS), or from a configuration
+    file a table ``{name = "app", password = "..." | password_file = "...", tags = ["management"]}``.
+    Error messages never repeat the value: it may hold a password."""
+
+    name = "user"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> UserSpec:
+        if isinstance(value, UserSpec):
+            return value
+        if isinstance(value, dict):
+            return self._table(value, param, ctx)
+        name, sep, password = str(value).partition(":")
+        if not sep or not name:
+            self.fail(
+                "expected NAME:PASSWORD (the value is not repeated: it may hold a password)", param, ctx
+            )
+        return UserSpec(name, password)
+
+    def _table(
+        self, table: dict[str, Any], param: click.Parameter | None, ctx: click.Context | None
+    ) -> UserSpec:
+        unknown = sorted(set(table) - {"name", "password", "password_file", "password-file", "tags"})
+        if unknown:
+            self.fail(
+                f"unknown key {unknown[0]!r} in a user (keys: name, password or password_file, tags)",
+                param,
+                ctx,
+            )
+        name = table.get("name")
+        if not isinstance(name, str) or not name or ":" in name:
+            self.fail("a user needs a name (a string without ':')", param, ctx)
+        password = table.get("password")
+        password_file = table.get("password_file", table.get("password-file"))
+        if (password is None) == (password_file is None):
+            self.fail(f"user '{name}' needs one of password or password_file", param, ctx)
+        if password_file is not None:
+            password = read_secret_file(Path(str(password_file)), f"user '{name}' password_file")
+        if not isinstance(password, str) or not password:
+            self.fail(f"user '{name}': the password must be a non-empty string", param, ctx)
+        tags = table.get("tags")
+        if tags is None:
+            return UserSpec(name, password)
+        if isinstance(tags, str):
+            return UserSpec(name, password, parse_tags(tags))
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            self.fail(f"user '{name}': tags must be a list of strings", param, ctx)
+        return UserSpec(name, password, parse_tags(",".join(tags)))

@@ -320,6 +320,9 @@ class Broker:
             return 0  # RabbitMQ: deleting a missing queue succeeds
         vh.get_queue(name, conn)
         vh.check_delete(q, if_unused, if_empty)
+        who = _who(user, conn)
+        log.debug("queue '%s' in vhost '%s' deleted by user '%s'", name, vhost, who,
+                  extra={"queue": name, "vhost": vhost, "user": who, "connection": conn.name if conn else None})  # fmt: skip
         return self._delete_queue(vh, q)
 
     def _delete_queue(self, vh: VHost, q: Queue) -> int:
@@ -492,7 +495,8 @@ class Broker:
             if q.deleted or lim is None or lim.expires is None:
                 self.lease_queues.discard(q)
             elif not q.consumers and now >= q.used_at + lim.expires / 1000.0:
-                log.info("queue '%s' in vhost '%s' expired (x-expires %d ms)", q.name, q.vhost, lim.expires)
+                log.info("queue '%s' in vhost '%s' expired (x-expires %d ms)", q.name, q.vhost, lim.expires,
+                         extra={"queue": q.name, "vhost": q.vhost})  # fmt: skip
                 self._delete_queue(self.vhosts[q.vhost], q)
 
     def consume(
@@ -622,6 +626,8 @@ class Broker:
             "acknowledgement of a delivery with delivery tag = %d. Timeout used: %d ms. Connection: %s",
             stuck.tag if stuck else "(basic.get)", ch.number, expired.queue.name, expired.queue.vhost, expired.tag,
             expired.timeout, ch.connection.name,
+            extra={"connection": ch.connection.name, "user": ch.connection.user, "vhost": expired.queue.vhost,
+                   "queue": expired.queue.name, "channel": ch.number},
         )  # fmt: skip
         if self.consumer_timeout_action == "cancel" and stuck is not None and ch.connection.cancel_notify:
             ch.consumers.pop(stuck.tag, None)

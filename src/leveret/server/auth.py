@@ -63,13 +63,16 @@ def authenticate(
     access: AccessControl,
     peer_host: str,
     cert_user: str | None = None,
+    connection: str = "",
 ) -> str:
     """Returns the user name or raises 403 ACCESS_REFUSED with RabbitMQ's text; the reason (never
     the password) goes to the log, as RabbitMQ's "PLAIN login refused: user 'x' - invalid credentials".
 
     ``cert_user``: the name from the connection's verified client certificate, the only identity
     EXTERNAL accepts (its response is ignored, as RabbitMQ does); it must be an existing user.
+    ``connection``: the connection's name, for the log line's fields.
     """
+    user = cert_user or ""
     try:
         if mechanism == "EXTERNAL":
             if cert_user is None:
@@ -82,5 +85,8 @@ def authenticate(
         access.authenticate(user, password, peer_host)
         return user
     except LoginRefused as exc:
-        log.warning("login refused from %s: %s login refused: %s", peer_host, mechanism, exc.reason)
+        log.warning(
+            "login refused from %s: %s login refused: %s", peer_host, mechanism, exc.reason,
+            extra={"connection": connection, "user": user, "peer": peer_host, "reason": exc.reason},
+        )  # fmt: skip
         raise _refused(mechanism) from None

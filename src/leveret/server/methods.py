@@ -85,7 +85,9 @@ def _login(conn: AMQPServerProtocol, m: C.Connection.StartOk, held: bool = False
     logins = conn.broker.logins
     response = m.response if isinstance(m.response, bytes) else str(m.response).encode("latin-1")
     try:
-        conn.user = auth.authenticate(m.mechanism, response, conn.broker.access, conn.peer[0], conn.cert_user)
+        conn.user = auth.authenticate(
+            m.mechanism, response, conn.broker.access, conn.peer[0], conn.cert_user, conn.name
+        )
     except ConnectionError_:
         if not held:  # a held attempt was counted when it was held
             logins.failed(conn.peer[0])

@@ -120,7 +120,11 @@ class Server:
                 return
             if now - c.opened_at > self.settings.handshake_timeout and c.amqp.state is not ConnState.CLOSING:
                 if c.transport is not None and not c.transport.is_closing():
-                    log.warning("closing connection %s: handshake not completed in %g s", c.name, self.settings.handshake_timeout)
+                    log.warning(
+                        "closing AMQP connection %s (%s): handshake not completed in %g s", c.log_id, c.name,
+                        self.settings.handshake_timeout, extra={"connection": c.name},
+                    )  # fmt: skip
+                    c.close_logged = True
                     c.close_transport()  # as RabbitMQ: the socket is closed, no connection.close
                     c.loop.call_later(1.0, c.abort)  # in case the peer does not read what is pending
             return
@@ -130,7 +134,12 @@ class Server:
         if c.read_pauses:  # not reading (disk alarm, durable declare): the client's heartbeats wait unread
             c.last_recv = now
         elif now - c.last_recv > 2 * hb:
-            log.warning("closing connection %s: missed heartbeats from client, timeout: %ds", c.name, hb)
+            log.warning(
+                "closing AMQP connection %s (%s, vhost: '%s', user: '%s'): missed heartbeats from client, timeout: %ds",
+                c.log_id, c.name, c.client.vhost, c.client.user, hb,
+                extra={"connection": c.name, "user": c.client.user, "vhost": c.client.vhost},
+            )  # fmt: skip
+            c.close_logged = True
             c.abort()
             return
         if now - c.last_send >= hb / 2:
