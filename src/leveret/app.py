@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
 import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from leveret import __version__, logs, sdnotify
-from leveret.config import Settings
+from leveret.config import Settings, listen_hosts
 from leveret.errors import ReplyCode
 from leveret.management.backend import NodeInfo
 from leveret.model.access import K_NODE, NODE_INITIALISED, check_password
 from leveret.model.broker import Broker
-from leveret.server.server import Server
+from leveret.server.server import Server, listen_all
 from leveret.storage.base import Store
 from leveret.storage.lock import DataDirLocked
 
@@ -140,28 +142,26 @@ class App:
             await runner.setup()
             self._runners.append(runner)
             if s.http_port is not None:
-                site = web.TCPSite(runner, s.host, s.http_port, reuse_address=True)
-                await site.start()
-                self.http_port = _site_port(site)
-                log.info("HTTP management listening on %s:%d", s.host, self.http_port)
+                self.http_port = await _sites(
+                    "HTTP management", s, s.http_port, lambda h, p: web.TCPSite(runner, h, p, reuse_address=True)
+                )
             if https:
                 assert s.https_port is not None and self.server.tls is not None
                 # The AMQPS listener's context: one certificate and one SIGHUP reload for both.
-                site = _https_site(runner, s.host, s.https_port, self.server.tls.listening, s.tls_handshake_timeout)
-                await site.start()
-                self.https_port = _site_port(site)
-                log.info("HTTPS management listening on %s:%d", s.host, self.https_port)
+                ctx = self.server.tls.listening
+                self.https_port = await _sites(
+                    "HTTPS management", s, s.https_port, lambda h, p: _https_site(runner, h, p, ctx, s.tls_handshake_timeout)
+                )
         if s.prometheus_port is not None:
             from leveret.management.metrics import build_metrics_app
 
             metrics_app = build_metrics_app(backend, access=self.broker.access, logins=self.broker.logins)
             runner = web.AppRunner(metrics_app, access_log=None)
             await runner.setup()
-            site = web.TCPSite(runner, s.host, s.prometheus_port, reuse_address=True)
-            await site.start()
-            self.prometheus_port = _site_port(site)
             self._runners.append(runner)
-            log.info("Prometheus metrics listening on %s:%d", s.host, self.prometheus_port)
+            self.prometheus_port = await _sites(
+                "Prometheus metrics", s, s.prometheus_port, lambda h, p: web.TCPSite(runner, h, p, reuse_address=True)
+            )
 
     def sighup(self) -> None:
         """SIGHUP: reopen the log file (logrotate) and reload the TLS certificates."""
@@ -178,16 +178,17 @@ class App:
 
     def node_info(self) -> NodeInfo:
         listeners = []
+        host = self.server.host if self.server is not None else self.settings.host
         if self.server is not None and self.server.port:
-            listeners.append({"protocol": "amqp", "ip_address": self.settings.host, "port": self.server.port})
+            listeners.append({"protocol": "amqp", "ip_address": host, "port": self.server.port})
         if self.server is not None and self.server.tls_port:
-            listeners.append({"protocol": "amqp/ssl", "ip_address": self.settings.host, "port": self.server.tls_port})
+            listeners.append({"protocol": "amqp/ssl", "ip_address": host, "port": self.server.tls_port})
         if self.http_port is not None:
-            listeners.append({"protocol": "http", "ip_address": self.settings.host, "port": self.http_port})
+            listeners.append({"protocol": "http", "ip_address": host, "port": self.http_port})
         if self.https_port is not None:
-            listeners.append({"protocol": "https", "ip_address": self.settings.host, "port": self.https_port})
+            listeners.append({"protocol": "https", "ip_address": host, "port": self.https_port})
         if self.prometheus_port is not None:
-            listeners.append({"protocol": "http/prometheus", "ip_address": self.settings.host, "port": self.prometheus_port})
+            listeners.append({"protocol": "http/prometheus", "ip_address": host, "port": self.prometheus_port})
         return NodeInfo(
             node=f"leveret@{socket.gethostname()}",
             product_name="Leveret",
@@ -295,12 +296,20 @@ def check_ports(s: Settings) -> None:
     for option, port in ports:
         if not port:
             continue
-        for family, *_, addr in socket.getaddrinfo(s.host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
+        addrs = []
+        for host in listen_hosts(s.host):
+            try:
+                addrs += socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            except socket.gaierror as exc:
+                raise CannotStart(f"--host {host}: {exc.strerror}") from None
+        for family, *_, addr in addrs:
             with socket.socket(family, socket.SOCK_STREAM) as sock:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     sock.bind(addr)
                 except OSError as exc:
+                    if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) and addr[0] == "::1":
+                        continue  # no IPv6 here: listen_all skips it too
                     raise CannotStart(
                         f"port {port} on {s.host or '*'} is not available ({exc.strerror or exc}): "
                         f"another process listens there; choose another with {option}"
@@ -367,7 +376,7 @@ def _rss_bytes() -> int:
         return 0
 
 
-def _https_site(runner: Any, host: str, port: int, ctx: Any, handshake_timeout: float) -> Any:
+def _https_site(runner: Any, host: str | None, port: int, ctx: Any, handshake_timeout: float) -> Any:
     """aiohttp's TCPSite with the TLS handshake timeout it does not expose (asyncio's default is 60 s):
     a half-open HTTPS handshake is dropped as soon as a half-open AMQPS one."""
     from aiohttp import web
@@ -391,6 +400,20 @@ def _one_line(exc: BaseException) -> str:
     text = " ".join(f"{type(exc).__name__}: {exc}".split())
     text = text if len(text) <= 500 else text[:500] + "..."
     return f"{text} (--log-level debug shows where)"
+
+
+async def _sites(what: str, s: Settings, port: int, make: Callable[[str | None, int], Any]) -> int:
+    """An aiohttp site on each address of ``--host``, all on one port (the first one's, for port 0)."""
+
+    async def bind(host: str | None, port: int) -> int:
+        site = make(host, port)
+        await site.start()
+        return _site_port(site)
+
+    hosts, bound = await listen_all(listen_hosts(s.host), port, bind)
+    for host in hosts.split(","):
+        log.info("%s listening on %s:%d", what, host, bound)
+    return bound
 
 
 def _site_port(site: Any) -> int:

@@ -6,6 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def listen_hosts(host: str) -> list[str | None]:
+    """``Settings.host`` as a list of addresses ([None]: every interface)."""
+    hosts: list[str | None] = [h.strip() for h in host.split(",") if h.strip()]
+    return hosts or [None]
+
+
 def default_data_dir() -> Path:
     import platformdirs
 
@@ -14,7 +20,10 @@ def default_data_dir() -> Path:
 
 @dataclass(slots=True)
 class Settings:
-    host: str = "127.0.0.1"
+    # Addresses to listen on, comma-separated. The default is the loopback of both families: Node 17+
+    # and others resolve "localhost" to ::1 first. "::1" is skipped (with a log line) on a machine
+    # without IPv6; "" means every interface.
+    host: str = "127.0.0.1,::1"
     amqp_port: int | None = 5672  # None: no plain AMQP listener (AMQPS only)
     http_port: int | None = 15672  # None: management HTTP off
     prometheus_port: int | None = 15692

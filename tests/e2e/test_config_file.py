@@ -104,7 +104,7 @@ def test_print_config_shows_values_and_sources_and_no_password(tmp_path: Path) -
     assert rows["amqp_port"] == ("5001", f"file {config}")
     assert rows["heartbeat"] == ("8", "env LEVERET_HEARTBEAT")
     assert rows["frame_max"] == ("16384", "command line")
-    assert rows["host"] == ('"127.0.0.1"', "default")
+    assert rows["host"] == ('"127.0.0.1,::1"', "default")
     assert rows["users"] == ('[{ name = "app", password = "********" }]', f"file {config}")
     assert rows["max_connections"] == ("", "default")
     assert "default user's password: ******** (from env LEVERET_DEFAULT_PASS" in p.stdout
@@ -178,7 +178,7 @@ def test_the_example_file_loads_and_every_key_in_it_takes_effect(
     from leveret.cli.main import main
 
     shipped = settings_from(monkeypatch, ["--config", str(EXAMPLE)], {})
-    assert shipped == Settings(host="0.0.0.0", data_dir=Path("/var/lib/leveret"))
+    assert shipped == Settings(host="0.0.0.0,::", data_dir=Path("/var/lib/leveret"))
     tls = tls_files(tmp_path / "tls")
     paths = {
         "log-file": tmp_path / "leveret.log", "default-pass-file": secret_file(tmp_path / "admin.pw", "admin-pw"),

@@ -139,7 +139,7 @@ def main() -> None:
     "--print-config", is_flag=True, allow_from_autoenv=False,
     help="Print the effective configuration, with where each value came from, and exit (passwords masked).",
 )  # fmt: skip
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (AMQP and HTTP).")
+@click.option("--host", default="127.0.0.1,::1", show_default=True, help="Addresses to listen on (AMQP and HTTP), comma-separated; the default is the loopback of both IPv4 and IPv6 (::1 is skipped where IPv6 is off); 0.0.0.0,:: for every interface.")
 @click.option("--amqp-port", default="5672", callback=_check_port, show_default=True, help="AMQP port; 0 picks a free port (logged), 'off' disables (AMQPS only).")
 @click.option("--http-port", default="15672", callback=_check_port, show_default=True, help="Management HTTP API and dashboard port; 0 picks a free port, 'off' disables.")
 @click.option("--prometheus-port", default="15692", callback=_check_port, show_default=True, help="Prometheus /metrics port; 0 picks a free port, 'off' disables.")
@@ -251,7 +251,7 @@ def server(
 
     \b
     Examples:
-      leveret server                          # AMQP on 127.0.0.1:5672, HTTP on :15672
+      leveret server                          # AMQP on localhost:5672 (127.0.0.1 and ::1), HTTP on :15672
       leveret server --amqp-port 0            # pick a free port (printed in the log)
       leveret server --data-dir ./data --consumer-timeout 60000
       leveret server --host 0.0.0.0 --users-file users.txt --vhost app   # lines like app:s3cret

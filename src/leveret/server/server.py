@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from leveret.config import Settings
+from leveret.config import Settings, listen_hosts
 from leveret.errors import ReplyCode
 from leveret.model.broker import Broker
 from leveret.protocol import codec
@@ -26,6 +28,25 @@ from leveret.server.connection import AMQPServerProtocol
 from leveret.server.tls import ServerTLS, TLSFiles
 
 log = logging.getLogger("leveret.server")
+
+
+async def listen_all(
+    hosts: list[str | None], port: int, bind: Callable[[str | None, int], Awaitable[int]]
+) -> tuple[str, int]:
+    """Bind ``port`` on each of ``hosts`` (port 0: a free port, then the same one on the rest).
+    Returns (the addresses bound, comma-separated, the port). ``::1`` is skipped with a log line on
+    a machine without IPv6 (the default listens on both loopbacks); any other failure raises."""
+    bound: list[str] = []
+    for host in hosts:
+        try:
+            port = await bind(host, port)
+        except OSError as exc:
+            if host == "::1" and exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                log.info("IPv6 loopback (::1) is not available here: not listening on it")
+                continue
+            raise
+        bound.append("*" if host is None else f"[{host}]" if ":" in host else host)
+    return ",".join(bound), port
 
 
 class Server:
@@ -59,23 +80,31 @@ class Server:
         s = self.settings
         if s.amqp_port is not None:
             self.host, self.port = await self._listen(s.amqp_port)
-            log.info("AMQP listening on %s:%d", self.host, self.port)
+            for host in self.host.split(","):
+                log.info("AMQP listening on %s:%d", host, self.port)
         if self.tls is not None and s.amqps_port is not None:
             # A client that connects and never finishes the TLS handshake is dropped after
             # tls_handshake_timeout; it never becomes a connection, so it holds no broker state.
             host, self.tls_port = await self._listen(
                 s.amqps_port, ssl=self.tls.listening, ssl_handshake_timeout=s.tls_handshake_timeout
             )
-            log.info("AMQPS listening on %s:%d", host, self.tls_port)
+            for one in host.split(","):
+                log.info("AMQPS listening on %s:%d", one, self.tls_port)
         self._schedule_tick(loop)
 
     async def _listen(self, port: int, **tls: Any) -> tuple[str, int]:
-        server = await asyncio.get_running_loop().create_server(
-            lambda: AMQPServerProtocol(self), self.settings.host, port, reuse_address=True, backlog=1024, **tls
-        )
-        self._listeners.append(server)
-        host, bound = server.sockets[0].getsockname()[:2]
-        return str(host), int(bound)
+        """Listen on every address of ``--host`` with the same port (the first one's, for port 0)."""
+        loop = asyncio.get_running_loop()
+
+        async def bind(host: str | None, port: int) -> int:
+            server = await loop.create_server(
+                lambda: AMQPServerProtocol(self), host, port, reuse_address=True, backlog=1024, **tls
+            )
+            self._listeners.append(server)
+            return int(server.sockets[0].getsockname()[1])
+
+        hosts, port = await listen_all(listen_hosts(self.settings.host), port, bind)
+        return hosts, port
 
     def _schedule_tick(self, loop: asyncio.AbstractEventLoop) -> None:
         self._tick = loop.call_later(self.tick_interval, self._on_tick, loop)
