@@ -38,7 +38,8 @@ class Settings:
     frame_max: int = 131072
     heartbeat: int = 60
     handshake_timeout: float = 10.0
-    max_message_size: int = 16 * 1024 * 1024
+    # RabbitMQ 3.x's default max_message_size (128 MiB; 4.0 lowered it to 16 MiB), at most its hard limit.
+    max_message_size: int = 128 * 1024 * 1024
     # Body bytes the unfinished publishes of one connection may announce, all its channels together
     # (at least max_message_size); a content header over it gets 406 before its body is buffered.
     max_incomplete_content: int = 64 * 1024 * 1024

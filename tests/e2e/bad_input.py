@@ -145,7 +145,7 @@ CASES: list[Case] = [
     # ---- soft errors: 406 PRECONDITION_FAILED, channel closed -----------------------------------
     Case("message above max size", lambda c: _publish_then(
         c, pframe.marshal(pheader.ContentHeader(0, 200 * 1024 * 1024, C.Basic.Properties()), 1)), 406,
-         "PRECONDITION_FAILED - message size 209715200 is larger than configured max size 16777216", (60, 40), hard=False,
+         "PRECONDITION_FAILED - message size 209715200 is larger than configured max size 134217728", (60, 40), hard=False,
          rabbitmq="same text once the whole body is in (checked with max_message_size = 1000)",
          note="refused from the content header, before any body is buffered"),
     Case("ack of an unknown tag", lambda c: c.send(1, C.Basic.Ack(99, False)), 406,

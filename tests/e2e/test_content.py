@@ -216,3 +216,14 @@ def test_message_bigger_than_max_message_size_is_406(broker_factory: Any) -> Non
         )
         c.send(1, C.Channel.CloseOk())
         c.open_channel(2)
+
+
+def test_a_22_mb_message_passes_with_the_default_limit(ch: Any) -> None:
+    """RabbitMQ 3.x's default max_message_size is 128 MiB, and clients' own suites send 22 MB messages
+    (it was 16 MiB here, RabbitMQ 4's default)."""
+    body = bytes(range(256)) * (22_000_000 // 256)
+    ch.queue_declare("big22")
+    ch.confirm_delivery()
+    ch.basic_publish("", "big22", body)
+    method, _, got = ch.basic_get("big22", auto_ack=True)
+    assert method is not None and got == body

@@ -208,6 +208,17 @@ def test_message_too_large_is_a_channel_error_and_body_dropped() -> None:
     assert "message size 11 is larger than configured max size 10" in info.value.text
 
 
+def test_at_the_hard_limit_the_text_drops_configured() -> None:
+    """RabbitMQ's wording: "configured max size" for any limit but its hard maximum of 512 MiB."""
+    conn = AMQPConnection(max_message_size=512 << 20)
+    conn.receive_data(HANDSHAKE)
+    publish = F.marshal(C.Basic.Publish(0, "", "q", True, False), 1)
+    header = F.marshal(ContentHeader(0, (512 << 20) + 1, C.Basic.Properties()), 1)  # the body never needs to come
+    with pytest.raises(ChannelError) as info:
+        conn.receive_data(publish + header)
+    assert info.value.detail == f"message size {(512 << 20) + 1} is larger than max size {512 << 20}"
+
+
 def test_closing_channel_drops_until_close_ok() -> None:
     conn = _open()
     conn.close_channel(1, 406, "PRECONDITION_FAILED - x")

@@ -170,7 +170,11 @@ def main() -> None:
     help="Ready message bytes a durable queue keeps in RAM; past it, persistent message bodies are read "
     "back from disk as they near the head (0: keep everything in RAM).",
 )  # fmt: skip
-@click.option("--max-message-size", default=16 * 1024 * 1024, show_default=True, type=int, help="Largest message body in bytes.")
+@click.option(
+    "--max-message-size", default=128 * 1024 * 1024, show_default=True, type=click.IntRange(1, 512 * 1024 * 1024),
+    help="Largest message body in bytes, as RabbitMQ's max_message_size: its 3.x default (128 MiB; RabbitMQ 4 "
+    "lowered it to 16 MiB), at most its hard limit of 512 MiB. A bigger body closes its channel with 406.",
+)  # fmt: skip
 @click.option(
     "--max-incomplete-content", default=64 * 1024 * 1024, show_default=True, type=click.IntRange(min=0),
     help="Body bytes the unfinished publishes of one connection may announce, all its channels together "

@@ -142,7 +142,7 @@ class AMQPConnection:
         *,
         frame_max: int = 131072,
         channel_max: int = 2047,
-        max_message_size: int = 16 << 20,
+        max_message_size: int = 128 << 20,
         max_incomplete_content: int = 64 << 20,
     ) -> None:
         self.state = ConnState.AWAIT_HEADER
@@ -360,7 +360,10 @@ class AMQPConnection:
         if body_size > self.max_message_size:
             # RabbitMQ: channel error 406 with this text, then the body frames are dropped.
             self._refuse_content(
-                channel, f"message size {body_size} is larger than configured max size {self.max_message_size}"
+                channel,
+                # RabbitMQ says "configured" unless the limit is its hard maximum (512 MiB).
+                f"message size {body_size} is larger than {'max' if self.max_message_size == 512 << 20 else 'configured max'}"
+                f" size {self.max_message_size}",
             )
         if body_size and self.announced + body_size > self.max_incomplete_content:
             # Leveret's own bound, checked before any body byte is buffered: without it one connection
