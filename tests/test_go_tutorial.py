@@ -49,7 +49,7 @@ def go_programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("go-bin")
     p = subprocess.run(["sh", str(BUILD_SH), str(out)], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, f"examples/go/build.sh failed:\n{p.stdout}\n{p.stderr}"
-    return {"new_task": out / "new_task", "worker": out / "worker"}
+    return {name: out / name for name in ("new_task", "worker", "rpc_server", "rpc_client")}
 
 
 class _Lines:
@@ -194,3 +194,28 @@ def test_go_work_queues_round_robin(go_programs: dict[str, Path], amqp_url: str)
         f"tasks did not alternate between the workers: {got}"
     # every task acked: nothing left (requeued or unacked) and no consumer left behind
     assert _queue_counts(amqp_url, QUEUE) == (0, 0)
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["callback-queue", "direct-reply-to"])
+def test_go_rpc(go_programs: dict[str, Path], amqp_url: str, direct: bool) -> None:
+    """The RPC tutorial's Go programs: a server answering fib(n), clients asking with a callback queue or
+    with direct reply-to (amq.rabbitmq.reply-to)."""
+    env = dict(os.environ, AMQP_URL=amqp_url, RPC_MAX_REQUESTS="3")
+    if direct:
+        env["DIRECT_REPLY_TO"] = "1"
+    server = subprocess.Popen([str(go_programs["rpc_server"])], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env=env)  # fmt: skip
+    log = _Lines(server.stdout)
+    try:
+        assert log.wait_for(re.compile(r"Awaiting RPC requests"), 30), "\n".join(log.lines)
+        for n, expected in ((10, 55), (15, 610), (20, 6765)):
+            p = subprocess.run([str(go_programs["rpc_client"]), str(n)], capture_output=True, text=True, env=env,
+                               timeout=30)  # fmt: skip
+            assert p.returncode == 0, p.stdout + p.stderr
+            assert f"[.] Got {expected}" in p.stdout + p.stderr
+        assert server.wait(timeout=30) == 0  # it served 3 and exited
+    finally:
+        _stop(server)
+        log.join()
+        assert server.stdout is not None
+        server.stdout.close()

@@ -34,10 +34,10 @@ if [ -z "${GOCACHE:-}" ]; then
     fi
 fi
 
-for prog in new_task worker; do
+for prog in new_task worker rpc_server rpc_client; do
     mkdir -p "$tmp/src/leveret-examples/$prog"
     cp "$here/$prog.go" "$tmp/src/leveret-examples/$prog/"
     (cd "$tmp/src/leveret-examples/$prog" &&
         GO111MODULE=off GOPATH="$tmp:$gocode" GOFLAGS= go build -trimpath -o "$out/$prog" .)
 done
-echo "built $out/new_task $out/worker"
+echo "built $out/new_task $out/worker $out/rpc_server $out/rpc_client"
