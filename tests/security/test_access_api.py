@@ -15,7 +15,7 @@ import pika.exceptions
 import pytest
 
 from leveret.model.access import SHA512, check_password, hash_password
-from tests.helpers import ThreadBroker, wait_for
+from tests.helpers import ProcessBroker, ThreadBroker, wait_for
 from tests.http_client import http_request
 
 ADMIN = ("guest", "guest")
@@ -440,3 +440,20 @@ def test_everything_survives_a_restart(tmp_path: Path) -> None:
             assert e.value.reply_code == 403
     finally:
         b.broker.stop()
+
+
+def test_a_restart_keeps_a_vhost_description_set_over_http(tmp_path: Path) -> None:
+    """--vhost at every start must not wipe what was set at run time (add_vhost without metadata keeps it)."""
+    b = ProcessBroker(tmp_path / "data", extra=["--vhost", "app"]).start()
+    try:
+        url = f"http://127.0.0.1:{b.http_port}/api/vhosts/app"
+        status, _, _ = http_request(url, "PUT", {"description": "orders", "tags": "prod"}, ("guest", "guest"))
+        assert status in (201, 204)
+    finally:
+        b.terminate()
+    b = ProcessBroker(tmp_path / "data", extra=["--vhost", "app"]).start()
+    try:
+        _, body, _ = http_request(f"http://127.0.0.1:{b.http_port}/api/vhosts/app", "GET", None, ("guest", "guest"))
+        assert body["description"] == "orders" and body["tags"] == ["prod"], body
+    finally:
+        b.terminate()

@@ -205,11 +205,16 @@ class Broker:
     def _persist(self, kind: str, key: str, value: dict[str, Any] | None) -> None:
         self.store.put_definition(kind, key, None if value is None else json.dumps(value, ensure_ascii=False))
 
-    def add_vhost(self, name: str, description: str = "", tags: list[str] | None = None) -> VHost:
+    def add_vhost(self, name: str, description: str | None = None, tags: list[str] | None = None) -> VHost:
         """The vhost ``name``, created (with its default exchanges) and kept in the store if it does not
-        exist; an existing one keeps its objects (its description and tags are updated)."""
+        exist; an existing one keeps its objects, and its description and tags unless new ones are given."""
         V.check_vhost_name(name)
-        meta = {"name": name, "description": description, "tags": list(tags or [])}
+        old = self.vhost_meta.get(name, {})
+        meta = {
+            "name": name,
+            "description": old.get("description", "") if description is None else description,
+            "tags": list(old.get("tags", []) if tags is None else tags),
+        }
         if self.vhost_meta.get(name) != meta:
             self._persist(K_VHOST, name, meta)
         return self._adopt_vhost(name, meta)
