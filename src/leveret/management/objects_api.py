@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import ssl
 import struct
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -22,7 +24,7 @@ from pamqp import encode as pamqp_encode
 
 from leveret.errors import AMQPError, ReplyCode
 from leveret.management import shapes
-from leveret.management.authz import current_user, require_administrator, require_vhost
+from leveret.management.authz import current_user, not_authorised, require_administrator, require_vhost
 from leveret.management.backend import Backend
 from leveret.management.guards import bad_request, json_body
 from leveret.model.snapshots import BindingSnapshot
@@ -144,6 +146,21 @@ def _arguments(body: JSON) -> dict[str, Any]:
     return arguments
 
 
+@contextlib.contextmanager
+def _direct() -> Iterator[None]:
+    """rabbit_mgmt_util:direct_request, which declares and deletes exchanges and bindings through
+    rabbit_channel: a 403 or 530 becomes 401 ``Access refused.``, a 404 stays 404, any other AMQP
+    error is 400 with the bare explanation (no ``CODE - `` prefix)."""
+    try:
+        yield
+    except AMQPError as e:
+        if e.code in (ReplyCode.ACCESS_REFUSED, ReplyCode.NOT_ALLOWED):
+            raise not_authorised("Access refused.") from None
+        if e.code == ReplyCode.NOT_FOUND:
+            raise
+        raise bad_request(e.detail) from None
+
+
 def _missing(body: JSON, keys: tuple[str, ...]) -> None:
     """rabbit_mgmt_util:with_decode: every missing key listed, ``[{key_missing,K},...]``."""
     missing = [k for k in keys if k not in body]
@@ -160,10 +177,11 @@ async def put_exchange(request: web.Request) -> web.Response:
     if not isinstance(type_, str):
         raise bad_request("type must be a string")
     existed = _exchange_exists(b, vhost, name)
-    b.declare_exchange(
-        vhost, name, type_, _bool(body, "durable", False), _bool(body, "auto_delete", False),
-        _bool(body, "internal", False), _arguments(body), user=_user(request),
-    )  # fmt: skip
+    with _direct():
+        b.declare_exchange(
+            vhost, name, type_, _bool(body, "durable", False), _bool(body, "auto_delete", False),
+            _bool(body, "internal", False), _arguments(body), user=_user(request),
+        )  # fmt: skip
     return web.Response(status=204 if existed else 201)
 
 
@@ -171,7 +189,8 @@ async def delete_exchange(request: web.Request) -> web.Response:
     b = _b(request)
     vhost, name = _vhost(request), _x(request.match_info["name"])
     _require_exchange(b, vhost, name)
-    b.delete_exchange(vhost, name, _flag(request, "if-unused"), user=_user(request))
+    with _direct():
+        b.delete_exchange(vhost, name, _flag(request, "if-unused"), user=_user(request))
     return web.Response(status=204)
 
 
@@ -306,7 +325,8 @@ async def post_binding(request: web.Request) -> web.Response:
     if not isinstance(routing_key, str):
         raise bad_request("routing_key must be a string")
     arguments = _arguments(body)
-    _b(request).bind(vhost, source, dest, kind, routing_key, arguments, user=_user(request))
+    with _direct():
+        _b(request).bind(vhost, source, dest, kind, routing_key, arguments, user=_user(request))
     # rabbit_mgmt_wm_bindings: Location relative to the request path, so "<dest>/<properties_key>"
     location = f"{quote(dest, safe='')}/{shapes.properties_key(routing_key, arguments)}"
     return web.Response(status=201, headers={"Location": location})
