@@ -200,7 +200,18 @@ class App:
             rss_bytes=_rss_bytes(),
             consumer_timeout=self.settings.consumer_timeout,
             failure=self.store.failure() if self.store is not None else None,
+            alarms=self._alarm_names(),
+            tls_cert=str(self.settings.tls_cert) if self.settings.tls_cert and self.settings.tls_key else "",
         )
+
+    def _alarm_names(self) -> tuple[str, ...]:
+        """The resource alarms in effect, as RabbitMQ names them (the write backlog has no RabbitMQ
+        counterpart: it blocks publishers but is not listed)."""
+        server = self.server
+        if server is None:
+            return ()
+        alarms = (("memory", server.memory_alarm), ("disk space", server.disk_alarm))
+        return tuple(name for name, alarm in alarms if alarm.active)
 
     # -- store events: called on any thread, handled on the loop ----------------------------
 

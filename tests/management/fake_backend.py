@@ -209,7 +209,7 @@ class FakeBackend:
             return n
 
     def get_messages(
-        self, vhost: str, name: str, count: int, requeue: bool, *, user: str | None = None
+        self, vhost: str, name: str, count: int, requeue: bool, *, user: str | None = None, reject: bool = False
     ) -> list[GotMessage]:
         with self.lock:
             q = self._q(vhost, name)
@@ -246,6 +246,28 @@ class FakeBackend:
         b = BindingSnapshot(vhost, source, destination, destination_type, routing_key, dict(arguments))
         if b not in self.bs:
             self.bs.append(b)
+
+    def publish(
+        self, vhost: str, exchange: str, routing_key: str, properties: bytes, body: bytes, *,
+        persistent: bool = False, user: str | None = None,
+    ) -> tuple[bool, bool]:  # fmt: skip
+        with self.lock:
+            if exchange == "" and (vhost, routing_key) in self.qs:
+                self.qs[(vhost, routing_key)].ready.append(body)
+                return True, False
+            return False, False
+
+    def delete_exchange(self, vhost: str, name: str, if_unused: bool = False, *, user: str | None = None) -> None:
+        self.xs.pop((vhost, name), None)
+        self.bs = [b for b in self.bs if b.vhost != vhost or name not in (b.source, b.destination)]
+
+    def unbind(
+        self, vhost: str, source: str, destination: str, destination_type: str, routing_key: str,
+        arguments: dict[str, Any], *, user: str | None = None,
+    ) -> None:  # fmt: skip
+        b = BindingSnapshot(vhost, source, destination, destination_type, routing_key, dict(arguments))
+        if b in self.bs:
+            self.bs.remove(b)
 
     def close_connection(self, name: str, reason: str) -> bool:
         if name not in self.conns:

@@ -150,7 +150,7 @@ def test_get_messages(api: Served) -> None:
     _, msgs, _ = api.request("POST", "/api/queues/%2F/hello/get", body)
     assert msgs[0]["payload"] == base64.b64encode(b"ms").decode() and msgs[0]["payload_bytes"] == 5
     assert len(api.backend.qs[("/", "hello")].ready) == 1
-    status, err, _ = api.request("POST", "/api/queues/%2F/hello/get", {"count": 1, "ackmode": "nope"})
+    status, err, _ = api.request("POST", "/api/queues/%2F/hello/get", {"count": 1, "ackmode": "nope", "encoding": "auto"})
     assert status == 400 and "ackmode" in err["reason"]
     assert (
         api.request("POST", "/api/queues/%2F/none/get", {"count": 1, "ackmode": "ack_requeue_true"})[0] == 404

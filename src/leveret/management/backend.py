@@ -70,6 +70,8 @@ class NodeInfo:
     consumer_timeout: int | None = None
     exchange_types: tuple[str, ...] = ("direct", "fanout", "headers", "topic")  # declarable types
     failure: str | None = None  # why the node is not healthy (the store cannot write), None if it is
+    alarms: tuple[str, ...] = ()  # resource alarms in effect, RabbitMQ's names: "memory", "disk space"
+    tls_cert: str = ""  # the TLS certificate file, "" without TLS (health check certificate-expiration)
 
 
 class Backend(Protocol):
@@ -113,9 +115,26 @@ class Backend(Protocol):
 
     def purge_queue(self, vhost: str, name: str, *, user: str | None = None) -> int: ...
     def get_messages(
-        self, vhost: str, name: str, count: int, requeue: bool, *, user: str | None = None
+        self, vhost: str, name: str, count: int, requeue: bool, *, user: str | None = None, reject: bool = False
     ) -> list[GotMessage]:
-        """Takes up to ``count`` messages; ``user`` needs read on the queue."""
+        """Takes up to ``count`` messages; ``user`` needs read on the queue. ``requeue``: they go back,
+        marked redelivered; else ``reject`` dead-letters them (the queue's DLX), else they are acked."""
+
+    def publish(
+        self, vhost: str, exchange: str, routing_key: str, properties: bytes, body: bytes, *,
+        persistent: bool = False, user: str | None = None,
+    ) -> tuple[bool, bool]:  # fmt: skip
+        """basic.publish as ``user`` (its write permission, ``user_id`` check); ``persistent``: the
+        properties' delivery_mode is 2. Returns (routed to a queue,
+        refused by a queue: a confirm channel would see a nack). AMQPError as the channel would."""
+
+    def delete_exchange(self, vhost: str, name: str, if_unused: bool = False, *, user: str | None = None) -> None:
+        """exchange.delete: a missing one is fine; the default and amq.* ones are 403."""
+
+    def unbind(
+        self, vhost: str, source: str, destination: str, destination_type: str, routing_key: str,
+        arguments: dict[str, Any], *, user: str | None = None,
+    ) -> None: ...  # fmt: skip
 
     def declare_exchange(
         self, vhost: str, name: str, type: str, durable: bool, auto_delete: bool, internal: bool,

@@ -44,7 +44,7 @@ from typing import Any
 from aiohttp import web
 
 from leveret.errors import AMQPError, ReplyCode
-from leveret.management import access_api, browser, shapes
+from leveret.management import access_api, browser, objects_api, shapes
 from leveret.management import definitions as defs
 from leveret.management.authz import (
     ACCESS,
@@ -390,21 +390,27 @@ def _got_json(m: GotMessage, encoding: str, truncate: int | None) -> JSON:
 
 async def get_messages(request: web.Request) -> web.Response:
     vhost, name = _vhost(request), request.match_info["name"]
+    _backend(request).queue(vhost, name)  # 404 before the body is looked at (resource_exists)
     body = await json_body(request)
-    ackmode = body.get("ackmode")
+    missing = [k for k in ("count", "ackmode", "encoding") if k not in body]
+    if missing:  # rabbit_mgmt_util:with_decode
+        raise bad_request("[" + ",".join(f"{{key_missing,{k}}}" for k in missing) + "]")
+    ackmode = body["ackmode"]
     if not isinstance(ackmode, str) or ackmode not in ACKMODES:
         raise bad_request(f"ackmode must be one of {', '.join(ACKMODES)}")
-    encoding = body.get("encoding", "auto")
+    encoding = body["encoding"]
     if not isinstance(encoding, str) or encoding not in ("auto", "base64"):
-        raise bad_request("encoding must be auto or base64")
-    try:
-        count = int(body.get("count", 1))
+        raise bad_request("Unsupported encoding. Please use auto or base64.")
+    try:  # numbers may come as strings (rabbitmqadmin sends them so)
+        count = int(body["count"])
         truncate = None if body.get("truncate") in (None, "") else int(body["truncate"])
     except (TypeError, ValueError):
         raise bad_request("count and truncate must be integers") from None
     if count < 1:
         raise bad_request("count must be at least 1")
-    got = _backend(request).get_messages(vhost, name, count, ACKMODES[ackmode], user=_user_name(request))
+    got = _backend(request).get_messages(
+        vhost, name, count, ACKMODES[ackmode], user=_user_name(request), reject=ackmode == "reject_requeue_false"
+    )
     return web.json_response([_got_json(m, encoding, truncate) for m in got])
 
 
@@ -567,11 +573,6 @@ async def healthcheck(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def aliveness(request: web.Request) -> web.Response:
-    _vhost(request)
-    return web.json_response({"status": "ok"})
-
-
 async def whoami(request: web.Request) -> web.Response:
     u = current_user(request)  # set by authz.auth_middleware
     return web.json_response({"name": u.name, "tags": list(u.tags)})
@@ -699,7 +700,6 @@ def build_app(
     r.add_get("/api/overview", overview)
     r.add_get("/api/whoami", whoami)
     r.add_get("/api/healthchecks/node", healthcheck)
-    r.add_get("/api/aliveness-test/{vhost}", aliveness)
     r.add_get("/api/nodes", list_nodes)
     r.add_get("/api/nodes/{node}", get_node)
     r.add_get("/api/vhosts", list_vhosts)
@@ -728,4 +728,5 @@ def build_app(
     r.add_get("/api/definitions/{vhost}", get_definitions)
     r.add_post("/api/definitions/{vhost}", post_definitions)
     access_api.register(app, backend)  # users, vhosts, permissions
+    objects_api.register(app, backend)  # exchanges, bindings, publish, health checks, aliveness
     return app

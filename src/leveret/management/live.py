@@ -230,7 +230,7 @@ class LiveBackend:
         return self.broker.purge_queue(vhost, name, None, user=user)
 
     def get_messages(
-        self, vhost: str, name: str, count: int, requeue: bool, *, user: str | None = None
+        self, vhost: str, name: str, count: int, requeue: bool, *, user: str | None = None, reject: bool = False
     ) -> list[GotMessage]:
         q = self._queue_for(vhost, name, user, READ)
         taken = []
@@ -254,6 +254,11 @@ class LiveBackend:
             q.unacked += len(taken)
             q.unacked_bytes += sum(m.size for m in taken)
             q.requeue(taken)
+        elif reject:  # basic.reject without requeue: dead-lettered as "rejected"
+            q.unacked += len(taken)
+            q.unacked_bytes += sum(m.size for m in taken)
+            for m in taken:
+                q.reject(m)
         else:
             for m in taken:
                 q.drop(m)
@@ -279,6 +284,27 @@ class LiveBackend:
             vh.bind(None, destination, source, routing_key, arguments, user=user)
         else:
             raise ChannelError(ReplyCode.PRECONDITION_FAILED, f"unknown destination_type '{destination_type}'")
+
+    def publish(
+        self, vhost: str, exchange: str, routing_key: str, properties: bytes, body: bytes, *,
+        persistent: bool = False, user: str | None = None,
+    ) -> tuple[bool, bool]:  # fmt: skip
+        self.broker.vhost_or_404(vhost)
+        routed, _, refused = self.broker.publish(vhost, exchange, routing_key, properties, body, persistent, user)
+        return routed, refused
+
+    def delete_exchange(self, vhost: str, name: str, if_unused: bool = False, *, user: str | None = None) -> None:
+        self.broker.vhost_or_404(vhost).delete_exchange(name, if_unused, user=user)
+
+    def unbind(
+        self, vhost: str, source: str, destination: str, destination_type: str, routing_key: str,
+        arguments: dict[str, Any], *, user: str | None = None,
+    ) -> None:  # fmt: skip
+        vh = self.broker.vhost_or_404(vhost)
+        if destination_type == "exchange":
+            vh.unbind_exchange(destination, source, routing_key, arguments, user=user)
+        else:
+            vh.unbind(None, destination, source, routing_key, arguments, user=user)
 
     def close_connection(self, name: str, reason: str) -> bool:
         conn = self.broker.connections.get(name)

@@ -9,10 +9,12 @@ RabbitMQ's management API (3.13), so scripts written against RabbitMQ keep worki
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote_plus
 
 from leveret.management.backend import NodeInfo
 from leveret.management.rates import QUEUE_DEPTHS, QUEUE_STATS, TOTALS_STATS, RateSampler
@@ -150,9 +152,17 @@ def exchange_json(x: ExchangeSnapshot) -> JSON:
 def properties_key(routing_key: str, arguments: Mapping[str, Any]) -> str:
     """RabbitMQ's binding ``properties_key``: ``~`` for an empty key without arguments."""
     if not arguments:
-        return "~" if routing_key == "" else quote(routing_key, safe="")
-    digest = base64.urlsafe_b64encode(repr(sorted(arguments.items())).encode()).decode().rstrip("=")
-    return f"{quote(routing_key, safe='')}~{digest[:22]}"
+        return "~" if routing_key == "" else _quote_binding(routing_key)
+    # RabbitMQ: base64url of a 32-bit hash of the arguments (erlang:phash2, not reproducible here)
+    canonical = json.dumps(arguments, sort_keys=True, default=repr).encode()
+    digest = base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()[:4]).decode().rstrip("=")
+    return f"{_quote_binding(routing_key)}~{digest}"
+
+
+def _quote_binding(routing_key: str) -> str:
+    """rabbit_mgmt_format:quote_binding: ``quote_plus`` (letters, digits, ``_.-`` kept, space as
+    ``+``), then ``~`` as ``%7E`` (so ``~`` only ever separates the arguments' hash)."""
+    return quote_plus(routing_key, safe="").replace("~", "%7E")
 
 
 def binding_definition(b: BindingSnapshot) -> JSON:

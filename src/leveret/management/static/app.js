@@ -82,6 +82,27 @@
     return resp.json();
   }
 
+  /** A change (POST/PUT/DELETE): JSON, as the broker's browser-safety check wants. Resolves to the
+   *  parsed answer (null for 204); rejects with the broker's reason. */
+  async function send(method, path, body) {
+    const resp = await fetch(path, {
+      method: method,
+      headers: {
+        "Authorization": "Basic " + basic(login.user + ":" + login.pass),
+        "X-Requested-With": "XMLHttpRequest",
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: "no-store",
+    });
+    const text = await resp.text();
+    let doc = null;
+    try { doc = text ? JSON.parse(text) : null; } catch (e) { doc = null; }
+    if (!resp.ok) throw new Error((doc && doc.reason) || ("HTTP " + resp.status));
+    return doc;
+  }
+
   function setStatus(text, ok) {
     const el = $("status");
     el.textContent = text;
@@ -359,6 +380,12 @@
       cell("num", fmtRate(rate(ms, "publish")), "q-publish");
       cell("num", fmtRate(rate(ms, "deliver_get")), "q-deliver");
       cell("num", fmtRate(rate(ms, "ack")), "q-ack");
+      const manage = document.createElement("button");
+      manage.type = "button";
+      manage.textContent = "Manage";
+      manage.setAttribute("data-testid", "q-manage");
+      manage.addEventListener("click", () => openQueue(q.vhost, q.name));
+      cell("", "", "").appendChild(manage);
       frag.appendChild(tr);
     }
     body.replaceChildren(frag);
@@ -394,6 +421,147 @@
       $("metrics").hidden = false;
     }
   }
+
+  // ---- one queue: publish, get, purge, delete --------------------------------------------
+  const panel = { vhost: null, name: null };
+
+  function queuePath(suffix) {
+    return "/api/queues/" + encodeURIComponent(panel.vhost) + "/" + encodeURIComponent(panel.name) + (suffix || "");
+  }
+
+  function result(text, ok) {
+    const el = $("qp-result");
+    el.textContent = text;
+    el.className = "qp-result " + (ok ? "ok" : "bad");
+  }
+
+  function openQueue(vhost, name) {
+    panel.vhost = vhost;
+    panel.name = name;
+    $("qp-name").textContent = name;
+    $("qp-vhost").textContent = "in vhost " + vhost;
+    $("qp-messages").replaceChildren();
+    result("", true);
+    $("queue-panel").hidden = false;
+    $("queue-panel").scrollIntoView({ block: "nearest" });
+  }
+  window.leveretOpenQueue = openQueue;
+
+  /** The confirmation dialog: resolves true for OK. One question at a time: asking again answers
+   *  an earlier one still open "no"; a close event delivered late (the dialog open again) is ignored. */
+  let pendingConfirm = null;
+  $("confirm").addEventListener("close", () => {
+    const dialog = $("confirm");
+    if (dialog.open || pendingConfirm === null) return;
+    const resolve = pendingConfirm;
+    pendingConfirm = null;
+    resolve(dialog.returnValue === "ok");
+  });
+  function confirmAction(text, okLabel) {
+    result("", true);
+    const dialog = $("confirm");
+    $("confirm-text").textContent = text;
+    $("confirm-ok").textContent = okLabel;
+    if (pendingConfirm !== null) pendingConfirm(false);
+    return new Promise((resolve) => {
+      pendingConfirm = resolve;
+      dialog.returnValue = "";
+      dialog.showModal();
+    });
+  }
+
+  function jsonField(id, what) {
+    const raw = $(id).value.trim();
+    if (!raw) return {};
+    const v = JSON.parse(raw);
+    if (v === null || typeof v !== "object" || Array.isArray(v)) throw new Error(what + " must be a JSON object");
+    return v;
+  }
+
+  $("qp-close").addEventListener("click", () => { $("queue-panel").hidden = true; });
+
+  $("qp-publish").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    result("", true);
+    try {
+      const properties = jsonField("qp-props", "Properties");
+      const headers = jsonField("qp-headers", "Headers");
+      if (Object.keys(headers).length) properties.headers = headers;
+      properties.delivery_mode = Number($("qp-delivery").value);
+      const answer = await send("POST", "/api/exchanges/" + encodeURIComponent(panel.vhost) + "/amq.default/publish", {
+        routing_key: panel.name, properties: properties, payload: $("qp-payload").value, payload_encoding: "string",
+      });
+      result(answer.routed ? "Message published." : "Message published, but not routed.", answer.routed);
+      refreshTable();
+    } catch (e) {
+      result(e.message, false);
+    }
+  });
+
+  function renderMessages(msgs) {
+    const out = [];
+    msgs.forEach((m, i) => {
+      const box = document.createElement("dl");
+      box.className = "qp-message";
+      box.setAttribute("data-testid", "qp-message");
+      const head = document.createElement("h4");
+      head.textContent = "Message " + (i + 1);
+      box.appendChild(head);
+      const props = m.properties && !Array.isArray(m.properties) ? m.properties : {};
+      for (const [k, v] of [["Exchange", m.exchange || "(AMQP default)"], ["Routing Key", m.routing_key],
+        ["Redelivered", String(m.redelivered)], ["Properties", JSON.stringify(props)],
+        ["Payload", m.payload_bytes + " bytes, encoding: " + m.payload_encoding], ["", m.payload]]) {
+        const dt = document.createElement("dt");
+        dt.textContent = k;
+        const dd = document.createElement("dd");
+        dd.textContent = v;
+        if (!k) dd.setAttribute("data-testid", "qp-payload-out");
+        box.append(dt, dd);
+      }
+      out.push(box);
+    });
+    $("qp-messages").replaceChildren(...out);
+  }
+
+  $("qp-get").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    result("", true);
+    try {
+      const msgs = await send("POST", queuePath("/get"), {
+        count: Math.max(1, Number($("qp-count").value) || 1), ackmode: $("qp-ackmode").value,
+        encoding: $("qp-encoding").value, truncate: 50000,
+      });
+      renderMessages(msgs);
+      result(msgs.length ? "" : "Queue is empty", msgs.length > 0);
+      refreshTable();
+    } catch (e) {
+      result(e.message, false);
+    }
+  });
+
+  $("qp-purge").addEventListener("click", async () => {
+    if (!await confirmAction("Purge all ready messages of queue '" + panel.name + "'?", "Purge")) return;
+    try {
+      await send("DELETE", queuePath("/contents"));
+      result("Queue purged.", true);
+      refreshTable();
+    } catch (e) {
+      result(e.message, false);
+    }
+  });
+
+  $("qp-delete").addEventListener("click", async () => {
+    if (!await confirmAction("Delete queue '" + panel.name + "'? Its messages go with it; this cannot be undone.",
+      "Delete")) return;
+    try {
+      await send("DELETE", queuePath(""));
+      $("queue-panel").hidden = true;
+      setStatus("queue " + panel.name + " deleted", true);
+      refreshTable();
+    } catch (e) {
+      result(e.message, false);
+    }
+  });
 
   // ---- loop ------------------------------------------------------------------------------
   async function poll() {
