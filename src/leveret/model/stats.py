@@ -24,6 +24,9 @@ def queue_snapshot(q: Queue, default_timeout: int | None) -> QueueSnapshot:
         consumers=len(q.consumers), message_bytes_ready=q.ready_bytes, message_bytes_unacknowledged=q.unacked_bytes,
         consumer_timeout=timeout, exclusive_owner=getattr(owner, "name", None), published=q.published,
         delivered=q.delivered, acked=q.acked, redelivered=q.redelivered,
+        policy=q.policy.name if q.policy is not None else None,
+        operator_policy=q.operator_policy.name if q.operator_policy is not None else None,
+        effective_policy_definition=dict(q.effective_policy),
     )  # fmt: skip
 
 
