@@ -137,6 +137,8 @@ def test_alternate_exchange_policy_and_argument_precedence(api: Api, ch: Blockin
     ch.basic_publish("x1", "nowhere", b"1")
     ch.basic_publish("x2", "nowhere", b"2")
     assert bodies(ch, "ae-policy") == ["1"] and bodies(ch, "ae-arg") == ["2"]
+    assert api.get("/api/exchanges/%2F/x1")["policy"] == "ae"
+    assert api.get("/api/exchanges/%2F/ae-arg")["policy"] is None  # the pattern is ^x
 
 
 def test_highest_priority_wins_and_unsupported_keys_skip(api: Api, ch: BlockingChannel) -> None:

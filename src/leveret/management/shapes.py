@@ -144,7 +144,7 @@ def exchange_definition(x: ExchangeSnapshot) -> JSON:
 
 
 def exchange_json(x: ExchangeSnapshot) -> JSON:
-    return {**exchange_definition(x), "user_who_performed_action": "rmq-internal", "policy": None}
+    return {**exchange_definition(x), "user_who_performed_action": "rmq-internal", "policy": x.policy}
 
 
 def properties_key(routing_key: str, arguments: Mapping[str, Any]) -> str:

@@ -54,6 +54,7 @@ class ExchangeSnapshot:
     auto_delete: bool
     internal: bool
     arguments: dict[str, Any]
+    policy: str | None = None  # the name of the policy applied
 
 
 @dataclass(frozen=True, slots=True)

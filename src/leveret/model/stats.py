@@ -41,7 +41,8 @@ def queues(b: Broker, vhost: str | None = None) -> list[QueueSnapshot]:
 
 def exchanges(b: Broker, vhost: str | None = None) -> list[ExchangeSnapshot]:
     return [
-        ExchangeSnapshot(x.vhost, x.name, x.type, x.durable, x.auto_delete, x.internal, dict(x.arguments))
+        ExchangeSnapshot(x.vhost, x.name, x.type, x.durable, x.auto_delete, x.internal, dict(x.arguments),
+                         x.policy.name if x.policy is not None else None)
         for vh in b.vhosts.values()
         if vhost is None or vh.name == vhost
         for x in vh.exchanges.values()
