@@ -7,7 +7,8 @@ The tests in the selection talk to the broker only over AMQP (pika), through the
 ``conn`` / ``ch`` fixtures of tests/e2e/conftest.py. This script starts a private RabbitMQ node
 (bench/brokers.py: own ports, own data dir, stopped by PID), points those fixtures at it with
 LEVERET_E2E_AMQP_PORT, empties it before every test (LEVERET_E2E_RESET: a ``rabbitmqctl eval`` that
-deletes every queue and every exchange but the default ones), and runs pytest. A test that passes
+deletes every queue and every exchange but the default ones), names a rabbitmqctl for the node in
+LEVERET_E2E_RABBITMQCTL (tests that set policies use it), and runs pytest. A test that passes
 here and against Leveret (the normal suite) states something both brokers do.
 
 Exit status: pytest's (0: every selected test passed against RabbitMQ), 2 if RabbitMQ is not installed.
@@ -43,6 +44,7 @@ DEFAULT_SELECTION = [
     "tests/e2e/test_consumer_priorities.py",
     "tests/e2e/test_direct_reply_to.py",
     "tests/e2e/test_update_secret.py::test_update_secret_is_answered_and_the_connection_goes_on",
+    "tests/e2e/test_policies.py",
 ]
 
 # Deletes every queue, and every exchange but the default and amq.* ones (rabbit_amqqueue and
@@ -85,7 +87,16 @@ def main() -> int:
                 f" eval {shlex.quote(EMPTY_NODE)}\n"
             )
             reset.chmod(0o755)
-            env = dict(os.environ, LEVERET_E2E_AMQP_PORT=str(node.port), LEVERET_E2E_RESET=str(reset))
+            # rabbitmqctl for this node (tests that set policies: tests/e2e/test_policies.py)
+            nodectl = work / "rabbitmqctl.sh"
+            nodectl.write_text(
+                f'#!/bin/sh\n{exports}exec {shlex.quote(str(ctl))} -n {shlex.quote(node.nodename)} "$@"\n'
+            )
+            nodectl.chmod(0o755)
+            env = dict(
+                os.environ, LEVERET_E2E_AMQP_PORT=str(node.port), LEVERET_E2E_RESET=str(reset),
+                LEVERET_E2E_RABBITMQCTL=str(nodectl),
+            )  # fmt: skip
             cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *(args.pytest_args or DEFAULT_SELECTION)]
             return subprocess.run(cmd, cwd=ROOT, env=env, check=False).returncode
         finally:

@@ -292,3 +292,28 @@ class FakeBackend:
     def vhost_metadata(self, name: str) -> dict[str, Any]:
         meta = self.vhost_meta.get(name, {})
         return {"description": meta.get("description", ""), "tags": list(meta.get("tags", []))}
+
+    # policies: kept in a model Policies registry (no queues to apply them to here)
+    def policies(self, vhost: str | None = None, *, operator: bool = False) -> list[dict[str, Any]]:
+        return [p.record() for p in self._policies().all(vhost, operator=operator)]
+
+    def set_policy(
+        self, vhost: str, name: str, pattern: Any, definition: Any, priority: Any = 0, apply_to: Any = "all", *,
+        operator: bool = False,
+    ) -> bool:  # fmt: skip
+        from leveret.model.policy import make_policy
+
+        if vhost not in self._vhosts:
+            raise not_found(f"no vhost '{vhost}'")
+        p = make_policy(vhost, name, pattern, definition, priority, apply_to, operator=operator)
+        return self._policies().put(p, operator=operator)
+
+    def clear_policy(self, vhost: str, name: str, *, operator: bool = False) -> bool:
+        return self._policies().remove(vhost, name, operator=operator)
+
+    def _policies(self) -> Any:
+        from leveret.model.policy import Policies
+
+        if not hasattr(self, "_policy_registry"):
+            self._policy_registry = Policies()
+        return self._policy_registry

@@ -156,5 +156,20 @@ class Backend(Protocol):
         """Delete the vhost with its queues, exchanges and permissions; its connections are closed
         (320). AMQPError 404 if there is no such vhost."""
 
+    # ---- policies (PUT/DELETE /api/policies, /api/operator-policies, definitions) ------------------
+    def policies(self, vhost: str | None = None, *, operator: bool = False) -> list[dict[str, Any]]:
+        """Policies (or operator policies) in RabbitMQ's shape: vhost, name, pattern, apply-to,
+        definition, priority."""
+
+    def set_policy(
+        self, vhost: str, name: str, pattern: Any, definition: Any, priority: Any = 0, apply_to: Any = "all", *,
+        operator: bool = False,
+    ) -> bool:  # fmt: skip
+        """Add or replace (True if new) and apply at once. ``leveret.model.policy.PolicyError`` with
+        RabbitMQ's validation text; AMQPError 404 for a missing vhost."""
+
+    def clear_policy(self, vhost: str, name: str, *, operator: bool = False) -> bool:
+        """False if there was no such policy."""
+
     def vhost_metadata(self, name: str) -> dict[str, Any]:
         """``{"description": str, "tags": [str]}`` of a vhost (empty ones for an unknown name)."""

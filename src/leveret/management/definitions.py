@@ -40,6 +40,7 @@ from leveret.management.shapes import (
     jsonable,
 )
 from leveret.model.access import AccessControl, Permission, TopicPermission, check_user_name
+from leveret.model.policy import PolicyError
 from leveret.model.snapshots import QueueSnapshot
 from leveret.model.validation import check_shortstr, check_vhost_name
 
@@ -77,13 +78,14 @@ def export_definitions(
         for b in backend.bindings(vhost)
         if b.source != ""
     ]
+    policies = backend.policies(vhost)
     if vhost is not None:
         # RabbitMQ's per-vhost shape (GET /api/definitions/{vhost}): no users, vhosts or permissions,
         # no product keys, and queues, exchanges and bindings without their "vhost" (the import
         # names it).
         for item in (*queues, *exchanges, *bindings):
             item.pop("vhost", None)
-        return {"rabbit_version": RABBITMQ_COMPAT_VERSION, "parameters": [], "policies": [], "queues": queues,
+        return {"rabbit_version": RABBITMQ_COMPAT_VERSION, "parameters": [], "policies": policies, "queues": queues,
                 "exchanges": exchanges, "bindings": bindings}  # fmt: skip
     doc: dict[str, Any] = {
         "rabbit_version": RABBITMQ_COMPAT_VERSION,
@@ -99,7 +101,7 @@ def export_definitions(
         parameters=[],
         global_parameters=[{"name": "cluster_name", "value": info.node}],
     )
-    doc.update(policies=[], queues=queues, exchanges=exchanges, bindings=bindings)
+    doc.update(policies=policies, queues=queues, exchanges=exchanges, bindings=bindings)
     return doc
 
 
@@ -112,6 +114,7 @@ class ImportReport:
     exchanges: int = 0
     queues: int = 0
     bindings: int = 0
+    policies: int = 0
     ignored: list[str] = field(default_factory=list)
 
 
@@ -261,7 +264,7 @@ def import_steps(
     """Apply ``doc``'s entries one at a time, yielding after each (see :func:`import_definitions`)."""
     if not isinstance(doc, dict):
         raise _bad("definitions must be a JSON object")
-    for key in ("policies", "parameters", "global_parameters"):
+    for key in ("parameters", "global_parameters"):
         if doc.get(key):
             report.ignored.append(key)
     if vhost is None:
@@ -279,6 +282,16 @@ def import_steps(
         return name
 
     try:
+        for p in _items(doc, "policies"):  # before the objects they apply to, as rabbit_definitions
+            name = str(p["name"])
+            try:
+                backend.set_policy(
+                    vh(p), name, p.get("pattern"), p.get("definition"), p.get("priority", 0), p.get("apply-to", "all")
+                )
+            except PolicyError as e:
+                raise _bad(f"policy '{name}': Validation failed\n\n{e}") from None
+            report.policies += 1
+            yield
         for x in _items(doc, "exchanges"):
             if str(x["name"]).startswith("amq.") or x["name"] == "":
                 continue

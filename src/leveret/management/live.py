@@ -130,6 +130,18 @@ class LiveBackend:
     def vhosts(self) -> list[str]:
         return list(self.broker.vhosts)
 
+    def policies(self, vhost: str | None = None, *, operator: bool = False) -> list[dict[str, Any]]:
+        return [p.record() for p in self.broker.list_policies(vhost, operator=operator)]
+
+    def set_policy(
+        self, vhost: str, name: str, pattern: Any, definition: Any, priority: Any = 0, apply_to: Any = "all", *,
+        operator: bool = False,
+    ) -> bool:  # fmt: skip
+        return self.broker.set_policy(vhost, name, pattern, definition, priority, apply_to, operator=operator)
+
+    def clear_policy(self, vhost: str, name: str, *, operator: bool = False) -> bool:
+        return self.broker.clear_policy(vhost, name, operator=operator)
+
     def queues(self, vhost: str | None = None) -> list[QueueSnapshot]:
         return stats.queues(self.broker, vhost)
 

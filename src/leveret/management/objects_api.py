@@ -82,11 +82,10 @@ def register(app: web.Application, backend: Backend) -> None:
 
 
 def register_empty_lists(app: web.Application) -> None:
-    """Policies and parameters are not built yet: their lists answer ``[]`` so tools that list
-    them (rabbitmqadmin, monitoring) keep working. Drop this when they are."""
+    """Parameters are not built yet: their lists answer ``[]`` so tools that list them
+    (rabbitmqadmin, monitoring) keep working. Drop this when they are."""
     r = app.router
-    for path in ("/api/policies", "/api/policies/{vhost}", "/api/operator-policies",
-                 "/api/operator-policies/{vhost}", "/api/parameters", "/api/parameters/{component}",
+    for path in ("/api/parameters", "/api/parameters/{component}",
                  "/api/parameters/{component}/{vhost}", "/api/global-parameters"):  # fmt: skip
         r.add_get(path, _empty)
 

@@ -97,9 +97,9 @@ def queue_json(q: QueueSnapshot, node: str, rates: RateSampler | None) -> JSON:
         "node": node,
         "leader": node,
         "members": [node],
-        "policy": None,
-        "operator_policy": None,
-        "effective_policy_definition": {},
+        "policy": q.policy,
+        "operator_policy": q.operator_policy,
+        "effective_policy_definition": dict(q.effective_policy_definition),
         "exclusive_consumer_tag": None,
         "head_message_timestamp": None,
         "messages": q.messages,
@@ -146,7 +146,7 @@ def exchange_definition(x: ExchangeSnapshot) -> JSON:
 
 
 def exchange_json(x: ExchangeSnapshot) -> JSON:
-    return {**exchange_definition(x), "user_who_performed_action": "rmq-internal", "policy": None}
+    return {**exchange_definition(x), "user_who_performed_action": "rmq-internal", "policy": x.policy}
 
 
 def properties_key(routing_key: str, arguments: Mapping[str, Any]) -> str:

@@ -25,6 +25,7 @@ from leveret.model.channel import Channel, ChannelSink, Consumer, Delivery
 from leveret.model.connection import ClientConnection
 from leveret.model.exchange import QUEUE, TYPES
 from leveret.model.message import Message
+from leveret.model.policy import Policies, Policy, PolicyError, make_policy
 from leveret.model.properties import (
     FLAG_USER_ID,
     REJECTED,
@@ -66,6 +67,7 @@ class Broker:
         self.store = store
         self.access = AccessControl(loopback_users=loopback_users, persist=self._persist)
         self.access.on_user_removed = self._close_user_connections
+        self.policies = Policies(persist=self._persist)
         self.logins = LoginThrottle(clock=clock)  # failed logins per peer address, AMQP and HTTP
         # Vhost records kept in the store: name -> {"name", "description", "tags"} (definitions shape).
         self.vhost_meta: dict[str, dict[str, Any]] = {}
@@ -106,6 +108,9 @@ class Broker:
         """
         self.next_msg_id = max(self.next_msg_id, rec.next_msg_id)
         set_aside = self.access.load(rec.definitions)
+        for key in self.policies.load(rec.definitions):
+            set_aside += 1
+            log.error("stored %s cannot be read; it is ignored", key)
         for key, text in rec.definitions.get(K_VHOST, {}).items():
             try:
                 meta = json.loads(text)
@@ -188,6 +193,7 @@ class Broker:
             vh.exchanges[x.name] = kind(
                 x.vhost, x.name, durable=True, auto_delete=x.auto_delete, internal=x.internal, arguments=x.arguments
             )
+            self.policies.apply_exchange(vh.exchanges[x.name])
 
     def _recover_queue(self, qr: QueueRecord) -> Queue:
         vh = self.vhosts.setdefault(qr.vhost, self._new_vhost(qr.vhost))
@@ -196,6 +202,7 @@ class Broker:
             arguments=dict(qr.arguments), store=self.store, page_limit=self.page_limit, host=self,
             consumer_timeout=A.ms_argument(qr.arguments, "x-consumer-timeout", f"queue '{qr.name}'"),
         )  # fmt: skip
+        self.policies.apply_queue(q)  # before its messages come back: a policy's message-ttl applies to them
         vh.queues[qr.name] = q
         vh.exchanges[""].bind(QUEUE, qr.name, qr.name, {})
         return q
@@ -243,6 +250,35 @@ class Broker:
         self.vhost_meta.pop(name, None)
         self._persist(K_VHOST, name, None)
         self.access.forget_vhost(name)
+        self.policies.forget_vhost(name)
+
+    # ---- policies (rabbit_policy) ----------------------------------------------------------------
+
+    def set_policy(
+        self, vhost: str, name: str, pattern: Any, definition: Any, priority: Any = 0, apply_to: Any = "all", *,
+        operator: bool = False,
+    ) -> bool:  # fmt: skip
+        """Add or replace a policy (an operator policy with ``operator``) and apply the vhost's policies
+        at once. Returns True if it is new. :class:`PolicyError` for a definition RabbitMQ refuses;
+        a 404 ChannelError for a missing vhost."""
+        vh = self.vhost_or_404(vhost)
+        if not name:
+            raise PolicyError("policy name must not be empty")
+        p = make_policy(vhost, name, pattern, definition, priority, apply_to, operator=operator)
+        new = self.policies.put(p, operator=operator)
+        vh.apply_policies()
+        return new
+
+    def clear_policy(self, vhost: str, name: str, *, operator: bool = False) -> bool:
+        """Remove a policy; False if there was none."""
+        vh = self.vhosts.get(vhost)
+        if vh is None or not self.policies.remove(vhost, name, operator=operator):
+            return False
+        vh.apply_policies()
+        return True
+
+    def list_policies(self, vhost: str | None = None, *, operator: bool = False) -> list[Policy]:
+        return self.policies.all(vhost, operator=operator)
 
     def _close_user_connections(self, user: str) -> None:
         for conn in [c for c in self.connections.values() if c.user == user]:
@@ -252,6 +288,7 @@ class Broker:
         vh = VHost(name, self.store, self.page_limit)
         vh.host = self
         vh.access = self.access
+        vh.policies = self.policies
         return vh
 
     # ---- connections and channels --------------------------------------------------------------

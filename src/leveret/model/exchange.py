@@ -62,6 +62,16 @@ class Exchange:
         self._exchanges: Any = self._index([])
         # True while routing needs no headers and reaches no exchange: VHost.route's fast path.
         self.simple = not self.needs_headers and self.alternate is None
+        self.policy: Any = None  # the policy applied (leveret.model.policy)
+
+    def set_policy(self, policy: Any) -> None:
+        """Apply a policy (or none): its alternate-exchange counts unless the argument names one."""
+        self.policy = policy
+        ae = self.arguments.get("alternate-exchange")
+        if not isinstance(ae, str | bytes) and policy is not None:
+            ae = policy.definition.get("alternate-exchange")
+        self.alternate = ae.decode("utf-8", "replace") if isinstance(ae, bytes) else ae if isinstance(ae, str) else None
+        self._changed()
 
     # ---- bindings ------------------------------------------------------------------------------
 

@@ -106,7 +106,7 @@ class Queue:
         "had_consumer",
         "published", "delivered", "acked", "redelivered", "deleted", "page_limit",
         "limits", "host", "ttl_watch", "used_at", "max_priority", "quorum", "delivery_limit",
-        "single_active",
+        "single_active", "policy", "operator_policy", "effective_policy",
     )  # fmt: skip
 
     def __init__(
@@ -165,6 +165,34 @@ class Queue:
         if host is not None and self.limits is not None and self.limits.expires is not None:
             self.used_at = host.clock()
             host.lease_queues.add(self)
+        # The policy and operator policy applied (see leveret.model.policy), their merged definition.
+        self.policy: Any = None
+        self.operator_policy: Any = None
+        self.effective_policy: dict[str, Any] = {}
+
+    def set_policy(self, policy: Any, operator_policy: Any, definition: dict[str, Any]) -> None:
+        """Apply a (new, changed or removed) policy: the limits, delivery limit and consumer timeout are
+        derived again from the arguments and ``definition`` (:func:`effective_arguments`). Messages already
+        queued keep their expiry (a new message-ttl does not reach them, as in RabbitMQ); a lower length
+        limit drops (or dead-letters) the oldest excess at once under drop-head."""
+        from leveret.model.policy import effective_arguments  # policy imports this module
+
+        self.policy, self.operator_policy, self.effective_policy = policy, operator_policy, definition
+        args = effective_arguments(self.type, self.arguments, definition)
+        self.limits = Limits.of(args)
+        if self.quorum:
+            dl = args.get("x-delivery-limit")
+            self.delivery_limit = dl if type(dl) is int and dl >= 0 else None
+        ct = definition.get("consumer-timeout")
+        if type(ct) is int and ct > 0 and "x-consumer-timeout" not in self.arguments:
+            self.consumer_timeout = ct
+        host = self.host
+        if host is not None and self.limits is not None and self.limits.expires is not None:
+            if self not in host.lease_queues:
+                self.used_at = host.clock()
+                host.lease_queues.add(self)
+        if self.limits is not None:
+            self._drop_head()
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r} ready={len(self.ready)} unacked={self.unacked}>"

@@ -31,6 +31,10 @@ class QueueSnapshot:
     delivered: int = 0
     acked: int = 0
     redelivered: int = 0
+    # the policy and operator policy applied (names), and their merged definition
+    policy: str | None = None
+    operator_policy: str | None = None
+    effective_policy_definition: dict[str, Any] = field(default_factory=dict)
 
     @property
     def messages(self) -> int:
@@ -50,6 +54,7 @@ class ExchangeSnapshot:
     auto_delete: bool
     internal: bool
     arguments: dict[str, Any]
+    policy: str | None = None  # the name of the policy applied
 
 
 @dataclass(frozen=True, slots=True)

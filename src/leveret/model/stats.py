@@ -24,6 +24,9 @@ def queue_snapshot(q: Queue, default_timeout: int | None) -> QueueSnapshot:
         consumers=len(q.consumers), message_bytes_ready=q.ready_bytes, message_bytes_unacknowledged=q.unacked_bytes,
         consumer_timeout=timeout, exclusive_owner=getattr(owner, "name", None), published=q.published,
         delivered=q.delivered, acked=q.acked, redelivered=q.redelivered,
+        policy=q.policy.name if q.policy is not None else None,
+        operator_policy=q.operator_policy.name if q.operator_policy is not None else None,
+        effective_policy_definition=dict(q.effective_policy),
     )  # fmt: skip
 
 
@@ -38,7 +41,8 @@ def queues(b: Broker, vhost: str | None = None) -> list[QueueSnapshot]:
 
 def exchanges(b: Broker, vhost: str | None = None) -> list[ExchangeSnapshot]:
     return [
-        ExchangeSnapshot(x.vhost, x.name, x.type, x.durable, x.auto_delete, x.internal, dict(x.arguments))
+        ExchangeSnapshot(x.vhost, x.name, x.type, x.durable, x.auto_delete, x.internal, dict(x.arguments),
+                         x.policy.name if x.policy is not None else None)
         for vh in b.vhosts.values()
         if vhost is None or vh.name == vhost
         for x in vh.exchanges.values()

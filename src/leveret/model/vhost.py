@@ -26,6 +26,7 @@ from leveret.model.access import QUEUE as Q_RESOURCE
 from leveret.model.connection import ClientConnection
 from leveret.model.exchange import EXCHANGE, QUEUE, TYPES, DefaultExchange, Exchange
 from leveret.model.headers import headers_table
+from leveret.model.policy import Policies
 from leveret.model.queue import Queue, QueueHost
 from leveret.storage.base import BindingRecord, ExchangeRecord, QueueRecord, Store
 
@@ -51,6 +52,7 @@ class VHost:
         # the acting user (an AMQP connection's, the HTTP API's); None is the broker itself (recovery,
         # definitions loaded at start): nothing is checked.
         self.access = AccessControl()
+        self.policies: Policies | None = None  # the broker's, applied to each new queue and exchange
         self.queues: dict[str, Queue] = {}
         self.exchanges: dict[str, Exchange] = {"": DefaultExchange(name, "")}
         for xname, xtype in STANDARD_EXCHANGES:
@@ -134,6 +136,8 @@ class VHost:
             page_limit=self.page_limit if durable and not exclusive else None,
             host=self.host,
         )
+        if self.policies is not None:
+            self.policies.apply_queue(q)
         if durable and not exclusive:
             # Before the queue exists: arguments the store cannot keep raise here and leave nothing behind.
             self.store.save_queue(QueueRecord(self.name, name, durable, auto_delete, args))
@@ -223,6 +227,8 @@ class VHost:
             internal=internal,
             arguments=dict(arguments or {}),
         )
+        if self.policies is not None:
+            self.policies.apply_exchange(x)
         if durable:  # first, as for queues
             self.store.save_exchange(
                 ExchangeRecord(self.name, name, type_, durable, auto_delete, internal, x.arguments)
@@ -352,6 +358,16 @@ class VHost:
         ends = self.queues if b.destination_type == QUEUE else self.exchanges
         if src is not None and b.destination in ends:
             src.bind(b.destination_type, b.destination, b.routing_key, dict(b.arguments))
+
+    def apply_policies(self) -> None:
+        """Policies changed: every queue and exchange takes its (new) policy at once."""
+        if self.policies is None:
+            return
+        for q in list(self.queues.values()):
+            if not q.deleted:
+                self.policies.apply_queue(q)
+        for x in list(self.exchanges.values()):
+            self.policies.apply_exchange(x)
 
     # ---- routing -------------------------------------------------------------------------------
 
