@@ -119,7 +119,7 @@ ROUTES: list[tuple[str, str, Any, dict[str, Any]]] = [
     ("GET", "/api/queues/vb/b-q/bindings", None, {"alice": NOT_VHOST, "bob": 200, "admin": 200}),
     ("PUT", "/api/queues/vb/b-q2", {"durable": False}, {"alice": NOT_VHOST, "mon": NOT_VHOST, "bob": 201}),
     ("DELETE", "/api/queues/vb/b-q/contents", None, {"alice": NOT_VHOST, "mon": NOT_VHOST, "bob": 204}),
-    ("POST", "/api/queues/vb/b-q/get", {"count": 1, "ackmode": "ack_requeue_false"},
+    ("POST", "/api/queues/vb/b-q/get", {"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"},
      {"alice": NOT_VHOST, "mon": NOT_VHOST, "bob": 200}),
     ("DELETE", "/api/queues/vb/b-q", None, {"alice": NOT_VHOST, "mon": NOT_VHOST, "bob": 204}),
 ]  # fmt: skip
@@ -303,7 +303,7 @@ def test_a_permission_regex_refusal_over_http_is_401_access_refused(site: Site) 
     assert site.request("alice", "PUT", "/api/queues/va/a-new", {"durable": False})[0] == 201
     assert site.request("alice", "DELETE", "/api/queues/va/b-mine-not")[:2] == (401, REFUSED)
     assert site.request("alice", "DELETE", "/api/queues/va/b-mine-not/contents")[:2] == (401, REFUSED)
-    get = {"count": 1, "ackmode": "ack_requeue_false"}
+    get = {"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"}
     assert site.request("alice", "POST", "/api/queues/va/b-mine-not/get", get)[:2] == (401, REFUSED)
     assert site.request("alice", "POST", "/api/queues/va/a-new/get", get)[:2] == (200, [])
     assert site.request("alice", "DELETE", "/api/queues/va/a-new")[0] == 204
@@ -323,8 +323,8 @@ def test_an_exclusive_queue_cannot_be_deleted_purged_or_got_over_http(site: Site
         for method, path, body in (
             ("DELETE", "/api/queues/va/excl", None),
             ("DELETE", "/api/queues/va/excl/contents", None),
-            ("POST", "/api/queues/va/excl/get", {"count": 1, "ackmode": "ack_requeue_false"}),
-            ("POST", "/api/queues/va/excl/get", {"count": 1, "ackmode": "ack_requeue_true"}),
+            ("POST", "/api/queues/va/excl/get", {"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"}),
+            ("POST", "/api/queues/va/excl/get", {"count": 1, "ackmode": "ack_requeue_true", "encoding": "auto"}),
             ("PUT", "/api/queues/va/excl", {"durable": False}),
         ):
             status, got, _ = site.request("admin", method, path, body)
