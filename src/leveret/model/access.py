@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from leveret.errors import ChannelError, ConnectionError_, ReplyCode
+from leveret.model import patterns
+from leveret.model.patterns import BoundedPattern
 
 log = logging.getLogger("leveret.access")
 
@@ -98,13 +100,13 @@ def parse_tags(tags: str | Iterable[str] | None) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _compile(pattern: str, what: str) -> re.Pattern[str]:
+def _compile(pattern: str, what: str) -> BoundedPattern:
     if not isinstance(pattern, str):
         raise ValueError(f"{what} must be a string")
     if len(pattern) > MAX_REGEX:
         raise ValueError(f"{what} is longer than {MAX_REGEX} characters")
     try:
-        return re.compile("^$" if pattern == "" else pattern)
+        return BoundedPattern("^$" if pattern == "" else pattern, f"permission {what}")
     except re.error as exc:
         raise ValueError(f"{what} '{pattern}' is not a valid regular expression: {exc}") from None
 
@@ -151,7 +153,7 @@ class Permission:
     configure: str
     write: str
     read: str
-    _res: tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]] = field(init=False, repr=False)
+    _res: tuple[BoundedPattern, BoundedPattern, BoundedPattern] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._res = (
@@ -162,7 +164,7 @@ class Permission:
 
     def allows(self, what: str, name: str) -> bool:
         rx = self._res[0] if what == CONFIGURE else self._res[1] if what == WRITE else self._res[2]
-        return rx.search(name) is not None
+        return rx.search(name)
 
     def record(self) -> dict[str, Any]:
         return {"user": self.user, "vhost": self.vhost, "configure": self.configure, "write": self.write,
@@ -185,9 +187,11 @@ class TopicPermission:
     def allows(self, what: str, routing_key: str) -> bool:
         pattern = self.write if what == WRITE else self.read
         pattern = pattern.replace("{username}", self.user).replace("{vhost}", self.vhost)
+        if len(pattern) > MAX_REGEX:
+            return False
         try:
-            return _compile(pattern, "topic regex").search(routing_key) is not None
-        except ValueError:
+            return patterns.cached("^$" if pattern == "" else pattern, "topic permission regex").search(routing_key)
+        except re.error:
             return False  # an expansion made it invalid: refuse
 
     def record(self) -> dict[str, Any]:

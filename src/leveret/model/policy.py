@@ -27,6 +27,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from leveret.model import patterns
+from leveret.model.patterns import BoundedPattern
+
 if TYPE_CHECKING:
     from leveret.model.exchange import Exchange
     from leveret.model.queue import Queue
@@ -122,7 +125,7 @@ class Policy:
     definition: dict[str, Any]
     priority: int = 0
     apply_to: str = "all"
-    regex: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    regex: BoundedPattern | None = field(default=None, compare=False, repr=False)
 
     def record(self) -> dict[str, Any]:
         """RabbitMQ's shape (definitions, GET /api/policies)."""
@@ -137,8 +140,8 @@ class Policy:
             self.definition
         ):
             return False
-        rx = self.regex if self.regex is not None else re.compile(self.pattern)
-        return rx.search(name) is not None
+        rx = self.regex if self.regex is not None else patterns.cached(self.pattern, "policy pattern")
+        return rx.search(name)
 
 
 def make_policy(
@@ -149,7 +152,7 @@ def make_policy(
     if not isinstance(pattern, str):
         raise PolicyError(f"pattern should be regular expression but is {erl(pattern)}")
     try:
-        rx = re.compile(pattern)
+        rx = BoundedPattern(pattern, f"policy {name!r} pattern")
     except re.error as exc:
         msg = str(exc.msg)
         if msg.startswith("missing )"):
