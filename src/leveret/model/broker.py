@@ -19,7 +19,16 @@ from typing import Any
 from leveret.errors import ChannelError, ConnectionError_, ReplyCode
 from leveret.model import arguments as A
 from leveret.model import validation as V
-from leveret.model.access import CONFIGURE, K_VHOST, READ, WRITE, AccessControl, LoginThrottle
+from leveret.model.access import (
+    CONFIGURE,
+    K_VHOST,
+    MAX_CHANNELS,
+    MAX_CONNECTIONS,
+    READ,
+    WRITE,
+    AccessControl,
+    LoginThrottle,
+)  # fmt: skip
 from leveret.model.access import QUEUE as Q_RESOURCE
 from leveret.model.channel import Channel, ChannelSink, Consumer, Delivery
 from leveret.model.connection import ClientConnection
@@ -307,9 +316,14 @@ class Broker:
         return vh
 
     def connect(self, conn: ClientConnection) -> None:
-        """connection.open: the vhost must exist (530 "vhost v not found"), then the user needs a
-        permission row in it (530 "access to vhost 'v' refused for user 'u'"), RabbitMQ's order."""
+        """connection.open: the vhost must exist (530 "vhost v not found"), the user be under its
+        max-connections limit, then the user needs a permission row in it (530 "access to vhost 'v'
+        refused for user 'u'"), RabbitMQ's order."""
         self.vhost(conn.vhost)
+        if conn.user is not None and self.access.user_limit(conn.user, MAX_CONNECTIONS) is not None:
+            self.access.check_user_connections(
+                conn.user, sum(1 for c in self.connections.values() if c.user == conn.user)
+            )
         self.access.check_vhost(conn.user, conn.vhost)
         self.connections[conn.name] = conn
 
@@ -325,6 +339,10 @@ class Broker:
         self.connections.pop(conn.name, None)
 
     def open_channel(self, conn: ClientConnection, number: int, sink: ChannelSink) -> Channel:
+        if conn.user is not None and self.access.user_limit(conn.user, MAX_CHANNELS) is not None:
+            self.access.check_user_channels(
+                conn.user, sum(len(c.channels) for c in self.connections.values() if c.user == conn.user)
+            )
         ch = Channel(conn, number, sink, self.clock)
         conn.channels[number] = ch
         return ch
