@@ -7,7 +7,6 @@ Errors are raised as :class:`leveret.errors.AMQPError` with RabbitMQ's codes and
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import logging
 import os
@@ -18,6 +17,7 @@ from typing import Any
 
 from leveret.errors import ChannelError, ConnectionError_, ReplyCode
 from leveret.model import arguments as A
+from leveret.model import recovery
 from leveret.model import validation as V
 from leveret.model.access import (
     CONFIGURE,
@@ -32,7 +32,6 @@ from leveret.model.access import (
 from leveret.model.access import QUEUE as Q_RESOURCE
 from leveret.model.channel import Channel, ChannelSink, Consumer, Delivery
 from leveret.model.connection import ClientConnection
-from leveret.model.exchange import QUEUE, TYPES
 from leveret.model.message import Message
 from leveret.model.policy import Policies, Policy, PolicyError, make_policy
 from leveret.model.properties import (
@@ -48,7 +47,7 @@ from leveret.model.properties import (
 )
 from leveret.model.queue import STORED, Queue
 from leveret.model.vhost import VHost, server_name
-from leveret.storage.base import ExchangeRecord, QueueRecord, Recovered, SetAside, Store, describe
+from leveret.storage.base import Recovered, Store
 
 log = logging.getLogger("leveret.model")
 
@@ -91,7 +90,7 @@ class Broker:
         self.consumer_timeout_action = consumer_timeout_action
         # ``vhosts``: created in memory only (a running node's come from the store, see recover and
         # add_vhost); the default suits a broker built in a test.
-        self.vhosts: dict[str, VHost] = {name: self._new_vhost(name) for name in vhosts}
+        self.vhosts: dict[str, VHost] = {name: self.new_vhost(name) for name in vhosts}
         self.connections: dict[str, ClientConnection] = {}
         # Direct reply-to: generated reply name -> the requesting channel's pseudo-queue.
         self.reply_queues: dict[str, Queue] = {}
@@ -105,116 +104,8 @@ class Broker:
     # ---- recovery ------------------------------------------------------------------------------
 
     def recover(self, rec: Recovered, *, assume_delivered: bool = False) -> tuple[int, int]:
-        """Rebuild durable state from the store. Returns (queues, messages) recovered.
-
-        ``assume_delivered`` (after a crash) flags every message redelivered, since the
-        delivered marks of the last moments may not have reached the disk.
-
-        A record this version cannot apply (an exchange type it does not know, arguments it
-        refuses, a message whose properties do not parse: written by another version, or by
-        hand) is set aside in the store (:meth:`Store.set_aside`, which logs it by name)
-        and skipped; the broker starts with everything else. ``recovery_set_aside`` counts them.
-        """
-        self.next_msg_id = max(self.next_msg_id, rec.next_msg_id)
-        set_aside = self.access.load(rec.definitions)
-        for key in self.policies.load(rec.definitions):
-            set_aside += 1
-            log.error("stored %s cannot be read; it is ignored", key)
-        for key, text in rec.definitions.get(K_VHOST, {}).items():
-            try:
-                meta = json.loads(text)
-                self._adopt_vhost(str(meta["name"]), meta)
-            except Exception as exc:
-                set_aside += 1
-                log.error("stored vhost %s cannot be read (%s); it is ignored", key, _reason(exc))
-        for x in rec.exchanges:
-            try:
-                self._recover_exchange(x)
-            except Exception as exc:
-                self._set_aside(x, _reason(exc))
-                set_aside += 1
-        nq = nmsg = 0
-        for qr in rec.queues:
-            try:
-                q = self._recover_queue(qr)
-            except Exception as exc:
-                self._set_aside(qr, _reason(exc))
-                set_aside += 1
-                continue
-            nq += 1
-            bad: list[int] = []
-            reason = ""
-            for m in rec.messages.get((qr.vhost, qr.name), ()):
-                try:
-                    q.restore(
-                        Message(
-                            m.msg_id, m.exchange, m.routing_key, m.properties, m.body, True,
-                            m.delivered or assume_delivered,
-                        ),
-                        m.expires_at,
-                    )  # fmt: skip
-                except Exception as exc:
-                    bad.append(m.msg_id)
-                    reason = reason or _reason(exc)
-                    continue
-                nmsg += 1
-            if bad:
-                self._set_aside((qr.vhost, qr.name, bad), reason)
-                set_aside += len(bad)
-        for b in rec.bindings:
-            bvh = self.vhosts.get(b.vhost)
-            ends = None if bvh is None else bvh.queues if b.destination_type == QUEUE else bvh.exchanges
-            if bvh is None or ends is None or b.source not in bvh.exchanges or b.destination not in ends:
-                # Left behind by an older version (or set aside above): it would come back to life
-                # under a queue or exchange declared later with the same name.
-                self._set_aside(b, "its source or destination was not recovered")
-                set_aside += 1
-                continue
-            try:
-                bvh.recover_binding(b)
-            except Exception as exc:
-                src = bvh.exchanges.get(b.source)
-                if src is not None:  # bind() may have kept it before its index refused it
-                    with contextlib.suppress(Exception):
-                        src.unbind(b.destination_type, b.destination, b.routing_key, dict(b.arguments))
-                self._set_aside(b, _reason(exc))
-                set_aside += 1
-        self.recovery_set_aside = set_aside
-        return nq, nmsg
-
-    def _set_aside(self, what: SetAside | tuple[str, str, list[int]], reason: str) -> None:
-        """Ask the store to quarantine ``what``; if even that fails, log it and go on."""
-        try:
-            if isinstance(what, tuple):
-                self.store.set_aside_messages(*what, reason)
-            else:
-                self.store.set_aside(what, reason)
-        except Exception:
-            name = f"messages of queue '{what[1]}'" if isinstance(what, tuple) else describe(what)
-            log.exception("could not set aside %s (%s); it is skipped but stays in the store", name, reason)
-
-    def _recover_exchange(self, x: ExchangeRecord) -> None:
-        vh = self.vhosts.setdefault(x.vhost, self._new_vhost(x.vhost))
-        if x.name not in vh.exchanges:
-            kind = TYPES.get(x.type)
-            if kind is None:
-                raise ValueError(f"unknown exchange type '{x.type}'")
-            vh.exchanges[x.name] = kind(
-                x.vhost, x.name, durable=True, auto_delete=x.auto_delete, internal=x.internal, arguments=x.arguments
-            )
-            self.policies.apply_exchange(vh.exchanges[x.name])
-
-    def _recover_queue(self, qr: QueueRecord) -> Queue:
-        vh = self.vhosts.setdefault(qr.vhost, self._new_vhost(qr.vhost))
-        q = Queue(
-            qr.vhost, qr.name, durable=True, exclusive_owner=None, auto_delete=qr.auto_delete,
-            arguments=dict(qr.arguments), store=self.store, page_limit=self.page_limit, host=self,
-            consumer_timeout=A.ms_argument(qr.arguments, "x-consumer-timeout", f"queue '{qr.name}'"),
-        )  # fmt: skip
-        self.policies.apply_queue(q)  # before its messages come back: a policy's message-ttl applies to them
-        vh.queues[qr.name] = q
-        vh.exchanges[""].bind(QUEUE, qr.name, qr.name, {})
-        return q
+        """Rebuild durable state from the store (see :func:`leveret.model.recovery.recover`)."""
+        return recovery.recover(self, rec, assume_delivered=assume_delivered)
 
     # ---- vhosts, users ---------------------------------------------------------------------------
 
@@ -233,12 +124,12 @@ class Broker:
         }
         if self.vhost_meta.get(name) != meta:
             self._persist(K_VHOST, name, meta)
-        return self._adopt_vhost(name, meta)
+        return self.adopt_vhost(name, meta)
 
-    def _adopt_vhost(self, name: str, meta: dict[str, Any] | None = None) -> VHost:
+    def adopt_vhost(self, name: str, meta: dict[str, Any] | None = None) -> VHost:
         vh = self.vhosts.get(name)
         if vh is None:
-            vh = self.vhosts[name] = self._new_vhost(name)
+            vh = self.vhosts[name] = self.new_vhost(name)
         if meta is not None:
             self.vhost_meta[name] = meta
         return vh
@@ -293,7 +184,7 @@ class Broker:
         for conn in [c for c in self.connections.values() if c.user == user]:
             conn.sink.force_close(ReplyCode.CONNECTION_FORCED, f"user '{user}' was deleted or changed")
 
-    def _new_vhost(self, name: str) -> VHost:
+    def new_vhost(self, name: str) -> VHost:
         vh = VHost(name, self.store, self.page_limit)
         vh.host = self
         vh.access = self.access
@@ -705,11 +596,6 @@ def _reply_token() -> str:
 def _who(user: str | None, conn: ClientConnection | None) -> str | None:
     """The acting user: given explicitly (HTTP), else the connection's; None is the broker itself."""
     return user if user is not None or conn is None else conn.user
-
-
-def _reason(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return text if len(text) <= 300 else text[:300] + "..."
 
 
 def _smallest(*values: int | None) -> int | None:
