@@ -96,6 +96,7 @@ class App:
             loopback_users=s.loopback_users,
             vhosts=(),
         )
+        self.broker.max_queues = s.max_queues
         nq, nm = self.broker.recover(recovered, assume_delivered=unclean)
         set_aside = recovered.set_aside + self.broker.recovery_set_aside
         if s.storage != "memory" or nq or nm:

@@ -128,7 +128,8 @@ def test_user_create_replace_and_delete(api: Api) -> None:
          "unsupported hashing_algorithm 'rot13'"),
         ({"password": "x", "tags": 7}, "tags must be a list of strings or a comma-separated string"),
         ({"password": 7, "tags": ""}, "password must be a string"),
-        ({"password": "x", "tags": "", "limits": {"max-queues": 1}}, "unknown user limit 'max-queues'"),
+        ({"password": "x", "tags": "", "limits": {"max-queues": 1}}, 'Unrecognised terms [{<<"max-queues">>,1}] in user-limits'),
+        ({"password": "x", "tags": "", "limits": {"max-channels": "2"}}, 'max-channels should be a number, actually was <<"2">>'),
     ],
 )  # fmt: skip
 def test_user_put_refusals(api: Api, body: dict[str, Any], reason: str) -> None:

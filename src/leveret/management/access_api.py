@@ -38,6 +38,7 @@ from leveret.errors import AMQPError, ReplyCode
 from leveret.management.authz import ACCESS, require_administrator
 from leveret.management.backend import Backend
 from leveret.management.guards import bad_request, json_body
+from leveret.model import limits as L
 from leveret.model.access import HASHES, MD5, SHA256, AccessControl, User, parse_tags
 
 log = logging.getLogger("leveret.access")
@@ -99,14 +100,7 @@ def tags_of(value: object) -> tuple[str, ...]:
 def _limits(value: object) -> dict[str, Any]:
     if value is None or value == []:  # RabbitMQ exports an empty proplist as []
         return {}
-    if not isinstance(value, dict):
-        raise ValueError("limits must be a JSON object")
-    for key, n in value.items():
-        if key not in ("max-connections", "max-channels"):
-            raise ValueError(f"unknown user limit '{key}' (max-connections, max-channels)")
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise ValueError(f"user limit '{key}' must be an integer")
-    return dict(value)
+    return L.validate(value, L.USER_KEYS, "user-limits")
 
 
 def _given(entry: JSON, key: str) -> bool:

@@ -173,3 +173,13 @@ class Backend(Protocol):
 
     def vhost_metadata(self, name: str) -> dict[str, Any]:
         """``{"description": str, "tags": [str]}`` of a vhost (empty ones for an unknown name)."""
+
+    # ---- vhost limits (/api/vhost-limits, RabbitMQ's vhost-limits runtime parameter) --------------
+    def vhost_limits(self, vhost: str | None = None) -> list[dict[str, Any]]:
+        """``[{"vhost": v, "value": {...}}]`` for the vhosts that have limits."""
+
+    def set_vhost_limits(self, vhost: str, limits: Any) -> None:
+        """Merge ``limits``: ValueError with RabbitMQ's text; AMQPError 404 for a missing vhost."""
+
+    def clear_vhost_limits(self, vhost: str, key: str) -> None:
+        """Remove one limit (``all``: every one); AMQPError 404 for a missing vhost."""

@@ -44,7 +44,7 @@ from typing import Any
 from aiohttp import web
 
 from leveret.errors import AMQPError, ReplyCode
-from leveret.management import access_api, browser, objects_api, policies_api, shapes
+from leveret.management import access_api, browser, limits_api, objects_api, policies_api, shapes
 from leveret.management import definitions as defs
 from leveret.management.authz import (
     ACCESS,
@@ -729,5 +729,6 @@ def build_app(
     r.add_post("/api/definitions/{vhost}", post_definitions)
     access_api.register(app, backend)  # users, vhosts, permissions
     policies_api.register(app, backend)  # policies, operator policies
+    limits_api.register(app, backend)  # user and vhost limits
     objects_api.register(app, backend)  # exchanges, bindings, publish, health checks, aliveness
     return app

@@ -142,6 +142,16 @@ class LiveBackend:
     def clear_policy(self, vhost: str, name: str, *, operator: bool = False) -> bool:
         return self.broker.clear_policy(vhost, name, operator=operator)
 
+    def vhost_limits(self, vhost: str | None = None) -> list[dict[str, Any]]:
+        return [{"vhost": v, "value": dict(lim)} for v, lim in sorted(self.broker.vhost_limits.items())
+                if vhost is None or v == vhost]  # fmt: skip
+
+    def set_vhost_limits(self, vhost: str, limits: Any) -> None:
+        self.broker.set_vhost_limits(vhost, limits)
+
+    def clear_vhost_limits(self, vhost: str, key: str) -> None:
+        self.broker.clear_vhost_limits(vhost, key)
+
     def queues(self, vhost: str | None = None) -> list[QueueSnapshot]:
         return stats.queues(self.broker, vhost)
 

@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from leveret.errors import ChannelError, ConnectionError_, ReplyCode
+from leveret.model import limits as L
 from leveret.model import patterns
 from leveret.model.patterns import BoundedPattern
-from leveret.model.policy import erl
 
 log = logging.getLogger("leveret.access")
 
@@ -64,6 +64,7 @@ MAX_REGEX = 4096
 
 # Kinds of records in the store's definitions table.
 K_USER, K_VHOST, K_PERMISSION, K_TOPIC = "user", "vhost", "permission", "topic_permission"
+K_VHOST_LIMITS = "vhost_limits"
 K_NODE, NODE_INITIALISED = "node", "initialised"  # written once the first start created the defaults
 
 
@@ -86,23 +87,6 @@ def check_password(password: str, password_hash: str, algorithm: str) -> bool:
         return False
     expected = hash_password(password, algorithm, raw[:4])
     return hmac.compare_digest(expected.encode("ascii"), password_hash.encode("ascii", "replace"))
-
-
-MAX_CONNECTIONS, MAX_CHANNELS = "max-connections", "max-channels"
-
-
-def validate_user_limits(limits: Any) -> dict[str, int]:
-    """A user-limits object as RabbitMQ 3.10 takes it (texts probed with rabbitmqctl set_user_limits)."""
-    if not isinstance(limits, dict):
-        raise ValueError(f"Could not parse JSON document: {erl(limits)}")
-    unknown = [(k, v) for k, v in limits.items() if k not in (MAX_CONNECTIONS, MAX_CHANNELS)]
-    if unknown:
-        raise ValueError("Unrecognised terms [" + ",".join(f"{{{erl(k)},{erl(v)}}}" for k, v in unknown)
-                         + "] in user-limits")  # fmt: skip
-    for k, v in limits.items():
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise ValueError(f"{k} should be a number, actually was {erl(v)}")
-    return dict(limits)
 
 
 def parse_tags(tags: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -362,25 +346,24 @@ class AccessControl:
         """Merge ``limits`` into the user's (RabbitMQ's ``add``); :class:`ValueError` with RabbitMQ's
         text for an unknown key or a value that is not an integer, KeyError for an unknown user."""
         u = self.user(name)
-        u.limits = {**u.limits, **validate_user_limits(limits)}
+        u.limits = L.merged(u.limits, limits, L.USER_KEYS, "user-limits")
         self._save_user(u)
 
     def clear_user_limits(self, name: str, key: str) -> None:
         """Remove one limit, or every limit with ``all``."""
         u = self.user(name)
-        u.limits = {} if key == "all" else {k: v for k, v in u.limits.items() if k != key}
+        u.limits = L.cleared(u.limits, key)
         self._save_user(u)
 
     def user_limit(self, name: str, key: str) -> int | None:
         """The user's limit ``key`` (max-connections, max-channels), None when unlimited (absent or
         negative, as RabbitMQ reads -1)."""
         u = self.users.get(name)
-        value = u.limits.get(key) if u is not None and u.limits else None
-        return value if isinstance(value, int) and value >= 0 else None
+        return None if u is None else L.value(u.limits, key)
 
     def check_user_connections(self, name: str, open_now: int) -> None:
         """connection.open: 530 when the user already has its ``max-connections`` open."""
-        limit = self.user_limit(name, MAX_CONNECTIONS)
+        limit = self.user_limit(name, L.MAX_CONNECTIONS)
         if limit is not None and open_now >= limit:
             raise ConnectionError_(
                 ReplyCode.NOT_ALLOWED, f"connection refused for user '{name}': user connection limit ({limit}) is reached"
@@ -388,7 +371,7 @@ class AccessControl:
 
     def check_user_channels(self, name: str, open_now: int) -> None:
         """channel.open: 530 (the connection closes, as RabbitMQ's reader does) at ``max-channels``."""
-        limit = self.user_limit(name, MAX_CHANNELS)
+        limit = self.user_limit(name, L.MAX_CHANNELS)
         if limit is not None and open_now >= limit:
             raise ConnectionError_(
                 ReplyCode.NOT_ALLOWED,

@@ -17,18 +17,10 @@ from typing import Any
 
 from leveret.errors import ChannelError, ConnectionError_, ReplyCode
 from leveret.model import arguments as A
+from leveret.model import limits as L
 from leveret.model import recovery
 from leveret.model import validation as V
-from leveret.model.access import (
-    CONFIGURE,
-    K_VHOST,
-    MAX_CHANNELS,
-    MAX_CONNECTIONS,
-    READ,
-    WRITE,
-    AccessControl,
-    LoginThrottle,
-)  # fmt: skip
+from leveret.model.access import CONFIGURE, K_VHOST, K_VHOST_LIMITS, READ, WRITE, AccessControl, LoginThrottle
 from leveret.model.access import QUEUE as Q_RESOURCE
 from leveret.model.channel import Channel, ChannelSink, Consumer, Delivery
 from leveret.model.connection import ClientConnection
@@ -79,6 +71,9 @@ class Broker:
         self.logins = LoginThrottle(clock=clock)  # failed logins per peer address, AMQP and HTTP
         # Vhost records kept in the store: name -> {"name", "description", "tags"} (definitions shape).
         self.vhost_meta: dict[str, dict[str, Any]] = {}
+        # Vhost limits (RabbitMQ's vhost-limits runtime parameter): vhost -> {"max-queues": N, ...}.
+        self.vhost_limits: dict[str, dict[str, int]] = {}
+        self.max_queues: int | None = None  # the node's own limit per vhost (--max-queues)
         self.wall_clock = wall_clock  # x-death times are wall-clock seconds
         self.ttl_queues: set[Queue] = set()  # see QueueHost
         self.lease_queues: set[Queue] = set()
@@ -134,6 +129,29 @@ class Broker:
             self.vhost_meta[name] = meta
         return vh
 
+    def set_vhost_limits(self, name: str, limits: Any) -> None:
+        """Merge ``limits`` (max-connections, max-queues) into the vhost's; ValueError with
+        RabbitMQ's text, a 404 ChannelError for a missing vhost."""
+        self.vhost_or_404(name)
+        self._put_vhost_limits(name, L.merged(self.vhost_limits.get(name, {}), limits, L.VHOST_KEYS, "limits"))
+
+    def clear_vhost_limits(self, name: str, key: str = "all") -> None:
+        self.vhost_or_404(name)
+        self._put_vhost_limits(name, L.cleared(self.vhost_limits.get(name, {}), key))
+
+    def _put_vhost_limits(self, name: str, limits: dict[str, int]) -> None:
+        if limits:
+            self.vhost_limits[name] = limits
+        else:
+            self.vhost_limits.pop(name, None)
+        self._persist(K_VHOST_LIMITS, name, limits or None)
+        self.apply_limits()
+
+    def apply_limits(self) -> None:
+        """Each vhost's queue limit: the tighter of the node's and its own."""
+        for name, vh in self.vhosts.items():
+            vh.max_queues = L.smallest(self.max_queues, L.value(self.vhost_limits.get(name), L.MAX_QUEUES))
+
     def delete_vhost(self, name: str) -> None:
         """Remove a vhost with everything in it: its connections are closed (320), its queues (and
         their messages), exchanges and bindings deleted, permissions on it cleared."""
@@ -149,6 +167,8 @@ class Broker:
         del self.vhosts[name]
         self.vhost_meta.pop(name, None)
         self._persist(K_VHOST, name, None)
+        if self.vhost_limits.pop(name, None) is not None:
+            self._persist(K_VHOST_LIMITS, name, None)
         self.access.forget_vhost(name)
         self.policies.forget_vhost(name)
 
@@ -186,6 +206,7 @@ class Broker:
 
     def new_vhost(self, name: str) -> VHost:
         vh = VHost(name, self.store, self.page_limit)
+        vh.max_queues = L.smallest(self.max_queues, L.value(self.vhost_limits.get(name), L.MAX_QUEUES))
         vh.host = self
         vh.access = self.access
         vh.policies = self.policies
@@ -207,11 +228,17 @@ class Broker:
         return vh
 
     def connect(self, conn: ClientConnection) -> None:
-        """connection.open: the vhost must exist (530 "vhost v not found"), the user be under its
-        max-connections limit, then the user needs a permission row in it (530 "access to vhost 'v'
-        refused for user 'u'"), RabbitMQ's order."""
+        """connection.open, in RabbitMQ's order: the vhost must exist (530 "vhost v not found") and
+        be under its max-connections, the user under its own, then the user needs a permission row
+        in it (530 "access to vhost 'v' refused for user 'u'")."""
         self.vhost(conn.vhost)
-        if conn.user is not None and self.access.user_limit(conn.user, MAX_CONNECTIONS) is not None:
+        limit = L.value(self.vhost_limits.get(conn.vhost), L.MAX_CONNECTIONS)
+        if limit is not None and sum(1 for c in self.connections.values() if c.vhost == conn.vhost) >= limit:
+            raise ConnectionError_(
+                ReplyCode.NOT_ALLOWED,
+                f"access to vhost '{conn.vhost}' refused for user '{conn.user}': connection limit ({limit}) is reached",
+            )
+        if conn.user is not None and self.access.user_limit(conn.user, L.MAX_CONNECTIONS) is not None:
             self.access.check_user_connections(
                 conn.user, sum(1 for c in self.connections.values() if c.user == conn.user)
             )
@@ -230,7 +257,7 @@ class Broker:
         self.connections.pop(conn.name, None)
 
     def open_channel(self, conn: ClientConnection, number: int, sink: ChannelSink) -> Channel:
-        if conn.user is not None and self.access.user_limit(conn.user, MAX_CHANNELS) is not None:
+        if conn.user is not None and self.access.user_limit(conn.user, L.MAX_CHANNELS) is not None:
             self.access.check_user_channels(
                 conn.user, sum(len(c.channels) for c in self.connections.values() if c.user == conn.user)
             )

@@ -12,7 +12,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from leveret.model import arguments as A
-from leveret.model.access import K_VHOST
+from leveret.model import limits as L
+from leveret.model.access import K_VHOST, K_VHOST_LIMITS
 from leveret.model.exchange import QUEUE, TYPES
 from leveret.model.message import Message
 from leveret.model.queue import Queue
@@ -47,6 +48,13 @@ def recover(broker: Broker, rec: Recovered, *, assume_delivered: bool = False) -
         except Exception as exc:
             set_aside += 1
             log.error("stored vhost %s cannot be read (%s); it is ignored", key, _reason(exc))
+    for key, text in rec.definitions.get(K_VHOST_LIMITS, {}).items():
+        try:
+            broker.vhost_limits[key] = L.validate(json.loads(text), L.VHOST_KEYS, "limits")
+        except Exception as exc:
+            set_aside += 1
+            log.error("stored limits of vhost %s cannot be read (%s); they are ignored", key, _reason(exc))
+    broker.apply_limits()
     for x in rec.exchanges:
         try:
             _recover_exchange(broker, x)

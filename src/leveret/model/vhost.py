@@ -53,6 +53,7 @@ class VHost:
         # definitions loaded at start): nothing is checked.
         self.access = AccessControl()
         self.policies: Policies | None = None  # the broker's, applied to each new queue and exchange
+        self.max_queues: int | None = None  # the node's and the vhost's queue limit (see Broker.apply_limits)
         self.queues: dict[str, Queue] = {}
         self.exchanges: dict[str, Exchange] = {"": DefaultExchange(name, "")}
         for xname, xtype in STANDARD_EXCHANGES:
@@ -124,6 +125,10 @@ class VHost:
                 user, self.name, X_RESOURCE, dlx.decode() if isinstance(dlx, bytes) else dlx, WRITE
             )
         timeout = A.ms_argument(args, "x-consumer-timeout", f"queue '{name}' in vhost '{self.name}'")
+        if self.max_queues is not None and len(self.queues) >= self.max_queues:
+            raise precondition_failed(
+                f"cannot declare queue '{name}': queue limit in vhost '{self.name}' ({self.max_queues}) is reached"
+            )
         q = Queue(
             self.name,
             name,

@@ -232,16 +232,6 @@ def queue_declare(conn: AMQPServerProtocol, ch: ServerChannel | None, m: C.Queue
         if not m.nowait:
             conn.write(codec.encode_method(ch.number, codec.unchecked(C.Queue.DeclareOk, queue=m.queue, message_count=0, consumer_count=1)))
         return
-    limit = conn.settings.max_queues
-    if limit is not None and not m.passive:
-        queues = conn.broker.vhost(conn.client.vhost).queues
-        if len(queues) >= limit and m.queue not in queues:
-            raise ChannelError(
-                ReplyCode.PRECONDITION_FAILED,
-                f"cannot declare queue '{m.queue}': queue limit in vhost '{conn.client.vhost}' ({limit}) is reached",
-                50,
-                10,
-            )
     q = conn.broker.declare_queue(
         ch.model, m.queue, passive=m.passive, durable=m.durable, exclusive=m.exclusive,
         auto_delete=m.auto_delete, arguments=_table(m.arguments),
