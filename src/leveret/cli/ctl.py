@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import click
 from click.core import ParameterSource
 
-from leveret.cli import ctl_access, ctl_policy
+from leveret.cli import ctl_access, ctl_limits, ctl_policy
 from leveret.cli import ctl_format as fmt
 from leveret.cli.ctl_client import ApiClient, CtlError
 
@@ -291,6 +291,7 @@ def import_definitions(ctx: click.Context, /, path: str, **opts: Any) -> None:
 
 ctl_access.add_commands(cli, _common, _settings, _run)
 ctl_policy.add_commands(cli, _common, _settings, _run)
+ctl_limits.add_commands(cli, _common, _settings, _run)
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ Contract:
   for vhosts; -1 means none. They apply at once to the next connection, channel or queue.
 
 Deviation: RabbitMQ answers DELETE of an unknown user's limit with 500 and an empty body; here 404.
+Extension: DELETE of limit ``all`` clears every limit (what leveretctl clear_vhost_limits uses).
 """
 
 from __future__ import annotations
