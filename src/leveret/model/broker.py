@@ -186,7 +186,7 @@ class Broker:
             raise PolicyError("policy name must not be empty")
         p = make_policy(vhost, name, pattern, definition, priority, apply_to, operator=operator)
         new = self.policies.put(p, operator=operator)
-        vh.apply_policies()
+        vh.apply_policies(name, operator=operator, new=p)
         return new
 
     def clear_policy(self, vhost: str, name: str, *, operator: bool = False) -> bool:
@@ -194,7 +194,7 @@ class Broker:
         vh = self.vhosts.get(vhost)
         if vh is None or not self.policies.remove(vhost, name, operator=operator):
             return False
-        vh.apply_policies()
+        vh.apply_policies(name, operator=operator)
         return True
 
     def list_policies(self, vhost: str | None = None, *, operator: bool = False) -> list[Policy]:
