@@ -25,6 +25,7 @@ from leveret.server.alarms import (
     rss_bytes,
 )
 from leveret.server.connection import AMQPServerProtocol
+from leveret.server.fds import FdWatch, raise_limit
 from leveret.server.tls import ServerTLS, TLSFiles
 
 log = logging.getLogger("leveret.server")
@@ -74,10 +75,13 @@ class Server:
         self.memory_alarm = MemoryAlarm(memory_limit(settings.memory_high_watermark), rss_bytes)
         self.backlog_alarm = BacklogAlarm(settings.store_backlog_limit, broker.store.pending)
         self.alarms = Alarms(self.disk_alarm, self.memory_alarm, self.backlog_alarm)  # any one blocks publishers
+        self.fd_watch = FdWatch()
+        self.fd_limit = 0  # set at start (raise_limit)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         s = self.settings
+        self.fd_limit = raise_limit()
         if s.amqp_port is not None:
             self.host, self.port = await self._listen(s.amqp_port)
             for host in self.host.split(","):
@@ -131,6 +135,7 @@ class Server:
         try:
             now = time.monotonic()
             self.check_alarms(now)
+            self.fd_watch.check(now)
             for c in list(self.connections):
                 self._check_connection(c, now)
             self.broker.check_timeouts(now)
