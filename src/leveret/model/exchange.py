@@ -61,6 +61,7 @@ class Exchange:
         ae = self.arguments.get("alternate-exchange")
         self.alternate: str | None = ae.decode("utf-8", "replace") if isinstance(ae, bytes) else ae if isinstance(ae, str) else None
         self.bindings: dict[BindingKey, dict[str, Any]] = {}
+        self._by_dest: dict[tuple[str, str], dict[BindingKey, None]] = {}  # (type, name) -> its bindings
         self._queues: Any = self._new_index()
         self._exchanges: Any = self._new_index()
         self._to_exchanges = 0  # bindings whose destination is an exchange
@@ -88,6 +89,7 @@ class Exchange:
         if key in self.bindings:
             return False
         self.bindings[key] = arguments
+        self._by_dest.setdefault((dest_type, dest), {})[key] = None
         if dest_type == QUEUE:
             self._add(self._queues, dest, routing_key, arguments, key[3])
         else:
@@ -110,7 +112,7 @@ class Exchange:
 
     def unbind_destination(self, dest_type: str, dest: str) -> bool:
         """Remove every binding to ``dest``; returns True if there was any."""
-        keys = [k for k in self.bindings if k[1] == dest and k[0] == dest_type]
+        keys = list(self._by_dest.get((dest_type, dest), ()))
         for k in keys:
             self._forget(k)
         if keys:
@@ -120,6 +122,10 @@ class Exchange:
     def _forget(self, key: BindingKey) -> None:
         dest_type, dest, routing_key, akey = key
         arguments = self.bindings.pop(key)
+        mine = self._by_dest[dest_type, dest]
+        del mine[key]
+        if not mine:
+            del self._by_dest[dest_type, dest]
         if dest_type == QUEUE:
             self._remove(self._queues, dest, routing_key, arguments, akey)
         else:
