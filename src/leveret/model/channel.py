@@ -181,11 +181,14 @@ class Channel:
                 if tag not in unacked and (not unacked or tag < next(iter(unacked))):
                     # RabbitMQ: multiple with a tag at or below nothing outstanding is an error
                     raise precondition_failed(f"unknown delivery tag {tag}")
-                taken = []
-                for t in list(unacked):
+                # Tags are in order: walk from the oldest to ``tag`` only (copying every key made
+                # acking a long backlog one "multiple" at a time quadratic).
+                upto = []
+                for t in unacked:
                     if t > tag:
                         break
-                    taken.append(unacked.pop(t))
+                    upto.append(t)
+                taken = [unacked.pop(t) for t in upto]
         else:
             d = unacked.pop(tag, None)
             if d is None:
