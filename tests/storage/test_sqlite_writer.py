@@ -14,7 +14,8 @@ import pytest
 
 from leveret.storage import sqlite as sqlite_mod
 from leveret.storage.base import MessageRecord
-from leveret.storage.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStore, disk_free_bytes
+from leveret.storage.sqlite import SCHEMA_VERSION, SqliteStore, disk_free_bytes
+from leveret.storage.sqlite_schema import MIGRATIONS as _MIGRATIONS
 
 V = "/"
 WAIT = 10.0
