@@ -15,7 +15,7 @@ Who writes. By default every operation wakes the writer thread, which owns the
 work. After :meth:`attach_loop` (the broker does this), operations are handed over
 once per event-loop turn instead: the first operation of a turn schedules a kick
 with ``call_soon``. If the turn submitted a ``sync``, at most ``inline_max``
-operations are pending and the writer is idle, the kick commits them right there
+operations (with at most ``INLINE_MAX_BYTES`` of bodies) are pending and the writer is idle, the kick commits them right there
 on the loop thread; otherwise it wakes the writer. A lone confirming publisher
 (Celery's ``confirm_publish``) then pays for its fsync and nothing else, instead of
 two thread wake-ups on top (one to the writer, one back to the loop). Under load
@@ -88,6 +88,9 @@ _OP_BYTES = 128
 # only how much of the last moments a kill -9 can forget depends on it.
 LAZY_DELAY = 0.005
 
+# Most message body bytes a kick commits in place on the loop thread. Writing more would stall the
+# loop (no reads, no deliveries) for as long as the disk takes; the writer thread does it meanwhile.
+INLINE_MAX_BYTES = 128 * 1024
 
 
 class HandOff:
@@ -254,7 +257,7 @@ class HandOff:
                 self._loop.call_later(LAZY_DELAY, self._lazy_timer)
             return
         self._urgent = False
-        if len(ops) <= self._inline_max and self._lock.acquire(blocking=False):
+        if len(ops) <= self._inline_max and _small(ops) and self._lock.acquire(blocking=False):
             later: list[Callable[[], None]] = []
             try:
                 self._apply_here(later)
@@ -555,6 +558,17 @@ class HandOff:
 
     def disk_free_bytes(self) -> int:
         raise NotImplementedError
+
+
+def _small(ops: deque[tuple[Any, ...]]) -> bool:
+    """True if the message bodies ``ops`` append come to at most ``INLINE_MAX_BYTES``."""
+    total = 0
+    for op in ops:
+        if op[0] == _APPEND:
+            total += len(op[3].body)
+            if total > INLINE_MAX_BYTES:
+                return False
+    return True
 
 
 def _run_callbacks(callbacks: list[Callable[[], None]]) -> None:
