@@ -139,7 +139,7 @@ class Run:
                                    "-count", str(self.count(10_000)), "-size", "64"], 120)
                 self.log(f"  warm-up: {fmt(w.get('consume_rate'))} msg/s" + ("" if w.get("ok") else " (NOT OK)"))
             for i, sc in enumerate(scenarios):
-                if self.args.fresh_broker and i > 0:
+                if (self.args.fresh_broker and i > 0) or sc.kind == "idle":  # idle: RSS per connection on a fresh heap
                     fresh()
                 assert b is not None
                 if not b.alive():
@@ -215,6 +215,16 @@ class Run:
             for sc in scenarios:
                 for rep in range(self.args.repeat):
                     for kind, b in brokers.items():
+                        if sc.kind == "idle":
+                            # RSS per connection needs a broker whose heap has not been grown by earlier runs.
+                            fresh = self.new_broker(kind, "idle")
+                            try:
+                                self.start(fresh)
+                                time.sleep(1.0)
+                                runs.setdefault((sc.name, kind), []).append(self.run_scenario(fresh, sc, rep, kind))
+                            finally:
+                                self.stop(fresh)
+                            continue
                         if not b.alive():
                             self.start(b)
                         runs.setdefault((sc.name, kind), []).append(self.run_scenario(b, sc, rep, kind))

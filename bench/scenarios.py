@@ -75,8 +75,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              ("-delete-first", "-persistent", "-confirm", "-inflight", "8", "-producers", "1",
               "-consumers", "1", "-prefetch", "8", "-size", str(16 << 20)), 60, 1.0,
              size=16 << 20, interleave=True),
-    Scenario("idle-conns", "1,000 idle connections (1 channel each, no heartbeat), opened 50 at a time: "
-             "connections opened per second; RSS per connection beside it", (), 1_000, 1.0, kind="idle"),
+    Scenario("idle-conns", "1,000 idle connections (1 channel each, no heartbeat), opened 50 at a time, on a "
+             "fresh broker: connections opened per second; RSS per connection beside it", (), 1_000, 1.0,
+             kind="idle"),
 )}
 
 # Storage group (issue 3): one backlog, several figures. (label, key, unit, target ratio, higher_is_better)
