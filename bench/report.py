@@ -37,7 +37,7 @@ def ratio(a: float | None, b: float | None) -> float | None:
 def table_rows(results: dict[str, Any], brokers: list[str]) -> tuple[list[str], list[list[str]]]:
     """One row per (scenario, broker); the ratio and target sit on the Leveret row."""
     both = "leveret" in brokers and "rabbitmq" in brokers
-    head = ["scenario", "broker", "msg/s", "L/R", "target", "p50 ms", "p99 ms", "CPU s/100k", "RSS MB"]
+    head = ["scenario", "broker", "msg/s", "L/R", "target", "p50 ms", "p99 ms", "CPU s/100k", "RSS MB", "other"]
     rows = []
     for name, per in results.items():
         for i, b in enumerate(brokers):
@@ -50,9 +50,18 @@ def table_rows(results: dict[str, Any], brokers: list[str]) -> tuple[list[str], 
                 (fmt(x, ".2f") + ("" if x is None else (" ok" if x >= tgt else " <"))) if both and b == "leveret" else "",
                 f">= {tgt:g}x" if both and b == "leveret" else "",
                 fmt(r.get("p50_ms"), ".1f"), fmt(r.get("p99_ms"), ".1f"),
-                fmt(r.get("cpu_s_per_100k"), ".2f"), fmt(r.get("rss_mb"), ".0f"),
+                fmt(r.get("cpu_s_per_100k"), ".2f"), fmt(r.get("rss_mb"), ".0f"), _other(r),
             ])
     return head, rows
+
+
+def _other(r: dict[str, Any]) -> str:
+    """The figure a scenario adds: MB/s and peak RSS for large bodies, RSS per idle connection."""
+    if r.get("rss_per_conn_kb") is not None:
+        return f"{r['rss_per_conn_kb']:.1f} KB/conn, {fmt(r.get('open_s'), '.2f')} s to open {fmt(r.get('connections'))}"
+    if r.get("mb_s") is not None:
+        return f"{r['mb_s']:.0f} MB/s, peak RSS {fmt(r.get('rss_hwm_mb'), '.0f')} MB"
+    return ""
 
 
 def storage_rows(storage: dict[str, Any], brokers: list[str]) -> tuple[list[str], list[list[str]]]:
@@ -105,6 +114,10 @@ def markdown(doc: dict[str, Any]) -> str:
              f"Python {m['python']}, RabbitMQ {m['rabbitmq'] or '-'} (Erlang/OTP {m['erlang_otp'] or '-'}), "
              f"Leveret {m['leveret_rev'] or '-'}; count scale {doc['args']['count_scale']}, "
              f"{doc['args']['repeat']} run(s) per scenario (median).", ""]
+    disk = [d.get("mb_s") for d in doc.get("disk") or [] if d.get("mb_s")]
+    if disk:
+        lines += ["Disk's own limit (dd bs=1M count=1024 conv=fdatasync in the data dirs' file system, before and "
+                  "after the interleaved scenarios): " + ", ".join(f"{x:.0f} MB/s" for x in disk) + ".", ""]
     for head, rows in ([table_rows(doc["results"], doc["brokers"])] if doc["results"] else []) + (
             [storage_rows(doc["storage"], doc["brokers"])] if doc.get("storage") else []):
         lines.append("| " + " | ".join(head) + " |")

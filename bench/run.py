@@ -21,6 +21,7 @@ with Debian's golang-go and golang-github-rabbitmq-amqp091-go-dev (see bench/REA
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import idle_connections  # noqa: E402
 from brokers import (  # noqa: E402
     Broker,
     BrokerError,
@@ -48,11 +50,16 @@ from brokers import (  # noqa: E402
     find_rabbitmq_server,
 )
 from report import fmt, ratio, report  # noqa: E402
-from scenarios import BACKLOG, SCENARIOS, Perf, Scenario, build_amqpperf, summarize  # noqa: E402
+from scenarios import BACKLOG, SCENARIOS, Perf, Scenario, build_amqpperf, combine, summarize  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 DEFAULT_AMQPPERF = REPO.parent / "shared" / "tools" / "amqpperf"
+GROUPS = {
+    "classic": ("wq-fair", "wq-stream", "confirm-sync", "transient"),
+    "shapes": ("many-queues", "fan-in", "idle-conns"),
+    "large": ("large-64k", "large-1m", "large-16m"),
+}
 
 
 # ------------------------------------------------------------------------------------------ the run
@@ -65,6 +72,7 @@ class Run:
     live: list[Broker] = field(default_factory=list)
     rabbit_script: Path | None = None
     failures: int = 0
+    disk: list[dict[str, Any]] = field(default_factory=list)  # dd measurements of the disk's own limit
 
     def log(self, msg: str) -> None:
         print(msg, flush=True)
@@ -131,35 +139,18 @@ class Run:
                                    "-count", str(self.count(10_000)), "-size", "64"], 120)
                 self.log(f"  warm-up: {fmt(w.get('consume_rate'))} msg/s" + ("" if w.get("ok") else " (NOT OK)"))
             for i, sc in enumerate(scenarios):
-                if self.args.fresh_broker and i > 0:
+                if (self.args.fresh_broker and i > 0) or sc.kind == "idle":  # idle: RSS per connection on a fresh heap
                     fresh()
                 assert b is not None
                 if not b.alive():
                     fresh()
                 runs = []
                 for rep in range(self.args.repeat):
-                    raw = self.perf.run(["-url", b.url, "-queue", f"bench.{sc.name}", *sc.flags,
-                                         "-count", str(self.count(sc.count)), "-broker-pid", str(b.pid),
-                                         "-label", f"{broker_kind}/{sc.name}/{rep}"])
-                    s = summarize(raw)
-                    runs.append((s, raw))
-                    self.log(f"  {sc.name:<13} {fmt(s['consume_rate']):>9} msg/s  p50 {fmt(s['p50_ms'], '.2f')} ms"
-                             f"  p99 {fmt(s['p99_ms'], '.2f')} ms  cpu/100k {fmt(s['cpu_s_per_100k'], '.2f')} s"
-                             f"  rss {fmt(s['rss_mb'], '.0f')} MB" + ("" if s["ok"] else f"  NOT OK {s['errors'][:2]}"))
+                    runs.append(self.run_scenario(b, sc, rep, broker_kind))
                     if not b.alive():
                         self.log(f"  {broker_kind} died during {sc.name}")
                         break
-                ok_runs = [r for r in runs if r[0]["ok"]] or runs
-                ok_runs.sort(key=lambda r: r[0]["consume_rate"] or 0)
-                best = ok_runs[len(ok_runs) // 2]  # median run by consumed msg/s
-                entry = dict(best[0])
-                entry["runs"] = [r[1] for r in runs]
-                if len(runs) > 1:
-                    entry["consume_rates"] = [r[0]["consume_rate"] for r in runs]
-                    entry["consume_rate_stdev"] = statistics.pstdev(entry["consume_rates"])
-                if not all(r[0]["ok"] for r in runs):
-                    self.failures += 1
-                out[sc.name] = entry
+                out[sc.name] = self.median_entry(runs)
         except BrokerError as e:
             self.failures += 1
             self.log(f"  {broker_kind}: {e}")
@@ -168,6 +159,88 @@ class Run:
         finally:
             if b is not None:
                 self.stop(b)
+        return out
+
+    def run_scenario(self, b: Broker, sc: Scenario, rep: int, broker_kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One run of ``sc`` against ``b``: (summary, raw result)."""
+        if sc.kind == "idle":
+            host = b.url.split("@")[-1].split(":")[0] or "127.0.0.1"
+            raw = asyncio.run(idle_connections.measure(host, b.port, b.pid, self.count(sc.count)))
+            raw["label"] = f"{broker_kind}/{sc.name}/{rep}"
+        else:
+            argvs = [["-url", b.url, "-queue", f"bench.{sc.name}" + (f".{i}" if sc.parallel > 1 else ""),
+                      *sc.flags, "-count", str(self.count(sc.count)), "-broker-pid", str(b.pid),
+                      "-label", f"{broker_kind}/{sc.name}/{rep}"] for i in range(sc.parallel)]
+            raw = combine(self.perf.run_many(argvs))
+        if sc.size and raw.get("consume_rate"):
+            raw["mb_s"] = raw["consume_rate"] * sc.size / 1e6
+        s = summarize(raw)
+        extra = ""
+        if "rss_per_conn_kb" in s:
+            extra = f"  {fmt(s['rss_per_conn_kb'], '.1f')} KB RSS/conn, {fmt(s.get('open_s'), '.2f')} s to open"
+        elif "mb_s" in s:
+            extra = f"  {fmt(s['mb_s'], '.0f')} MB/s  hwm {fmt(s['rss_hwm_mb'], '.0f')} MB"
+        self.log(f"  {sc.name:<13} {broker_kind:<8} {fmt(s['consume_rate']):>9} msg/s  p50 {fmt(s['p50_ms'], '.2f')} ms"
+                 f"  p99 {fmt(s['p99_ms'], '.2f')} ms  cpu/100k {fmt(s['cpu_s_per_100k'], '.2f')} s"
+                 f"  rss {fmt(s['rss_mb'], '.0f')} MB" + extra + ("" if s["ok"] else f"  NOT OK {s['errors'][:2]}"))
+        return s, raw
+
+    def median_entry(self, runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
+        ok_runs = [r for r in runs if r[0]["ok"]] or runs
+        ok_runs.sort(key=lambda r: r[0]["consume_rate"] or 0)
+        best = ok_runs[len(ok_runs) // 2]  # median run by consumed msg/s
+        entry = dict(best[0])
+        entry["runs"] = [r[1] for r in runs]
+        if len(runs) > 1:
+            entry["consume_rates"] = [r[0]["consume_rate"] for r in runs]
+            entry["consume_rate_stdev"] = statistics.pstdev(entry["consume_rates"])
+        if not all(r[0]["ok"] for r in runs):
+            self.failures += 1
+        return entry
+
+    # -- interleaved group: both brokers up, alternating run by run ------------------------------------
+    def interleaved(self, kinds: list[str], scenarios: list[Scenario]) -> dict[str, dict[str, Any]]:
+        """Every broker of ``kinds`` started once; each scenario run ``--repeat`` times, brokers alternating
+        (L, R, L, R, ...), so the machine's noise of the moment hits both; the disk's own limit is measured
+        before and after (``dd bs=1M conv=fdatasync`` in the data dirs' file system)."""
+        out: dict[str, dict[str, Any]] = {sc.name: {} for sc in scenarios}
+        brokers: dict[str, Broker] = {}
+        runs: dict[tuple[str, str], list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+        self.disk.append(disk_limit(self.workroot))
+        self.log(f"  disk (dd bs=1M count=1024 conv=fdatasync): {fmt(self.disk[-1].get('mb_s'), '.0f')} MB/s")
+        try:
+            for kind in kinds:
+                brokers[kind] = self.new_broker(kind, "il")
+                self.start(brokers[kind])
+            for sc in scenarios:
+                for rep in range(self.args.repeat):
+                    for kind, b in brokers.items():
+                        if sc.kind == "idle":
+                            # RSS per connection needs a broker whose heap has not been grown by earlier runs.
+                            fresh = self.new_broker(kind, "idle")
+                            try:
+                                self.start(fresh)
+                                time.sleep(1.0)
+                                runs.setdefault((sc.name, kind), []).append(self.run_scenario(fresh, sc, rep, kind))
+                            finally:
+                                self.stop(fresh)
+                            continue
+                        if not b.alive():
+                            self.start(b)
+                        runs.setdefault((sc.name, kind), []).append(self.run_scenario(b, sc, rep, kind))
+            for (name, kind), rs in runs.items():
+                out[name][kind] = self.median_entry(rs)
+        except BrokerError as e:
+            self.failures += 1
+            self.log(f"  interleaved: {e}")
+            for sc in scenarios:
+                for kind in kinds:
+                    out[sc.name].setdefault(kind, {"ok": False, "errors": [f"broker: {str(e)[:2000]}"]})
+        finally:
+            for b in brokers.values():
+                self.stop(b)
+        self.disk.append(disk_limit(self.workroot))
+        self.log(f"  disk (dd bs=1M count=1024 conv=fdatasync): {fmt(self.disk[-1].get('mb_s'), '.0f')} MB/s")
         return out
 
     # -- storage group (issue 3) ---------------------------------------------------------------------
@@ -255,6 +328,22 @@ class Run:
         return res
 
 
+def disk_limit(where: Path) -> dict[str, Any]:
+    """The disk's own sequential write rate with fdatasync, as ``dd`` reports it (1 GiB in ``where``)."""
+    target = where / "dd.tmp"
+    try:
+        p = subprocess.run(["dd", "if=/dev/zero", f"of={target}", "bs=1M", "count=1024", "conv=fdatasync"],
+                           capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": "dd took more than 300 s"}
+    finally:
+        target.unlink(missing_ok=True)
+    m = re.search(r"copied, ([\d.]+) s", p.stderr)
+    secs = float(m.group(1)) if m else None
+    return {"ok": bool(secs), "seconds": secs, "mb_s": (1 << 30) / secs / 1e6 if secs else None,
+            "output": p.stderr.strip().splitlines()[-1:] }
+
+
 # ------------------------------------------------------------------------------------------ machine
 def machine_info(rabbit_version: str | None) -> dict[str, Any]:
     cpu = "?"
@@ -312,7 +401,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="comma-separated, in run order (default: leveret,rabbitmq; rabbitmq is skipped with a "
                         "note when it is not installed)")
     p.add_argument("--scenarios", default="all",
-                   help="comma-separated throughput scenarios, 'all' (default) or 'none'")
+                   help="comma-separated throughput scenarios, 'all' (default), 'none', or a group: "
+                        + ", ".join(f"'{g}' ({', '.join(v)})" for g, v in GROUPS.items()))
     p.add_argument("--storage-scenarios", action="store_true",
                    help="also run the storage group: 500k backlog, RSS per message, kill -9 recovery")
     p.add_argument("--count-scale", type=float, default=1.0, metavar="F",
@@ -321,6 +411,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="backlog size for the storage group (default 500,000 x --count-scale)")
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="runs per scenario; the median (by consumed msg/s) is reported (default 1)")
+    p.add_argument("--interleave", action="store_true",
+                   help="run every selected scenario with both brokers up, alternating run by run (the large-body "
+                        "scenarios always are); the disk's own limit (dd) is measured before and after")
     p.add_argument("--no-warmup", action="store_true", help="skip the short unrecorded warm-up run per broker")
     p.add_argument("--fresh-broker", action="store_true",
                    help="restart the broker (new data dir) before every throughput scenario; by default each "
@@ -360,6 +453,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         a.scenario_list = list(SCENARIOS)
     elif a.scenarios in ("none", ""):
         a.scenario_list = []
+    elif a.scenarios in GROUPS:
+        a.scenario_list = list(GROUPS[a.scenarios])
     else:
         a.scenario_list = [s.strip() for s in a.scenarios.split(",") if s.strip()]
         bad = [s for s in a.scenario_list if s not in SCENARIOS]
@@ -413,14 +508,20 @@ def main(argv: list[str] | None = None) -> int:
     storage: dict[str, Any] = {}
     t0 = time.monotonic()
     try:
+        interleave = [SCENARIOS[n] for n in args.scenario_list if SCENARIOS[n].interleave or args.interleave]
+        in_turn = [SCENARIOS[n] for n in args.scenario_list if SCENARIOS[n] not in interleave]
         for kind in brokers:
-            if args.scenario_list:
+            if in_turn:
                 print(f"== {kind}: throughput scenarios", flush=True)
-                for name, r in run.throughput(kind, [SCENARIOS[n] for n in args.scenario_list]).items():
+                for name, r in run.throughput(kind, in_turn).items():
                     results[name][kind] = r
             if args.storage_scenarios:
                 print(f"== {kind}: storage (backlog, kill -9 recovery)", flush=True)
                 storage[kind] = run.storage(kind)
+        if interleave:
+            print(f"== {' / '.join(brokers)}: interleaved scenarios", flush=True)
+            for name, per in run.interleaved(brokers, interleave).items():
+                results[name].update(per)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping brokers", file=sys.stderr)
         run.cleanup()
@@ -448,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": {n: SCENARIOS[n].target for n in args.scenario_list},
         "results": results,
         "storage": storage,
+        "disk": run.disk,
         "failures": run.failures,
     }
 

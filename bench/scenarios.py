@@ -8,6 +8,7 @@ figures the tables show out of one such line. Used by run.py; reporting is in re
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import json
@@ -28,8 +29,12 @@ class Scenario:
     name: str
     description: str
     flags: tuple[str, ...]  # amqpperf flags, exactly as in the amqpperf README, minus -url/-count/-json
-    count: int
+    count: int  # per amqpperf instance (x parallel in all); for kind "idle": connections
     target: float  # Leveret/RabbitMQ consumed msg/s ratio the issue asks for
+    parallel: int = 1  # amqpperf instances at once, each on its own queue (bench.NAME.i); rates are summed
+    size: int = 0  # body bytes, for an MB/s figure beside msg/s (0: not shown)
+    interleave: bool = False  # run with both brokers up, alternating run by run (noise hits both alike)
+    kind: str = "amqpperf"  # or "idle": idle_connections.measure (msg/s column = connections opened/s)
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -48,6 +53,31 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("transient", "no confirms, auto-ack, 1 producer, 1 consumer, 16 B",
              ("-delete-first", "-autoack", "-producers", "1", "-consumers", "1", "-size", "16"),
              200_000, 0.5),
+    # Issue 17: every shape of work.
+    Scenario("many-queues", "8 queues at once: persistent, confirms (100 in flight), 1 producer + 1 consumer "
+             "each, prefetch 50, 64 B",
+             ("-delete-first", "-persistent", "-confirm", "-inflight", "100", "-producers", "1",
+              "-consumers", "1", "-prefetch", "50", "-size", "64"), 10_000, 1.25, parallel=8),
+    Scenario("fan-in", "4 queues x 4 consumers: persistent, confirms (100 in flight), 1 producer per queue, "
+             "prefetch 50, 256 B",
+             ("-delete-first", "-persistent", "-confirm", "-inflight", "100", "-producers", "1",
+              "-consumers", "4", "-prefetch", "50", "-size", "256"), 15_000, 1.25, parallel=4),
+    Scenario("large-64k", "64 KiB persistent bodies, confirms (8 in flight), 1 producer, 1 consumer, prefetch 8",
+             ("-delete-first", "-persistent", "-confirm", "-inflight", "8", "-producers", "1",
+              "-consumers", "1", "-prefetch", "8", "-size", str(64 << 10)), 8_000, 1.0,
+             size=64 << 10, interleave=True),
+    Scenario("large-1m", "1 MiB persistent bodies, confirms (8 in flight), 1 producer, 1 consumer, prefetch 8",
+             ("-delete-first", "-persistent", "-confirm", "-inflight", "8", "-producers", "1",
+              "-consumers", "1", "-prefetch", "8", "-size", str(1 << 20)), 1_000, 1.0,
+             size=1 << 20, interleave=True),
+    Scenario("large-16m", "16 MiB persistent bodies (RabbitMQ's default max), confirms (8 in flight), "
+             "1 producer, 1 consumer, prefetch 8",
+             ("-delete-first", "-persistent", "-confirm", "-inflight", "8", "-producers", "1",
+              "-consumers", "1", "-prefetch", "8", "-size", str(16 << 20)), 60, 1.0,
+             size=16 << 20, interleave=True),
+    Scenario("idle-conns", "1,000 idle connections (1 channel each, no heartbeat), opened 50 at a time, on a "
+             "fresh broker: connections opened per second; RSS per connection beside it", (), 1_000, 1.0,
+             kind="idle"),
 )}
 
 # Storage group (issue 3): one backlog, several figures. (label, key, unit, target ratio, higher_is_better)
@@ -136,6 +166,38 @@ class Perf:
         return out
 
 
+    def run_many(self, argvs: list[list[str]], timeout_s: float | None = None) -> list[dict[str, Any]]:
+        """Run several amqpperf at once (one per queue); their JSON lines, in order."""
+        if len(argvs) == 1:
+            return [self.run(argvs[0], timeout_s)]
+        with concurrent.futures.ThreadPoolExecutor(len(argvs)) as pool:
+            return list(pool.map(lambda a: self.run(a, timeout_s), argvs))
+
+
+def combine(raws: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result out of parallel amqpperf runs: rates and counts summed, latency and CPU the worst."""
+    if len(raws) == 1:
+        return raws[0]
+    lat = [r.get("latency") or {} for r in raws]
+    p50 = [x["p50_ms"] for x in lat if x.get("p50_ms") is not None]
+    p99 = [x["p99_ms"] for x in lat if x.get("p99_ms") is not None]
+    cpus = [r["broker_cpu_s"] for r in raws if r.get("broker_cpu_s") is not None]
+    rss = [r["broker_rss_end_kb"] for r in raws if r.get("broker_rss_end_kb")]
+    hwm = [r["broker_hwm_kb"] for r in raws if r.get("broker_hwm_kb")]
+    return {
+        "ok": all(r.get("ok") for r in raws),
+        "consume_rate": sum(r.get("consume_rate") or 0.0 for r in raws),
+        "publish_rate": sum(r.get("publish_rate") or 0.0 for r in raws),
+        "latency": {"p50_ms": max(p50) if p50 else None, "p99_ms": max(p99) if p99 else None},
+        "broker_cpu_s": max(cpus) if cpus else None,
+        "broker_rss_end_kb": max(rss) if rss else None,
+        "broker_hwm_kb": max(hwm) if hwm else None,
+        "count": sum(r.get("count") or 0 for r in raws),
+        "errors": [e for r in raws for e in (r.get("errors") or [])],
+        "parallel": raws,
+    }
+
+
 # ------------------------------------------------------------------------------------------ results
 def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     lat = raw.get("latency") or {}
@@ -153,4 +215,5 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
         "rss_hwm_mb": raw["broker_hwm_kb"] / 1024 if raw.get("broker_hwm_kb") else None,
         "count": count,
         "errors": raw.get("errors") or [],
+        **{k: raw[k] for k in ("rss_per_conn_kb", "open_s", "connections", "mb_s") if k in raw},
     }

@@ -97,3 +97,15 @@ def test_decode_publish_agrees_with_pamqp(exchange: str, rk: str, mandatory: boo
 def test_delivery_mode_from_raw_properties(kw: dict[str, object], expected: int) -> None:
     _, raw = _props(**kw)
     assert codec.delivery_mode(raw) == expected
+
+
+@pytest.mark.parametrize("size", [0, 1, 4088, 4089, 25_600, 65_536])
+def test_deliver_parts_are_the_same_bytes_and_refer_to_the_body(size: int) -> None:
+    props, raw = _props(delivery_mode=2)
+    body = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    args = (2, codec.shortstr("c"), 9, True, codec.shortstr("x"), codec.shortstr("q"), raw, body, 4096)
+    parts = codec.deliver_parts(*args)
+    assert b"".join(parts) == codec.encode_deliver(*args)
+    views = [p for p in parts if isinstance(p, memoryview)]
+    assert all(v.obj is body for v in views), "body frames point into the body, not at copies"
+    assert sum(map(len, views)) == size

@@ -14,7 +14,9 @@ import pytest
 
 from leveret.storage import sqlite as sqlite_mod
 from leveret.storage.base import MessageRecord
-from leveret.storage.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStore, disk_free_bytes
+from leveret.storage.handoff import INLINE_MAX_BYTES
+from leveret.storage.sqlite import SCHEMA_VERSION, SqliteStore, disk_free_bytes
+from leveret.storage.sqlite_schema import MIGRATIONS as _MIGRATIONS
 
 V = "/"
 WAIT = 10.0
@@ -342,6 +344,29 @@ def test_attached_store_leaves_big_turns_to_the_writer(tmp_path: Path) -> None:
     assert done.wait(WAIT)
     assert threads[0] != threading.get_ident(), "a big turn is committed by the writer thread"
     assert committed_ids(tmp_path / "s.db") == [1, 2, 3, 4]
+    store.close()
+
+
+def test_attached_store_leaves_turns_with_large_bodies_to_the_writer(tmp_path: Path) -> None:
+    # Writing a large body in place would stall the loop (no reads, no deliveries) for as long as
+    # the disk takes; the writer thread writes it while the loop goes on.
+    store = SqliteStore(tmp_path / "s.db")
+    store.open()
+    loop = FakeLoop()
+    store.attach_loop(loop)
+    threads: list[int] = []
+    done = threading.Event()
+    store.append(V, "q", msg(1, b"x" * (INLINE_MAX_BYTES + 1)))  # 2 ops, far below inline_max
+    store.sync(lambda: (threads.append(threading.get_ident()), done.set()))
+    loop.end_turn()
+    assert done.wait(WAIT)
+    assert threads[0] != threading.get_ident(), "a turn with a large body is committed by the writer thread"
+    assert wait_until(lambda: not store._lock.locked())  # the writer is done with its batch
+    store.append(V, "q", msg(2, b"x" * 1000))
+    store.sync(lambda: threads.append(threading.get_ident()))
+    loop.end_turn()
+    assert threads[1] == threading.get_ident(), "small bodies are still committed in place"
+    assert committed_ids(tmp_path / "s.db") == [1, 2]
     store.close()
 
 

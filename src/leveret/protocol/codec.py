@@ -95,6 +95,39 @@ def shortstr(s: str) -> bytes:
     return bytes((len(b),)) + b
 
 
+def content_parts(channel: int, properties: bytes, body: bytes, frame_max: int) -> list[bytes | memoryview]:
+    """Content header frame plus body frames, as buffers to write in a row (writev), the body not copied."""
+    n = len(body)
+    parts: list[bytes | memoryview] = [
+        _header_head.pack(FRAME_HEADER, channel, 12 + len(properties), BASIC, 0, n), properties, FRAME_END_BYTE
+    ]
+    chunk = frame_max - FRAME_OVERHEAD
+    mv = memoryview(body)
+    for i in range(0, n, chunk):
+        piece = mv[i : i + chunk]
+        parts += (_frame_head.pack(FRAME_BODY, channel, len(piece)), piece, FRAME_END_BYTE)
+    return parts
+
+
+def deliver_parts(
+    channel: int,
+    consumer_tag: bytes,
+    delivery_tag: int,
+    redelivered: bool,
+    exchange: bytes,
+    routing_key: bytes,
+    properties: bytes,
+    body: bytes,
+    frame_max: int,
+) -> list[bytes | memoryview]:
+    """:func:`encode_deliver` as a list of buffers that refer to ``body`` (for large bodies: no copy)."""
+    args = b"".join((consumer_tag, _u64.pack(delivery_tag), b"\x01" if redelivered else b"\x00", exchange, routing_key))
+    head = b"".join((_method_head.pack(FRAME_METHOD, channel, 4 + len(args), BASIC, 60), args, FRAME_END_BYTE))
+    parts = content_parts(channel, properties, body, frame_max)
+    parts[0] = head + parts[0]
+    return parts
+
+
 def _content(channel: int, properties: bytes, body: bytes, frame_max: int) -> bytes:
     """Content header frame plus body frames, split to fit ``frame_max``."""
     n = len(body)

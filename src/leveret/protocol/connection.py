@@ -179,6 +179,7 @@ class AMQPConnection:
         pos = 0
         n = len(buf)
         frame_max = self.frame_max
+        view = memoryview(buf)  # payloads are copied out of the buffer once (a bytearray slice copies too)
         try:
             while n - pos >= 7:
                 ftype, channel, size = _frame_head.unpack_from(buf, pos)
@@ -195,7 +196,7 @@ class AMQPConnection:
                         ReplyCode.FRAME_ERROR,
                         f"{_snippet(ftype, bytes(buf[pos + 7 : end]))}: {{invalid_frame_end_marker,{buf[end]}}}",
                     )
-                payload = bytes(buf[pos + 7 : end])
+                payload = bytes(view[pos + 7 : end])
                 pos = end + 1
                 if self.state is ConnState.CLOSED:
                     continue
@@ -222,6 +223,7 @@ class AMQPConnection:
             err.events = events  # what came before the bad frame still counts
             raise
         finally:
+            view.release()
             if pos:
                 del buf[:pos]
         return events

@@ -48,6 +48,9 @@ _HANGUP = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
 
 # Output gathered in one loop turn is written at the end of the turn, or as soon as it reaches this size.
 OUT_FLUSH_BYTES = 256 * 1024
+# Bodies from this size on are delivered as buffers that point into the body (writev), not copied
+# into one bytes object, and output holding them goes to the transport with writelines.
+LARGE_BODY = 64 * 1024
 
 SERVER_PROPERTIES: dict[str, Any] = {
     "product": "Leveret",
@@ -95,6 +98,15 @@ class ServerChannel:
         assert msg.body is not None  # the queue pages a body in before it dispatches the message
         # Quorum queues (RabbitMQ 3.10): a consumer sees x-delivery-count once the count is above 0.
         props = msg.properties if not msg.delivery_count else with_delivery_count(msg.properties, msg.delivery_count)
+        if len(msg.body) >= LARGE_BODY:  # frames that point into the body, written with writev: no copy
+            self.conn.write_parts(
+                codec.deliver_parts(
+                    self.number, consumer_tag, delivery_tag, msg.redelivered, codec.shortstr(msg.exchange),
+                    codec.shortstr(msg.routing_key), props, msg.body, self.conn.amqp.frame_max,
+                ),  # fmt: skip
+                len(msg.body),
+            )
+            return
         self.conn.write(
             codec.encode_deliver(
                 self.number, consumer_tag, delivery_tag, msg.redelivered, codec.shortstr(msg.exchange),
@@ -150,7 +162,7 @@ class AMQPServerProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.client: ClientConnection | None = None
         self.channels: dict[int, ServerChannel] = {}
-        self.out: list[bytes] = []
+        self.out: list[bytes | memoryview] = []
         self.out_bytes = 0  # size of what ``out`` holds
         self.flush_scheduled = False
         self.confirm_dirty: list[ServerChannel] = []
@@ -410,19 +422,42 @@ class AMQPServerProtocol(asyncio.Protocol):
             self.flush_scheduled = True
             self.loop.call_soon(self.flush)
 
+    def write_parts(self, parts: list[bytes | memoryview], body_size: int) -> None:
+        """Like :meth:`write` for buffers written in a row; ``body_size`` is about their total."""
+        self.out += parts
+        self.out_bytes += body_size
+        if self.out_bytes >= OUT_FLUSH_BYTES:
+            self.flush()
+        elif not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
     def flush(self) -> None:
         self.flush_scheduled = False
+        size = self.out_bytes
         self.out_bytes = 0
         out = self.out
         if not out or self.transport is None or self.transport.is_closing():
             out.clear()
             return
-        data = b"".join(out) if len(out) > 1 else out[0]
+        if len(out) == 1:
+            data = out[0]
+        elif size >= LARGE_BODY:
+            # writev of the buffers as they are (uvloop does not copy them; asyncio joins them itself).
+            self.out = []
+            self.transport.writelines(out)
+            self._sent(sum(map(len, out)))
+            return
+        else:
+            data = b"".join(out)
         out.clear()
         self.transport.write(data)
+        self._sent(len(data))
+
+    def _sent(self, nbytes: int) -> None:
         self.last_send = time.monotonic()
         if self.client is not None:
-            self.client.send_oct += len(data)
+            self.client.send_oct += nbytes
 
     def _flush_confirms(self) -> None:
         need_sync: list[tuple[ServerChannel, int]] = []
