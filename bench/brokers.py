@@ -332,7 +332,8 @@ class RabbitMQBroker(Broker):
     def __init__(self, workdir: Path, script: Path, epmd: Epmd,
                  nodename: str = "rabbit-bench@localhost", management: bool = False) -> None:
         """``management``: also enable the rabbitmq_management plugin, its HTTP listener on
-        127.0.0.1:`http_port` (a free port chosen here; 0 without it)."""
+        127.0.0.1:`http_port` (a free port chosen here; 0 without it). It may answer a moment after
+        AMQP does (`wait_ready` waits for AMQP only)."""
         super().__init__(workdir)
         self.script = script
         self.epmd = epmd
@@ -347,7 +348,9 @@ class RabbitMQBroker(Broker):
             "# written by bench/brokers.py\n"
             "loopback_users = none\n"
             "log.file.level = info\n"
-            + (f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {self.http_port}\n" if management else "")
+            # stats every 500 ms (default 5 s), so a test sees queue objects in full soon
+            + (f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {self.http_port}\n"
+               "collect_statistics_interval = 500\n" if management else "")
         )
 
     @property

@@ -73,6 +73,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except web.HTTPException as e:
         if e.content_type == "application/json" or e.status < 400:
             raise
+        if e.status == 404 and request.method not in ("GET", "HEAD") and request.path.startswith("/api/"):
+            # RabbitMQ's catch-all route for unknown /api/ paths answers GET only
+            return web.Response(status=405, headers={"Allow": "HEAD, GET, OPTIONS"})
         if e.status == 404:
             return error_response(404, "Object Not Found", "Not Found")
         if e.status in (401, 405):  # cowboy's: no body (401: a request without credentials)

@@ -167,9 +167,11 @@ async def delete_exchange(request: web.Request) -> web.Response:
 
 
 async def _exchange_bindings(request: web.Request, as_source: bool) -> web.Response:
+    """An exchange's bindings; ``[]`` for a missing exchange or vhost, as RabbitMQ answers."""
     b = _b(request)
+    if request.match_info["vhost"] not in b.vhosts():
+        return web.json_response([])
     vhost, name = _vhost(request), _x(request.match_info["name"])
-    _require_exchange(b, vhost, name)
     if as_source:
         found = [x for x in b.bindings(vhost) if x.source == name]
     else:
@@ -308,7 +310,7 @@ async def post_binding(request: web.Request) -> web.Response:
     with _direct():
         _b(request).bind(vhost, source, dest, kind, routing_key, arguments, user=_user(request))
     # rabbit_mgmt_wm_bindings: Location relative to the request path, so "<dest>/<properties_key>"
-    location = f"{quote(dest, safe='')}/{shapes.properties_key(routing_key, arguments)}"
+    location = f"{quote(dest, safe='')}/{quote(shapes.properties_key(routing_key, arguments), safe='')}"
     return web.Response(status=201, headers={"Location": location})
 
 

@@ -30,6 +30,7 @@ from leveret.management.decode import (
 )
 from leveret.management.guards import bad_request
 from leveret.management.listing import stream_all
+from leveret.model.snapshots import BindingSnapshot
 
 JSON = dict[str, Any]
 BACKEND: web.AppKey[Backend] = web.AppKey("queues_api_backend", Backend)
@@ -153,10 +154,15 @@ async def get_messages(request: web.Request) -> web.Response:
 
 
 async def queue_bindings(request: web.Request) -> web.StreamResponse:
-    vhost, name = _vhost(request), request.match_info["name"]
+    """A queue's bindings, the default exchange's first. RabbitMQ lists that implicit one even for a
+    queue that does not exist, and nothing (200) for a vhost that does not exist."""
     b = _b(request)
-    b.queue(vhost, name)
+    if request.match_info["vhost"] not in b.vhosts():
+        return web.json_response([])
+    vhost, name = _vhost(request), request.match_info["name"]
     mine = [x for x in b.bindings(vhost) if x.destination == name and x.destination_type == "queue"]
+    if not any(x.source == "" for x in mine):
+        mine.insert(0, BindingSnapshot(vhost, "", name, "queue", name, {}))
     return await stream_all(request, mine, shapes.binding_json)
 
 
