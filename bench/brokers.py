@@ -330,20 +330,27 @@ class RabbitMQBroker(Broker):
     name = "rabbitmq"
 
     def __init__(self, workdir: Path, script: Path, epmd: Epmd,
-                 nodename: str = "rabbit-bench@localhost") -> None:
+                 nodename: str = "rabbit-bench@localhost", management: bool = False) -> None:
+        """``management``: also enable the rabbitmq_management plugin, its HTTP listener on
+        127.0.0.1:`http_port` (a free port chosen here; 0 without it). It may answer a moment after
+        AMQP does (`wait_ready` waits for AMQP only)."""
         super().__init__(workdir)
         self.script = script
         self.epmd = epmd
         self.nodename = nodename
         self.dist_port = free_port()
+        self.http_port = free_port() if management else 0
         self.home = self.workdir / "home"
         for d in ("home", "mnesia", "log"):
             (self.workdir / d).mkdir(exist_ok=True)
-        (self.workdir / "enabled_plugins").write_text("[].\n")
+        (self.workdir / "enabled_plugins").write_text("[rabbitmq_management].\n" if management else "[].\n")
         (self.workdir / "rabbitmq.conf").write_text(
             "# written by bench/brokers.py\n"
             "loopback_users = none\n"
             "log.file.level = info\n"
+            # stats every 500 ms (default 5 s), so a test sees queue objects in full soon
+            + (f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {self.http_port}\n"
+               "collect_statistics_interval = 500\n" if management else "")
         )
 
     @property

@@ -102,7 +102,7 @@ def test_put_queue_creates_then_is_idempotent_then_406(api: Served) -> None:
     )
     status, body, _ = api.request("PUT", "/api/queues/%2F/new%2Fq", {"durable": True})
     assert status == 400 and body["error"] == "bad_request"
-    assert body["reason"].startswith("PRECONDITION_FAILED - inequivalent arg")
+    assert body["reason"].startswith("inequivalent arg")  # bare, as RabbitMQ's management
     status, body, _ = api.request("PUT", "/api/queues/%2F/bad", b"{not json")
     assert status == 400 and body["error"] == "bad_request"
 
@@ -121,7 +121,7 @@ def test_delete_queue_with_conditions(api: Served) -> None:
 def test_exclusive_queue_locked_is_400(api: Served) -> None:
     api.backend.add_queue("/", "mine", exclusive=True, owner=CONN)
     status, body, _ = api.request("DELETE", "/api/queues/%2F/mine")
-    assert status == 400 and body["reason"].startswith("RESOURCE_LOCKED")
+    assert status == 400 and body["reason"].startswith("cannot obtain exclusive access to locked queue")
     _, q, _ = api.request("GET", "/api/queues/%2F/mine")
     assert q["exclusive"] is True and q["owner_pid_details"] == {"name": CONN}
 
@@ -153,8 +153,11 @@ def test_get_messages(api: Served) -> None:
     status, err, _ = api.request("POST", "/api/queues/%2F/hello/get", {"count": 1, "ackmode": "nope", "encoding": "auto"})
     assert status == 400 and "ackmode" in err["reason"]
     assert (
-        api.request("POST", "/api/queues/%2F/none/get", {"count": 1, "ackmode": "ack_requeue_true"})[0] == 404
-    )
+        api.request("POST", "/api/queues/%2F/none/get", {"count": 1, "ackmode": "ack_requeue_true"})[0] == 400
+    )  # the body is checked first: [{key_missing,encoding}]
+    status, err, _ = api.request("POST", "/api/queues/%2F/none/get",
+                                 {"count": 1, "ackmode": "ack_requeue_true", "encoding": "auto"})  # fmt: skip
+    assert (status, err) == (404, {"error": "not_found", "reason": "NOT_FOUND - no queue 'none' in vhost '/'"})
 
 
 def test_connections_channels_consumers(api: Served) -> None:
@@ -253,10 +256,11 @@ def test_health_whoami_vhosts_nodes(api: Served) -> None:
 
 
 def test_auth_required_and_401_shape(api: Served) -> None:
+    # RabbitMQ 3.10: no credentials, no body; a failed login is "not_authorized" (with a z)
     status, body, headers = api.request("GET", "/api/overview", user="")
-    assert status == 401 and body["error"] == "not_authorised" and "WWW-Authenticate" in headers
+    assert status == 401 and body is None and "WWW-Authenticate" in headers
     status, body, _ = api.request("GET", "/api/overview", user="guest", password="wrong")
-    assert status == 401 and body == {"error": "not_authorised", "reason": "Login failed"}
+    assert status == 401 and body == {"error": "not_authorized", "reason": "Login failed"}
     status, _, headers = api.request(
         "GET", "/api/overview", user="", headers={"X-Requested-With": "XMLHttpRequest"}
     )
@@ -296,8 +300,8 @@ def test_dashboard_served_without_auth(api: Served) -> None:
 def test_unknown_path_and_method(api: Served) -> None:
     status, body, _ = api.request("GET", "/api/nope")
     assert status == 404 and body == {"error": "Object Not Found", "reason": "Not Found"}
-    status, body, _ = api.request("PATCH", "/api/overview")
-    assert status == 405 and body["error"] == "Method Not Allowed"
+    status, body, headers = api.request("PATCH", "/api/overview")
+    assert status == 405 and body is None and "GET" in headers["Allow"]  # cowboy's: no body
 
 
 def test_unexpected_backend_error_is_500_json(api: Served) -> None:

@@ -37,7 +37,8 @@ from aiohttp import web
 from leveret.errors import AMQPError, ReplyCode
 from leveret.management.authz import ACCESS, require_administrator
 from leveret.management.backend import Backend
-from leveret.management.guards import bad_request, json_body
+from leveret.management.decode import with_decode
+from leveret.management.guards import bad_request
 from leveret.model import limits as L
 from leveret.model.access import HASHES, MD5, SHA256, AccessControl, User, parse_tags
 
@@ -147,13 +148,6 @@ def apply_user(access: AccessControl, name: str, entry: JSON, version: object = 
     return access.add_user(name, None, tags, limits=limits)
 
 
-def missing_keys(body: JSON, *keys: str) -> None:
-    """400 with RabbitMQ's reason (``[{key_missing,read}]``) unless ``body`` has every key."""
-    missing = [k for k in keys if k not in body]
-    if missing:
-        raise bad_request("[" + ",".join(f"{{key_missing,{k}}}" for k in missing) + "]")
-
-
 # ---- helpers ---------------------------------------------------------------------------------------
 
 
@@ -217,7 +211,7 @@ async def get_user(request: web.Request) -> web.Response:
 async def put_user(request: web.Request) -> web.Response:
     acting = require_administrator(request)
     name = request.match_info["user"]
-    body = await json_body(request)
+    body = await with_decode(request)
     access = _access(request)
     created = name not in access.users
     try:
@@ -238,8 +232,7 @@ async def delete_user(request: web.Request) -> web.Response:
 
 async def bulk_delete_users(request: web.Request) -> web.Response:
     acting = require_administrator(request)
-    body = await json_body(request)
-    missing_keys(body, "users")
+    body = await with_decode(request, "users")
     names = body["users"]
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise bad_request("users must be a list of user names")
@@ -295,8 +288,7 @@ async def put_permission(request: web.Request) -> web.Response:
     key = _user_and_vhost(request)
     if key is None:
         raise bad_request("vhost_or_user_not_found")
-    body = await json_body(request)
-    missing_keys(body, "configure", "write", "read")
+    body = await with_decode(request, "configure", "write", "read")
     access = _access(request)
     existed = key in access.permissions
     try:
@@ -343,8 +335,7 @@ async def put_topic_permission(request: web.Request) -> web.Response:
     key = _user_and_vhost(request)
     if key is None:
         raise bad_request("vhost_or_user_not_found")
-    body = await json_body(request)
-    missing_keys(body, "exchange", "write", "read")
+    body = await with_decode(request, "exchange", "write", "read")
     exchange = body["exchange"]
     if not isinstance(exchange, str):
         raise bad_request("exchange must be a string")
@@ -377,7 +368,7 @@ async def delete_topic_permission(request: web.Request) -> web.Response:
 async def put_vhost(request: web.Request) -> web.Response:
     acting = require_administrator(request)
     name = request.match_info["vhost"]
-    body = await json_body(request)
+    body = await with_decode(request)
     description = body.get("description") or ""
     if not isinstance(description, str):
         raise bad_request("description must be a string")

@@ -52,10 +52,11 @@ def is_loopback(remote: str | None) -> bool:
     return addr.is_loopback
 
 
-def not_authorised(reason: str, *, realm: bool = False) -> web.HTTPUnauthorized:
-    """RabbitMQ's 401 body: ``{"error": "not_authorised", "reason": ...}``."""
+def not_authorised(reason: str, *, realm: bool = False, error: str = "not_authorised") -> web.HTTPUnauthorized:
+    """RabbitMQ's 401 body: ``{"error": "not_authorised", "reason": ...}`` (a failed login is
+    ``not_authorized``, spelt so by rabbit_mgmt_util:not_authenticated)."""
     return web.HTTPUnauthorized(
-        text=json.dumps({"error": "not_authorised", "reason": reason}),
+        text=json.dumps({"error": error, "reason": reason}),
         content_type="application/json",
         headers=REALM if realm else None,
     )
@@ -104,9 +105,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         # No WWW-Authenticate for the dashboard's own fetches, so browsers show its login
         # field instead of a native password dialog.
         ajax = request.headers.get("X-Requested-With") == "XMLHttpRequest"
+        if header is None:  # RabbitMQ (cowboy) answers a request without credentials with no body
+            raise web.HTTPUnauthorized(headers=None if ajax else REALM)
         if "localhost" in reason:  # RabbitMQ's text
-            raise not_authorised("User can only log in via localhost", realm=not ajax)
-        raise not_authorised("Login failed" if header else "Not management user", realm=not ajax)
+            raise not_authorised("User can only log in via localhost", realm=not ajax, error="not_authorized")
+        raise not_authorised("Login failed", realm=not ajax, error="not_authorized")
     logins.succeeded(peer)
     if not user.is_management:
         log.warning("HTTP login refused from %s: user '%s' has no management tag", peer, user.name)

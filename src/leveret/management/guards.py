@@ -46,7 +46,8 @@ def error_response(status: int, error: str, reason: str, headers: dict[str, str]
     return web.json_response({"error": error, "reason": reason}, status=status, headers=headers)
 
 
-def bad_request(reason: str) -> web.HTTPException:
+def bad_request(reason: Any) -> web.HTTPException:
+    """RabbitMQ's 400: ``reason`` is text, or an Erlang term rendered as JSON (``["not_int", "priority"]``)."""
     return web.HTTPBadRequest(
         text=json.dumps({"error": "bad_request", "reason": reason}), content_type="application/json"
     )
@@ -58,22 +59,28 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         return await handler(request)
     except AMQPError as e:
+        # What the model refuses, as RabbitMQ's management answers it for operations it runs on
+        # the broker as the HTTP user (rabbit_mgmt_util:direct_request): a 403 (a permission,
+        # an ``amq.`` name) is 401 "Access refused." with no detail, any other soft error 400 with
+        # the bare explanation (no ``CODE - `` prefix).
         if e.code == ReplyCode.NOT_FOUND:
             return error_response(404, "Object Not Found", "Not Found")
-        if e.code == ReplyCode.ACCESS_REFUSED and e.detail.startswith("access to"):
-            # A permission refusal of the HTTP user's operation, as RabbitMQ's management answers
-            # the channel's 403 (rabbit_mgmt_util:with_channel): 401, no detail.
-            return error_response(401, "not_authorised", "Access refused.")
         if e.code in (ReplyCode.ACCESS_REFUSED, ReplyCode.NOT_ALLOWED):
-            return error_response(403, "access_refused", e.text)
-        return error_response(400, "bad_request", e.text)
+            return error_response(401, "not_authorised", "Access refused.")
+        return error_response(400, "bad_request", e.detail)
     except ListingError as e:
         return error_response(400, e.error, e.reason)
     except web.HTTPException as e:
         if e.content_type == "application/json" or e.status < 400:
             raise
+        if e.status == 404 and request.method not in ("GET", "HEAD") and request.path.startswith("/api/"):
+            # RabbitMQ's catch-all route for unknown /api/ paths answers GET only
+            return web.Response(status=405, headers={"Allow": "HEAD, GET, OPTIONS"})
         if e.status == 404:
             return error_response(404, "Object Not Found", "Not Found")
+        if e.status in (401, 405):  # cowboy's: no body (401: a request without credentials)
+            keep = {k: e.headers[k] for k in ("Allow", "WWW-Authenticate") if k in e.headers}
+            return web.Response(status=e.status, headers=keep)
         return error_response(e.status, e.reason, e.reason)
     except RecursionError:
         return error_response(400, "bad_request", "nested too deeply")
@@ -126,11 +133,14 @@ async def json_body(request: web.Request) -> JSON:
         # A big body (a definitions file) is parsed a slice per loop turn, as UTF-8 only.
         body = json.loads(raw) if len(raw) < SLICED_PARSE else await loads_sliced(raw.decode("utf-8"))
     except ValueError:  # JSONDecodeError and UnicodeDecodeError
-        raise bad_request("body is not valid JSON") from None
+        raise bad_request("not_json") from None
     except RecursionError:
         raise bad_request("body is nested too deeply") from None
     if body is None:
         return {}
+    if isinstance(body, str):  # rabbit_mgmt_util:decode's own text
+        raise bad_request("invalid payload: the request body JSON-decoded to a string. "
+                          "Is the input doubly-JSON-encoded?")  # fmt: skip
     if not isinstance(body, dict):
-        raise bad_request("body must be a JSON object")
+        raise bad_request("not_json")
     return body

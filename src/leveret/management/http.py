@@ -15,11 +15,11 @@ broker runs in its own event loop (port 15672 by default). Contract:
   has a row in, and a user without monitoring only its own connections, channels and consumers;
   the overview's totals count what the user can see.
 * Queue operations run as the HTTP user (``user=`` to the backend), so the model checks its
-  permissions; a refusal (403 ``access to ...``) becomes 401 ``Access refused.``.
+  permissions; a refusal (403) becomes 401 ``Access refused.``.
 * Backend errors map as RabbitMQ's do: AMQPError 404 -> 404
   ``{"error": "Object Not Found", "reason": "Not Found"}``; 405/406 (and other soft
-  codes) -> 400 ``{"error": "bad_request", "reason": <reply text>}``. A malformed request
-  body is 400 too. Anything else escaping a handler is a bug: 500, logged. Bodies, paths and
+  codes) -> 400 ``{"error": "bad_request", "reason": <the bare explanation>}``. A malformed
+  request body is 400 too (RabbitMQ's ``not_json``). Anything else escaping a handler is a bug: 500, logged. Bodies, paths and
   timeouts are checked as :mod:`leveret.management.guards` says.
 * Lists follow :mod:`leveret.management.listing` (RabbitMQ's pagination, filters, sorting), and
   no request runs long on the event loop: work over every queue goes a slice per loop turn.
@@ -32,7 +32,6 @@ broker runs in its own event loop (port 15672 by default). Contract:
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -44,7 +43,16 @@ from typing import Any
 from aiohttp import web
 
 from leveret.errors import AMQPError, ReplyCode
-from leveret.management import access_api, browser, limits_api, objects_api, policies_api, shapes
+from leveret.management import (
+    access_api,
+    browser,
+    limits_api,
+    objects_api,
+    parameters_api,
+    policies_api,
+    queues_api,
+    shapes,
+)
 from leveret.management import definitions as defs
 from leveret.management.authz import (
     ACCESS,
@@ -55,10 +63,10 @@ from leveret.management.authz import (
     not_authorised,
     require_administrator,
     require_monitor,
-    require_vhost,
     visible_vhosts,
 )
-from leveret.management.backend import Backend, GotMessage, QueueCounters, QueueKey
+from leveret.management.backend import Backend, QueueCounters, QueueKey
+from leveret.management.decode import flag, path_vhost, with_decode
 from leveret.management.guards import (
     LINGER,
     MAX_BODY,
@@ -66,7 +74,6 @@ from leveret.management.guards import (
     TIMEOUT,
     bad_request,
     errors_middleware,
-    json_body,
     strict_path_middleware,
 )
 from leveret.management.listing import SLICE, Source, gc_paused, respond, stream_all
@@ -86,8 +93,6 @@ JSON = dict[str, Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: Queues read per loop turn when summing or sampling every queue.
 COUNT_SLICE = 1000
-ACKMODES = {"ack_requeue_true": True, "reject_requeue_true": True,
-            "ack_requeue_false": False, "reject_requeue_false": False}  # fmt: skip
 
 
 # ---- helpers ------------------------------------------------------------------------
@@ -100,14 +105,7 @@ def _node(request: web.Request) -> str:
 
 
 def _vhost(request: web.Request) -> str:
-    """The ``{vhost}`` path segment: 404 when the vhost does not exist, then 401 "User not
-    authorised to access virtual host" unless the user has a permission row there (administrators
-    always pass), in RabbitMQ's order (``user_matches_vhost`` lets a missing vhost through)."""
-    vhost = request.match_info["vhost"]
-    if vhost not in _backend(request).vhosts():
-        raise AMQPError(ReplyCode.NOT_FOUND, f"no vhost '{vhost}'")
-    require_vhost(request, vhost)
-    return vhost
+    return path_vhost(request, _backend(request).vhosts())
 
 
 def _listed_vhosts(request: web.Request) -> list[str] | None:
@@ -134,14 +132,6 @@ def _per_vhost(fetch: Callable[[str | None], Iterable[Any]], vhosts: list[str] |
     if vhosts is None:
         return list(fetch(None))
     return [x for v in vhosts for x in fetch(v)]
-
-
-def _user_name(request: web.Request) -> str:
-    return current_user(request).name
-
-
-def _flag(request: web.Request, name: str) -> bool:
-    return request.query.get(name, "false").lower() in ("true", "1", "yes")
 
 
 async def _counted(b: Backend, keys: list[QueueKey]) -> tuple[int, int, int]:
@@ -255,7 +245,11 @@ async def overview(request: web.Request) -> web.Response:
         "product_version": info.product_version,
         "cluster_name": info.node,
         "erlang_version": "n/a",
+        "erlang_full_version": "n/a",
+        "release_series_support_status": "supported",
         "rates_mode": "basic",
+        # How far back rates and samples go (RabbitMQ's ages in seconds): the sampler's history.
+        "sample_retention_policies": {k: [int(rates.history)] for k in ("global", "basic", "detailed")},
         "disable_stats": False,
         "enable_queue_totals": False,
     }
@@ -326,100 +320,6 @@ def _vhost_name(x: ExchangeSnapshot) -> tuple[str, str]:
 async def get_queue(request: web.Request) -> web.Response:
     q = _backend(request).queue(_vhost(request), request.match_info["name"])
     return web.json_response(shapes.queue_json(q, _node(request), request.app[RATES]))
-
-
-async def put_queue(request: web.Request) -> web.Response:
-    b = _backend(request)
-    vhost, name = _vhost(request), request.match_info["name"]
-    body = await json_body(request)
-    arguments = body.get("arguments") or {}
-    if not isinstance(arguments, dict):
-        raise bad_request("arguments must be a JSON object")
-    if body.get("type") and "x-queue-type" not in arguments:
-        arguments["x-queue-type"] = body["type"]
-    defs.check_name("queue", name)
-    try:
-        b.queue(vhost, name)
-        existed = True
-    except AMQPError as e:
-        if e.code != ReplyCode.NOT_FOUND:
-            raise
-        existed = False
-    b.declare_queue(
-        vhost, name, bool(body.get("durable", True)), bool(body.get("auto_delete", False)), arguments,
-        user=_user_name(request),
-    )  # fmt: skip
-    return web.Response(status=204 if existed else 201)
-
-
-async def delete_queue(request: web.Request) -> web.Response:
-    deleted = _backend(request).delete_queue(
-        _vhost(request), request.match_info["name"],
-        if_unused=_flag(request, "if-unused"), if_empty=_flag(request, "if-empty"), user=_user_name(request),
-    )  # fmt: skip
-    # Not in RabbitMQ: the count lets leveretctl say how many messages went with the queue.
-    return web.Response(status=204, headers={"X-Messages-Deleted": str(deleted)})
-
-
-async def purge_queue(request: web.Request) -> web.Response:
-    purged = _backend(request).purge_queue(
-        _vhost(request), request.match_info["name"], user=_user_name(request)
-    )
-    return web.Response(status=204, headers={"X-Messages-Purged": str(purged)})
-
-
-def _got_json(m: GotMessage, encoding: str, truncate: int | None) -> JSON:
-    payload = m.payload if truncate is None else m.payload[:truncate]
-    text: str | None = None
-    if encoding == "auto":
-        try:
-            text = payload.decode("utf-8")
-        except UnicodeDecodeError:
-            text = None
-    return {
-        "payload_bytes": len(m.payload),
-        "redelivered": m.redelivered,
-        "exchange": m.exchange,
-        "routing_key": m.routing_key,
-        "message_count": m.message_count,
-        "properties": shapes.jsonable(m.properties),
-        "payload": text if text is not None else base64.b64encode(payload).decode(),
-        "payload_encoding": "string" if text is not None else "base64",
-    }
-
-
-async def get_messages(request: web.Request) -> web.Response:
-    vhost, name = _vhost(request), request.match_info["name"]
-    _backend(request).queue(vhost, name)  # 404 before the body is looked at (resource_exists)
-    body = await json_body(request)
-    missing = [k for k in ("count", "ackmode", "encoding") if k not in body]
-    if missing:  # rabbit_mgmt_util:with_decode
-        raise bad_request("[" + ",".join(f"{{key_missing,{k}}}" for k in missing) + "]")
-    ackmode = body["ackmode"]
-    if not isinstance(ackmode, str) or ackmode not in ACKMODES:
-        raise bad_request(f"ackmode must be one of {', '.join(ACKMODES)}")
-    encoding = body["encoding"]
-    if not isinstance(encoding, str) or encoding not in ("auto", "base64"):
-        raise bad_request("Unsupported encoding. Please use auto or base64.")
-    try:  # numbers may come as strings (rabbitmqadmin sends them so)
-        count = int(body["count"])
-        truncate = None if body.get("truncate") in (None, "") else int(body["truncate"])
-    except (TypeError, ValueError):
-        raise bad_request("count and truncate must be integers") from None
-    if count < 1:
-        raise bad_request("count must be at least 1")
-    got = _backend(request).get_messages(
-        vhost, name, count, ACKMODES[ackmode], user=_user_name(request), reject=ackmode == "reject_requeue_false"
-    )
-    return web.json_response([_got_json(m, encoding, truncate) for m in got])
-
-
-async def queue_bindings(request: web.Request) -> web.StreamResponse:
-    vhost, name = _vhost(request), request.match_info["name"]
-    b = _backend(request)
-    b.queue(vhost, name)
-    mine = [x for x in b.bindings(vhost) if x.destination == name and x.destination_type == "queue"]
-    return await stream_all(request, mine, shapes.binding_json)
 
 
 async def list_connections(request: web.Request) -> web.StreamResponse:
@@ -533,7 +433,7 @@ async def get_definitions(request: web.Request) -> web.StreamResponse:
     del doc["queues"]
     keys = b.queue_keys(vhost)
     headers = {"Content-Type": "application/json; charset=utf-8"}
-    if _flag(request, "download") or "download" in request.query:
+    if flag(request, "download") or "download" in request.query:
         headers["Content-Disposition"] = 'attachment; filename="leveret_definitions.json"'
     resp = web.StreamResponse(headers=headers)
     await resp.prepare(request)
@@ -559,7 +459,7 @@ async def get_definitions(request: web.Request) -> web.StreamResponse:
 async def post_definitions(request: web.Request) -> web.Response:
     require_administrator(request)  # it creates users and grants permissions
     vhost = _vhost(request) if "vhost" in request.match_info else None
-    body = await json_body(request)
+    body = await with_decode(request)
     report = await defs.import_definitions_sliced(_backend(request), body, vhost, access=request.app[ACCESS])
     if report.ignored:
         log.info("definitions import ignored: %s", ", ".join(report.ignored))
@@ -707,11 +607,6 @@ def build_app(
     r.add_get("/api/queues", list_queues)
     r.add_get("/api/queues/{vhost}", list_queues)
     r.add_get("/api/queues/{vhost}/{name}", get_queue)
-    r.add_put("/api/queues/{vhost}/{name}", put_queue)
-    r.add_delete("/api/queues/{vhost}/{name}", delete_queue)
-    r.add_delete("/api/queues/{vhost}/{name}/contents", purge_queue)
-    r.add_post("/api/queues/{vhost}/{name}/get", get_messages)
-    r.add_get("/api/queues/{vhost}/{name}/bindings", queue_bindings)
     r.add_get("/api/connections", list_connections)
     r.add_get("/api/connections/{name}", get_connection)
     r.add_delete("/api/connections/{name}", close_connection)
@@ -730,5 +625,7 @@ def build_app(
     access_api.register(app, backend)  # users, vhosts, permissions
     policies_api.register(app, backend)  # policies, operator policies
     limits_api.register(app, backend)  # user and vhost limits
+    queues_api.register(app, backend)  # queue declare, delete, purge, get, actions
     objects_api.register(app, backend)  # exchanges, bindings, publish, health checks, aliveness
+    parameters_api.register(app, backend)  # runtime and global parameters
     return app

@@ -24,9 +24,10 @@ from pamqp import encode as pamqp_encode
 
 from leveret.errors import AMQPError, ReplyCode
 from leveret.management import shapes
-from leveret.management.authz import current_user, not_authorised, require_administrator, require_vhost
+from leveret.management.authz import current_user, not_authorised
 from leveret.management.backend import Backend
-from leveret.management.guards import bad_request, json_body
+from leveret.management.decode import flag, not_found, parse_bool, path_vhost, vhost_not_found, with_decode
+from leveret.management.guards import bad_request
 from leveret.model.snapshots import BindingSnapshot
 
 JSON = dict[str, Any]
@@ -68,7 +69,6 @@ def register(app: web.Application, backend: Backend) -> None:
         r.add_post(f"/api/bindings/{{vhost}}/e/{{source}}/{kind}/{{dest}}", post_binding)
         r.add_get(f"/api/bindings/{{vhost}}/e/{{source}}/{kind}/{{dest}}/{{props}}", get_binding)
         r.add_delete(f"/api/bindings/{{vhost}}/e/{{source}}/{kind}/{{dest}}/{{props}}", delete_binding)
-    r.add_post("/api/queues/{vhost}/{name}/actions", queue_actions)
     checks = "/api/health/checks"
     r.add_get(f"{checks}/alarms", alarms)
     r.add_get(f"{checks}/local-alarms", local_alarms)
@@ -78,22 +78,6 @@ def register(app: web.Application, backend: Backend) -> None:
     r.add_get(f"{checks}/virtual-hosts", virtual_hosts)
     r.add_get(f"{checks}/node-is-mirror-sync-critical", single_node)
     r.add_get(f"{checks}/node-is-quorum-critical", single_node)
-    register_empty_lists(app)
-
-
-def register_empty_lists(app: web.Application) -> None:
-    """Parameters are not built yet: their lists answer ``[]`` so tools that list them
-    (rabbitmqadmin, monitoring) keep working. Drop this when they are."""
-    r = app.router
-    for path in ("/api/parameters", "/api/parameters/{component}",
-                 "/api/parameters/{component}/{vhost}", "/api/global-parameters"):  # fmt: skip
-        r.add_get(path, _empty)
-
-
-async def _empty(request: web.Request) -> web.Response:
-    if "vhost" in request.match_info:
-        _vhost(request)
-    return web.json_response([])
 
 
 # ---- helpers ------------------------------------------------------------------------
@@ -102,16 +86,16 @@ def _b(request: web.Request) -> Backend:
 
 
 def _vhost(request: web.Request) -> str:
-    """The ``{vhost}`` segment: 404 if missing, then the caller's access to it (as http.py's)."""
-    vhost = request.match_info["vhost"]
-    if vhost not in _b(request).vhosts():
-        raise NOT_FOUND
-    require_vhost(request, vhost)
-    return vhost
+    return path_vhost(request, _b(request).vhosts())
 
 
-def _flag(request: web.Request, name: str) -> bool:
-    return request.query.get(name, "false").lower() in ("true", "1", "yes")
+async def _declaring(request: web.Request, *keys: str) -> tuple[str, JSON]:
+    """(vhost, body) of a declare: the body first, then 404 ``vhost_not_found`` (the declare's own
+    check, RabbitMQ's order), then the caller's access to the vhost."""
+    body = await with_decode(request, *keys)
+    if request.match_info["vhost"] not in _b(request).vhosts():
+        raise vhost_not_found()
+    return _vhost(request), body
 
 
 def _user(request: web.Request) -> str:
@@ -129,13 +113,6 @@ def _exchange_exists(b: Backend, vhost: str, name: str) -> bool:
 def _require_exchange(b: Backend, vhost: str, name: str) -> None:
     if not _exchange_exists(b, vhost, name):
         raise NOT_FOUND
-
-
-def _bool(body: JSON, key: str, default: bool) -> bool:
-    v = body.get(key, default)
-    if isinstance(v, str):  # rabbitmqadmin sends "true"/"false" for declare's options
-        return v.lower() == "true"
-    return bool(v)
 
 
 def _arguments(body: JSON) -> dict[str, Any]:
@@ -160,26 +137,22 @@ def _direct() -> Iterator[None]:
         raise bad_request(e.detail) from None
 
 
-def _missing(body: JSON, keys: tuple[str, ...]) -> None:
-    """rabbit_mgmt_util:with_decode: every missing key listed, ``[{key_missing,K},...]``."""
-    missing = [k for k in keys if k not in body]
-    if missing:
-        raise bad_request("[" + ",".join(f"{{key_missing,{k}}}" for k in missing) + "]")
-
-
 # ---- exchanges ----------------------------------------------------------------------
 async def put_exchange(request: web.Request) -> web.Response:
     b = _b(request)
-    vhost, name = _vhost(request), _x(request.match_info["name"])
-    body = await json_body(request)
+    vhost, body = await _declaring(request)
+    name = _x(request.match_info["name"])
     type_ = body.get("type", "direct")  # exchange.declare's default type
     if not isinstance(type_, str):
         raise bad_request("type must be a string")
+    durable, auto_delete = parse_bool(body, "durable", False), parse_bool(body, "auto_delete", False)
+    internal = parse_bool(body, "internal", False)
+    if type_ not in b.node_info().exchange_types and not name.startswith("amq."):
+        raise bad_request(f"invalid exchange type '{type_}'")  # rabbit_mgmt_wm_exchange's check
     existed = _exchange_exists(b, vhost, name)
     with _direct():
         b.declare_exchange(
-            vhost, name, type_, _bool(body, "durable", False), _bool(body, "auto_delete", False),
-            _bool(body, "internal", False), _arguments(body), user=_user(request),
+            vhost, name, type_, durable, auto_delete, internal, _arguments(body), user=_user(request),
         )  # fmt: skip
     return web.Response(status=204 if existed else 201)
 
@@ -189,14 +162,16 @@ async def delete_exchange(request: web.Request) -> web.Response:
     vhost, name = _vhost(request), _x(request.match_info["name"])
     _require_exchange(b, vhost, name)
     with _direct():
-        b.delete_exchange(vhost, name, _flag(request, "if-unused"), user=_user(request))
+        b.delete_exchange(vhost, name, flag(request, "if-unused"), user=_user(request))
     return web.Response(status=204)
 
 
 async def _exchange_bindings(request: web.Request, as_source: bool) -> web.Response:
+    """An exchange's bindings; ``[]`` for a missing exchange or vhost, as RabbitMQ answers."""
     b = _b(request)
+    if request.match_info["vhost"] not in b.vhosts():
+        return web.json_response([])
     vhost, name = _vhost(request), _x(request.match_info["name"])
-    _require_exchange(b, vhost, name)
     if as_source:
         found = [x for x in b.bindings(vhost) if x.source == name]
     else:
@@ -215,7 +190,7 @@ async def exchange_bindings_destination(request: web.Request) -> web.Response:
 # ---- publish ------------------------------------------------------------------------
 def basic_properties(props: Any) -> bytes:
     """RabbitMQ's ``to_basic_properties`` (underscore keys; unknown keys ignored), encoded as the
-    property section of a content header. Wrong types raise 400 ``{not_int,K}`` / ``{not_string,K}``."""
+    property section of a content header. Wrong types raise 400 ``["not_int", K]`` / ``["not_string", K]``."""
     if not isinstance(props, dict):
         raise bad_request("properties must be a JSON object")
     flags = 0
@@ -226,21 +201,21 @@ def basic_properties(props: Any) -> bytes:
         v = props[key]
         if kind in ("o", "q"):
             if not isinstance(v, int) or isinstance(v, bool):
-                raise bad_request(f"{{not_int,{key}}}")
+                raise bad_request(["not_int", key])
             limit = 0xFF if kind == "o" else 0xFFFFFFFFFFFFFFFF
             if not 0 <= v <= limit:
-                raise bad_request(f"{{not_int,{key}}}")
+                raise bad_request(["not_int", key])
             out += bytes((v,)) if kind == "o" else struct.pack(">Q", v)
         elif kind == "t":
             if not isinstance(v, dict):
-                raise bad_request(f"{{not_table,{key}}}")
+                raise bad_request(["not_table", key])  # RabbitMQ: 500 (a crash)
             try:
                 out += pamqp_encode.field_table(v)
             except (TypeError, ValueError) as e:
                 raise bad_request(f"headers cannot be encoded: {e}") from None
         else:
             if not isinstance(v, str):
-                raise bad_request(f"{{not_string,{key}}}")
+                raise bad_request(["not_string", key])
             raw = v.encode("utf-8")
             if len(raw) > 255:
                 raise bad_request(f"{key} is longer than 255 bytes")
@@ -252,8 +227,7 @@ def basic_properties(props: Any) -> bytes:
 async def publish(request: web.Request) -> web.Response:
     b = _b(request)
     vhost, exchange = _vhost(request), _x(request.match_info["name"])
-    body = await json_body(request)
-    _missing(body, ("routing_key", "properties", "payload", "payload_encoding"))
+    body = await with_decode(request, "routing_key", "properties", "payload", "payload_encoding")
     routing_key, payload, encoding = body["routing_key"], body["payload"], body["payload_encoding"]
     if not isinstance(routing_key, str) or not isinstance(payload, str):
         raise bad_request("routing_key and payload must be strings")
@@ -263,12 +237,13 @@ async def publish(request: web.Request) -> web.Response:
         try:
             data = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError):
-            raise bad_request("payload is not valid base64") from None
+            raise bad_request(["not_base64", payload]) from None
     else:
-        raise bad_request(f"{{unsupported_payload_encoding,{encoding}}}")
+        raise bad_request(["unsupported_encoding", encoding])
     props = body["properties"] or {}
     properties = basic_properties(props)
-    _require_exchange(b, vhost, exchange)
+    if not _exchange_exists(b, vhost, exchange):  # the channel's 404, as "<code> <text>"
+        raise bad_request(f"404 NOT_FOUND - no exchange '{exchange}' in vhost '{vhost}'")
     try:
         routed, refused = b.publish(
             vhost, exchange, routing_key, properties, data, persistent=props.get("delivery_mode") == 2,
@@ -286,17 +261,22 @@ async def publish(request: web.Request) -> web.Response:
 
 
 # ---- bindings -----------------------------------------------------------------------
-def _ends(request: web.Request) -> tuple[str, str, str, str]:
-    """(vhost, source, destination, destination_type), both ends checked to exist (404)."""
+def _ends(request: web.Request, check: bool = True) -> tuple[str, str, str, str]:
+    """(vhost, source, destination, destination_type); with ``check``, both ends must exist (404
+    ``not_found`` naming the first missing one, as binding creation answers)."""
     b = _b(request)
     vhost = _vhost(request)
     source, dest = _x(request.match_info["source"]), request.match_info["dest"]
     kind = "queue" if request.rel_url.raw_parts[6] == "q" else "exchange"  # /api/bindings/{vhost}/e/{s}/q/
-    _require_exchange(b, vhost, source)
+    if not check:
+        return vhost, source, dest, kind
+    if not _exchange_exists(b, vhost, source):
+        raise not_found(f"no exchange '{source}' in vhost '{vhost}'")
     if kind == "queue":
-        b.queue(vhost, dest)
-    else:
-        _require_exchange(b, vhost, dest)
+        if (vhost, dest) not in b.queue_keys(vhost):
+            raise not_found(f"no queue '{dest}' in vhost '{vhost}'")
+    elif not _exchange_exists(b, vhost, dest):
+        raise not_found(f"no exchange '{dest}' in vhost '{vhost}'")
     return vhost, source, dest, kind
 
 
@@ -313,26 +293,29 @@ def _props_match(x: BindingSnapshot, props: str) -> bool:
 
 
 async def list_between(request: web.Request) -> web.Response:
-    vhost, source, dest, kind = _ends(request)
+    """The bindings between two objects: ``[]`` when either does not exist (RabbitMQ's)."""
+    vhost, source, dest, kind = _ends(request, check=False)
     return web.json_response([shapes.binding_json(x) for x in _between(request, vhost, source, dest, kind)])
 
 
 async def post_binding(request: web.Request) -> web.Response:
+    body = await with_decode(request)
+    if request.match_info["vhost"] not in _b(request).vhosts():
+        raise vhost_not_found()
     vhost, source, dest, kind = _ends(request)
-    body = await json_body(request)
     routing_key = body.get("routing_key", "")
-    if not isinstance(routing_key, str):
+    if not isinstance(routing_key, str):  # RabbitMQ answers 201 and binds nothing
         raise bad_request("routing_key must be a string")
     arguments = _arguments(body)
     with _direct():
         _b(request).bind(vhost, source, dest, kind, routing_key, arguments, user=_user(request))
     # rabbit_mgmt_wm_bindings: Location relative to the request path, so "<dest>/<properties_key>"
-    location = f"{quote(dest, safe='')}/{shapes.properties_key(routing_key, arguments)}"
+    location = f"{quote(dest, safe='')}/{quote(shapes.properties_key(routing_key, arguments), safe='')}"
     return web.Response(status=201, headers={"Location": location})
 
 
 def _one(request: web.Request) -> tuple[str, BindingSnapshot]:
-    vhost, source, dest, kind = _ends(request)
+    vhost, source, dest, kind = _ends(request, check=False)
     props = request.match_info["props"]
     for x in _between(request, vhost, source, dest, kind):
         if _props_match(x, props):
@@ -356,21 +339,6 @@ async def delete_binding(request: web.Request) -> web.Response:
         dict(x.arguments),
         user=_user(request),
     )
-    return web.Response(status=204)
-
-
-# ---- queue actions ------------------------------------------------------------------
-async def queue_actions(request: web.Request) -> web.Response:
-    """rabbit_mgmt_wm_queue_actions (administrators): ``sync`` and ``cancel_sync`` act on classic
-    mirrors; a single node has none, so both succeed doing nothing (204). Others: 400."""
-    require_administrator(request)
-    vhost, name = _vhost(request), request.match_info["name"]
-    body = await json_body(request)
-    _missing(body, ("action",))
-    _b(request).queue(vhost, name)  # rabbit_amqqueue:with: 404 for a missing queue
-    action = body["action"]
-    if action not in ("sync", "cancel_sync"):
-        raise bad_request(f'{{unknown,<<"{action}">>}}')
     return web.Response(status=204)
 
 
@@ -407,11 +375,11 @@ def cert_not_after(path: str) -> float:
 async def certificate_expiration(request: web.Request) -> web.Response:
     within, unit = request.match_info["within"], request.match_info["unit"]
     if unit not in _UNIT_SECONDS:
-        raise bad_request("Invalid unit")
+        raise bad_request("Time unit not recognised. Supported units: days, weeks, months, years.")
     try:
         seconds = int(within) * _UNIT_SECONDS[unit]
     except ValueError:
-        raise bad_request("Invalid expiration value") from None
+        raise bad_request("Invalid expiration value.") from None
     info = _b(request).node_info()
     if not info.tls_cert:
         return _ok()

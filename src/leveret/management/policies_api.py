@@ -11,7 +11,8 @@ Contract:
   rabbit_mgmt_util's ``escape_html_tags`` does. ``DELETE`` removes it (204; 404 if missing).
 * ``/api/operator-policies`` likewise, administrators only; its PUT wants ``application/json``
   (415 otherwise, as cowboy answers RabbitMQ's handler).
-* An unknown vhost is 404.
+* An unknown vhost is 404 (a PUT's: ``vhost_not_found``); a PUT without ``pattern`` or
+  ``definition`` is 400 ``[{key_missing,definition}]``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from leveret.management.authz import (
     require_vhost,
 )
 from leveret.management.backend import Backend
-from leveret.management.guards import bad_request, json_body
+from leveret.management.decode import vhost_not_found, with_decode
+from leveret.management.guards import bad_request
 from leveret.model.access import User
 from leveret.model.policy import PolicyError
 
@@ -100,11 +102,10 @@ async def put_policy(request: web.Request) -> web.Response:
     operator = _operator(request)
     if operator and request.content_type != "application/json":
         raise web.HTTPUnsupportedMediaType()
+    body = await with_decode(request, "pattern", "definition")
+    if request.match_info["vhost"] not in request.app[BACKEND].vhosts():
+        raise vhost_not_found()
     vhost, name = _vhost(request), request.match_info["name"]
-    body = await json_body(request)
-    for key in ("pattern", "definition"):
-        if key not in body:
-            raise validation_failed(f'Key "{key}" not found in {"operator_policy" if operator else "policy"}')
     try:
         new = request.app[BACKEND].set_policy(
             vhost, name, body["pattern"], body["definition"], body.get("priority", 0), body.get("apply-to", "all"),

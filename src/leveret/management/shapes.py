@@ -146,7 +146,10 @@ def exchange_definition(x: ExchangeSnapshot) -> JSON:
 
 
 def exchange_json(x: ExchangeSnapshot) -> JSON:
-    return {**exchange_definition(x), "user_who_performed_action": "rmq-internal", "policy": x.policy}
+    out = {**exchange_definition(x), "user_who_performed_action": "rmq-internal"}
+    if x.policy:  # RabbitMQ shows the key only when a policy applies
+        out["policy"] = x.policy
+    return out
 
 
 def properties_key(routing_key: str, arguments: Mapping[str, Any]) -> str:
