@@ -207,6 +207,11 @@ def test_vhost_limits_over_http_and_amqp(api: Api) -> None:
     c1.close()
     api.ok("DELETE", "/api/vhost-limits/v/max-connections")
     assert api.get("/api/vhost-limits/v") == [{"vhost": "v", "value": {"max-queues": 2}}]
+    # Another user's vhost: a management user sees only the vhosts it has permissions in.
+    api.ok("PUT", "/api/users/m", {"password": "mpw", "tags": "management"}, 201)
+    assert api.request("GET", "/api/vhost-limits", auth=("m", "mpw")) == (200, [])
+    assert api.request("GET", "/api/vhost-limits/v", auth=("m", "mpw"))[0] == 401
+    assert api.request("PUT", "/api/vhost-limits/v/max-queues", {"value": 9}, auth=("u", PW))[0] == 401
     api.ok("DELETE", "/api/vhost-limits/v/max-queues")
     assert api.get("/api/vhost-limits") == []
 
@@ -216,11 +221,15 @@ def test_vhost_limits_are_kept_across_a_restart_and_go_with_the_vhost(tmp_path: 
     try:
         a.ok("PUT", "/api/vhosts/v", None, 201)
         a.ok("PUT", "/api/vhost-limits/v/max-queues", {"value": 0})
+        a.ok("PUT", "/api/vhost-limits/v/max-connections", {"value": 10**30})  # valid, extreme: kept as is
+        a.ok("PUT", "/api/users/big", {"password": "x", "tags": ""}, 201)
+        a.ok("PUT", "/api/user-limits/big/max-channels", {"value": -(10**30)})  # negative: no limit
     finally:
         a.broker.stop()
     a = make_api(storage="sqlite", data_dir=tmp_path)
     try:
-        assert a.get("/api/vhost-limits") == [{"vhost": "v", "value": {"max-queues": 0}}]
+        assert a.get("/api/vhost-limits") == [{"vhost": "v", "value": {"max-queues": 0, "max-connections": 10**30}}]
+        assert a.get("/api/user-limits/big") == [{"user": "big", "value": {"max-channels": -(10**30)}}]
         conn = a.connect("guest", "guest", "v")
         with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="queue limit in vhost 'v' \\(0\\)"):
             conn.channel().queue_declare("q")

@@ -30,7 +30,8 @@ from aiohttp import web
 from leveret.errors import AMQPError, ReplyCode
 from leveret.management.authz import ACCESS, may_see_vhost, require_administrator, require_vhost
 from leveret.management.backend import Backend
-from leveret.management.guards import bad_request, json_body
+from leveret.management.decode import with_decode
+from leveret.management.guards import bad_request
 from leveret.management.policies_api import validation_failed
 
 log = logging.getLogger("leveret.access")
@@ -52,10 +53,7 @@ def register(app: web.Application, backend: Backend) -> None:
 
 
 async def _value(request: web.Request) -> Any:
-    body = await json_body(request)
-    if "value" not in body:
-        raise bad_request("[{key_missing,value}]")
-    return body["value"]
+    return (await with_decode(request, "value"))["value"]
 
 
 def _not_found() -> AMQPError:

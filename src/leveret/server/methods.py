@@ -20,7 +20,8 @@ from leveret.protocol import codec
 from leveret.server import auth
 
 if TYPE_CHECKING:
-    from leveret.server.connection import AMQPServerProtocol, ServerChannel
+    from leveret.server.channel import ServerChannel
+    from leveret.server.connection import AMQPServerProtocol
 
 log = logging.getLogger("leveret.connection")
 
