@@ -61,10 +61,23 @@ class FakeBackend:
         self.cons: list[ConsumerSnapshot] = []
         self.closed: list[tuple[str, str]] = []
         self.base_totals = Totals()
+        self.globals: dict[str, Any] = {}
         for vh in self._vhosts:
             for name, kind in (("", "direct"), ("amq.direct", "direct"), ("amq.fanout", "fanout"),
                                ("amq.topic", "topic"), ("amq.headers", "headers")):  # fmt: skip
                 self.xs[(vh, name)] = ExchangeSnapshot(vh, name, kind, True, False, False, {})
+
+    # ---- global runtime parameters -------------------------------------------------
+    def global_parameters(self) -> dict[str, Any]:
+        return dict(self.globals)
+
+    def set_global_parameter(self, name: str, value: Any) -> bool:
+        existed = name in self.globals
+        self.globals[name] = value
+        return existed
+
+    def clear_global_parameter(self, name: str) -> bool:
+        return self.globals.pop(name, None) is not None
 
     # ---- helpers for tests -------------------------------------------------------
     def add_queue(self, vhost: str, name: str, ready: int = 0, unacked: int = 0, **kw: Any) -> FakeQueue:

@@ -183,3 +183,13 @@ class Backend(Protocol):
 
     def clear_vhost_limits(self, vhost: str, key: str) -> None:
         """Remove one limit (``all``: every one); AMQPError 404 for a missing vhost."""
+
+    # ---- global runtime parameters (/api/global-parameters), kept across restarts -----------------
+    def global_parameters(self) -> dict[str, Any]:
+        """name -> JSON value (a copy)."""
+
+    def set_global_parameter(self, name: str, value: Any) -> bool:
+        """True if it existed (replaced)."""
+
+    def clear_global_parameter(self, name: str) -> bool:
+        """False if there was none."""

@@ -152,6 +152,15 @@ class LiveBackend:
     def clear_vhost_limits(self, vhost: str, key: str) -> None:
         self.broker.clear_vhost_limits(vhost, key)
 
+    def global_parameters(self) -> dict[str, Any]:
+        return dict(self.broker.global_parameters)
+
+    def set_global_parameter(self, name: str, value: Any) -> bool:
+        return self.broker.set_global_parameter(name, value)
+
+    def clear_global_parameter(self, name: str) -> bool:
+        return self.broker.clear_global_parameter(name)
+
     def queues(self, vhost: str | None = None) -> list[QueueSnapshot]:
         return stats.queues(self.broker, vhost)
 

@@ -16,8 +16,8 @@ Vhost limits are served by :mod:`leveret.management.limits_api` (``/api/vhost-li
 Global parameters take any JSON value under any name (administrators only): ``PUT
 /api/global-parameters/{name}`` with ``value`` creates (201) or replaces (204), ``DELETE`` removes
 (204, 404 if missing), ``GET`` lists ``{"name", "value"}`` objects, ``internal_cluster_id`` among
-them as on RabbitMQ. They live as long as the management app: unlike RabbitMQ's they are not kept
-across restarts.
+them as on RabbitMQ (made at the first start, then kept). They are kept in the data directory, as
+RabbitMQ keeps them, so they survive restarts.
 """
 
 from __future__ import annotations
@@ -38,16 +38,17 @@ from leveret.management.policies_api import validation_failed
 log = logging.getLogger("leveret.access")
 
 BACKEND: web.AppKey[Backend] = web.AppKey("parameters_api_backend", Backend)
-GLOBALS: web.AppKey[dict[str, Any]] = web.AppKey("global_parameters", dict)
 NOT_FOUND = AMQPError(ReplyCode.NOT_FOUND, "not found")
+CLUSTER_ID = "internal_cluster_id"
 
 
 def register(app: web.Application, backend: Backend) -> None:
     """Add the routes to ``app`` (before it starts)."""
     app[BACKEND] = backend
-    # rabbit_nodes:persistent_cluster_id's form: a random 16-byte id, base64url
-    cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
-    app[GLOBALS] = {"internal_cluster_id": f"leveret-cluster-id-{cluster_id}"}
+    if CLUSTER_ID not in backend.global_parameters():
+        # rabbit_nodes:persistent_cluster_id's form: a random 16-byte id, base64url, made once
+        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+        backend.set_global_parameter(CLUSTER_ID, f"leveret-cluster-id-{cluster_id}")
     r = app.router
     r.add_get("/api/parameters", list_parameters)
     r.add_get("/api/parameters/{component}", list_parameters)
@@ -94,13 +95,14 @@ def _global(name: str, value: Any) -> dict[str, Any]:
 
 async def list_globals(request: web.Request) -> web.Response:
     require_administrator(request)
-    return web.json_response([_global(k, v) for k, v in sorted(request.app[GLOBALS].items())])
+    params = request.app[BACKEND].global_parameters()
+    return web.json_response([_global(k, v) for k, v in sorted(params.items())])
 
 
 async def get_global(request: web.Request) -> web.Response:
     require_administrator(request)
     name = request.match_info["name"]
-    params = request.app[GLOBALS]
+    params = request.app[BACKEND].global_parameters()
     if name not in params:
         raise NOT_FOUND
     return web.json_response(_global(name, params[name]))
@@ -110,9 +112,7 @@ async def put_global(request: web.Request) -> web.Response:
     acting = require_administrator(request)
     body = await with_decode(request, "value")
     name = request.match_info["name"]
-    params = request.app[GLOBALS]
-    existed = name in params
-    params[name] = body["value"]
+    existed = request.app[BACKEND].set_global_parameter(name, body["value"])
     log.info("global parameter '%s' set (by '%s' over HTTP)", name, acting.name)
     return web.Response(status=204 if existed else 201)
 
@@ -120,9 +120,7 @@ async def put_global(request: web.Request) -> web.Response:
 async def delete_global(request: web.Request) -> web.Response:
     acting = require_administrator(request)
     name = request.match_info["name"]
-    params = request.app[GLOBALS]
-    if name not in params:
+    if not request.app[BACKEND].clear_global_parameter(name):
         raise NOT_FOUND
-    del params[name]
     log.info("global parameter '%s' cleared (by '%s' over HTTP)", name, acting.name)
     return web.Response(status=204)

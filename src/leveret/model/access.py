@@ -65,6 +65,7 @@ MAX_REGEX = 4096
 # Kinds of records in the store's definitions table.
 K_USER, K_VHOST, K_PERMISSION, K_TOPIC = "user", "vhost", "permission", "topic_permission"
 K_VHOST_LIMITS = "vhost_limits"
+K_GLOBAL = "global_parameter"  # RabbitMQ's global runtime parameters (cluster_name, ...)
 K_NODE, NODE_INITIALISED = "node", "initialised"  # written once the first start created the defaults
 
 

@@ -20,7 +20,16 @@ from leveret.model import arguments as A
 from leveret.model import limits as L
 from leveret.model import recovery
 from leveret.model import validation as V
-from leveret.model.access import CONFIGURE, K_VHOST, K_VHOST_LIMITS, READ, WRITE, AccessControl, LoginThrottle
+from leveret.model.access import (
+    CONFIGURE,
+    K_GLOBAL,
+    K_VHOST,
+    K_VHOST_LIMITS,
+    READ,
+    WRITE,
+    AccessControl,
+    LoginThrottle,
+)
 from leveret.model.access import QUEUE as Q_RESOURCE
 from leveret.model.channel import Channel, ChannelSink, Consumer, Delivery
 from leveret.model.connection import ClientConnection
@@ -51,6 +60,9 @@ TIMEOUT_TEXT = (
 )
 
 
+_MISSING = object()
+
+
 class Broker:
     def __init__(
         self,
@@ -74,6 +86,8 @@ class Broker:
         # Vhost limits (RabbitMQ's vhost-limits runtime parameter): vhost -> {"max-queues": N, ...}.
         self.vhost_limits: dict[str, dict[str, int]] = {}
         self.max_queues: int | None = None  # the node's own limit per vhost (--max-queues)
+        # Global runtime parameters (/api/global-parameters): name -> any JSON value, kept in the store.
+        self.global_parameters: dict[str, Any] = {}
         self.wall_clock = wall_clock  # x-death times are wall-clock seconds
         self.ttl_queues: set[Queue] = set()  # see QueueHost
         self.lease_queues: set[Queue] = set()
@@ -146,6 +160,20 @@ class Broker:
             self.vhost_limits.pop(name, None)
         self._persist(K_VHOST_LIMITS, name, limits or None)
         self.apply_limits()
+
+    def set_global_parameter(self, name: str, value: Any) -> bool:
+        """Set (and keep in the store) a global runtime parameter; True if it existed."""
+        existed = name in self.global_parameters
+        self.global_parameters[name] = value
+        self._persist(K_GLOBAL, name, {"value": value})
+        return existed
+
+    def clear_global_parameter(self, name: str) -> bool:
+        """Remove a global runtime parameter; False if there was none."""
+        if self.global_parameters.pop(name, _MISSING) is _MISSING:
+            return False
+        self._persist(K_GLOBAL, name, None)
+        return True
 
     def apply_limits(self) -> None:
         """Each vhost's queue limit: the tighter of the node's and its own."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from leveret.model import arguments as A
 from leveret.model import limits as L
-from leveret.model.access import K_VHOST, K_VHOST_LIMITS
+from leveret.model.access import K_GLOBAL, K_VHOST, K_VHOST_LIMITS
 from leveret.model.exchange import QUEUE, TYPES
 from leveret.model.message import Message
 from leveret.model.queue import Queue
@@ -55,6 +55,12 @@ def recover(broker: Broker, rec: Recovered, *, assume_delivered: bool = False) -
             set_aside += 1
             log.error("stored limits of vhost %s cannot be read (%s); they are ignored", key, _reason(exc))
     broker.apply_limits()
+    for key, text in rec.definitions.get(K_GLOBAL, {}).items():
+        try:
+            broker.global_parameters[key] = json.loads(text)["value"]
+        except Exception as exc:
+            set_aside += 1
+            log.error("stored global parameter %s cannot be read (%s); it is ignored", key, _reason(exc))
     for x in rec.exchanges:
         try:
             _recover_exchange(broker, x)

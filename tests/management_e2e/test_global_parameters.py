@@ -1,0 +1,31 @@
+"""Global runtime parameters (``/api/global-parameters``) are kept in the data directory, as RabbitMQ
+keeps them: a value set over HTTP, a cleared one and the node's ``internal_cluster_id`` are the same
+after a restart. (Their shapes and texts are compared with RabbitMQ 3.10 in test_vs_rabbitmq.py.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.security.test_access_api import make_api
+
+
+def test_global_parameters_survive_a_restart(tmp_path: Path) -> None:
+    nested = {"a": [1, 2.5, None, True, "é"], "b": {"c": -(10**30)}}
+    a = make_api(storage="sqlite", data_dir=tmp_path)
+    try:
+        first = {p["name"]: p["value"] for p in a.get("/api/global-parameters")}
+        assert first["internal_cluster_id"].startswith("leveret-cluster-id-")
+        a.ok("PUT", "/api/global-parameters/kept", {"value": nested}, 201)
+        a.ok("PUT", "/api/global-parameters/gone", {"value": "x"}, 201)
+        a.ok("PUT", "/api/global-parameters/gone", {"value": "y"}, 204)
+        a.ok("DELETE", "/api/global-parameters/gone")
+    finally:
+        a.broker.stop()
+    a = make_api(storage="sqlite", data_dir=tmp_path)
+    try:
+        again = {p["name"]: p["value"] for p in a.get("/api/global-parameters")}
+        assert again == {"internal_cluster_id": first["internal_cluster_id"], "kept": nested}
+        assert a.request("GET", "/api/global-parameters/gone")[0] == 404
+        assert a.request("DELETE", "/api/global-parameters/gone")[0] == 404
+    finally:
+        a.broker.stop()
