@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -227,6 +229,19 @@ def test_status(live: Live) -> None:
     assert "Connection count: 1" in out and "Queue count: 1" in out
     assert "Messages: 1 (ready 1, unacknowledged 0)" in out and "Published: 1 total" in out
     assert "Consumer timeout (ms): 1800000" in out
+    assert "Sockets: 1" in out and re.search(r"Total: \d+, limit: \d+", out)
+
+
+def test_nodes_show_file_descriptors_and_sockets(live: Live) -> None:
+    import resource
+
+    with live.connect(), live.connect():
+        [node] = live.get("/api/nodes")
+        open_now = len(os.listdir("/proc/self/fd"))  # the broker runs in this process (ThreadBroker)
+    assert node["sockets_used"] == 2
+    assert node["fd_total"] == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert 2 < node["fd_used"] <= open_now + 8
+    wait_for(lambda: live.get("/api/nodes")[0]["sockets_used"] == 0)
 
 
 def test_export_then_import_into_fresh_broker(live_factory: Callable[..., Live], tmp_path: Path) -> None:

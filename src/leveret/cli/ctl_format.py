@@ -260,5 +260,12 @@ def status_text(overview: Item, node: Item) -> str:
         "", "Memory", "",
         f"Total memory used: {_mb(node.get('mem_used'))}",
         f"Consumer timeout (ms): {node.get('consumer_timeout')}",
+        "", "File Descriptors", "",
+        f"Total: {_or_unknown(node.get('fd_used'))}, limit: {_or_unknown(node.get('fd_total'))}",
+        f"Sockets: {node.get('sockets_used', 0)}",
     ]  # fmt: skip
     return "\n".join(lines)
+
+
+def _or_unknown(v: Any) -> str:
+    return "unknown" if v is None else str(v)

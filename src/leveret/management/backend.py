@@ -72,6 +72,9 @@ class NodeInfo:
     failure: str | None = None  # why the node is not healthy (the store cannot write), None if it is
     alarms: tuple[str, ...] = ()  # resource alarms in effect, RabbitMQ's names: "memory", "disk space"
     tls_cert: str = ""  # the TLS certificate file, "" without TLS (health check certificate-expiration)
+    fd_used: int | None = None  # file descriptors open in the process (None: not known here)
+    fd_total: int | None = None  # the process's limit (None: unlimited or not known)
+    sockets_used: int = 0  # client connections (AMQP and AMQPS sockets)
 
 
 class Backend(Protocol):
