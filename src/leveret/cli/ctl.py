@@ -281,7 +281,10 @@ def import_definitions(ctx: click.Context, /, path: str, **opts: Any) -> None:
         except json.JSONDecodeError as e:
             raise CtlError(f"{path} is not valid JSON: {e}", 65) from None
         fmt.banner(s, f'Importing definitions in JSON from a file at "{path}" ...')
-        client.request("POST", "/api/definitions", body=doc)
+        _, headers = client.request("POST", "/api/definitions", body=doc)
+        ignored = headers.get("X-Leveret-Ignored")
+        if ignored:
+            click.echo(f"Not imported (kept as they are on this node): {ignored}", err=True)
         fmt.banner(
             s, "Successfully started definition import. This process is asynchronous and can take some time."
         )
