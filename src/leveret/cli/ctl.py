@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import click
 from click.core import ParameterSource
 
-from leveret.cli import ctl_access, ctl_limits, ctl_policy
+from leveret.cli import ctl_access, ctl_limits, ctl_move, ctl_policy
 from leveret.cli import ctl_format as fmt
 from leveret.cli.ctl_client import ApiClient, CtlError
 
@@ -41,6 +41,7 @@ Examples:
   leveretctl close_connection "127.0.0.1:50000 -> 127.0.0.1:5672" "go away"
   leveretctl export_definitions defs.json      (or - for stdout)
   leveretctl import_definitions defs.json
+  leveretctl move_messages --to amqp://admin:s3cret@rabbit-1/%2F
   leveretctl add_user alice < password-file      (or no file: a prompt)
   leveretctl add_vhost orders
   leveretctl -p orders set_permissions alice "^alice-.*" ".*" ".*"
@@ -295,6 +296,7 @@ def import_definitions(ctx: click.Context, /, path: str, **opts: Any) -> None:
 ctl_access.add_commands(cli, _common, _settings, _run)
 ctl_policy.add_commands(cli, _common, _settings, _run)
 ctl_limits.add_commands(cli, _common, _settings, _run)
+ctl_move.add_commands(cli, _common, _settings, _run)
 
 
 def main() -> None:
