@@ -9,6 +9,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +38,11 @@ class Rabbit:
     @property
     def port(self) -> int:
         return self.node.port
+
+    @property
+    def http(self) -> str:
+        """The management plugin's API (the reverse move lists RabbitMQ's queues there)."""
+        return f"http://127.0.0.1:{self.node.http_port}"
 
     def url(self, vhost: str = "/", user: str = "guest", password: str = "guest", port: int | None = None) -> str:
         from urllib.parse import quote
@@ -68,9 +76,19 @@ def rabbit() -> Iterator[Rabbit]:
         (work / "epmd").mkdir()
         epmd = Epmd(work / "epmd")
         epmd.start()
-        node = RabbitMQBroker(work / "rabbitmq", SCRIPT, epmd, nodename="rabbit-migration@localhost")
+        node = RabbitMQBroker(work / "rabbitmq", SCRIPT, epmd, nodename="rabbit-migration@localhost",
+                              management=True)  # fmt: skip
         try:
             node.start(timeout=90)
+            deadline = time.monotonic() + 60
+            while True:  # the plugin's listener comes up after AMQP's
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{node.http_port}/api/overview", timeout=2)
+                except urllib.error.HTTPError:
+                    break  # 401: it answers
+                except OSError:
+                    assert time.monotonic() < deadline, "RabbitMQ's management listener did not come up"
+                    time.sleep(0.2)
             yield Rabbit(node, str(SCRIPT.parent / "rabbitmqctl"))
         finally:
             node.stop()
