@@ -16,6 +16,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -314,3 +316,71 @@ def test_reverse_rabbitmq_to_leveret_for_a_laptop(rabbit: Rabbit, leveret: Lever
     queue = json.loads(leveretctl("--formatter", "json", "list_queues", "name", "durable", "arguments",
                                   http_port=leveret.http_port).stdout)  # fmt: skip
     assert {"name": "dev-work", "durable": True, "arguments": {"x-max-priority": 5}} in queue
+
+
+def wait_for_api(rabbit: Rabbit, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(rabbit.http + "/api/overview", timeout=2)
+        except urllib.error.HTTPError:
+            return  # 401: it answers
+        except OSError:
+            assert time.monotonic() < deadline, "RabbitMQ's management listener did not come back"
+            time.sleep(0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_target_faults_stall_close_all_connections_kill9(rabbit: Rabbit, leveret: Leveret) -> None:
+    """The target's side: the link to RabbitMQ goes silent (no RST: the stall timeout notices),
+    ``rabbitmqctl close_all_connections``, then RabbitMQ killed with SIGKILL and started again. Every
+    message arrives, in order, at most ``window`` duplicates per queue per fault."""
+    conn = pika.BlockingConnection(pika.URLParameters(rabbit.url()))
+    for q in QUEUES:
+        conn.channel().queue_delete(q)
+    conn.close()
+    per_queue = {q: 10_000 for q in QUEUES}
+    preload(leveret.url, per_queue)
+    proxy = FaultProxy(rabbit.port).start()
+    mover = None
+    try:
+        mover = subprocess.Popen(
+            move_cmd(leveret, rabbit.url(port=proxy.port), "--create-missing", "--window", str(WINDOW), "--idle", "3",
+                     "--retry-for", "120", "--stall-timeout", "3", "--queue", "orders|emails|reports"),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        )  # fmt: skip
+
+        def moved() -> int:
+            try:
+                return sum(counts(rabbit.url(), QUEUES).values())
+            except pika.exceptions.ChannelClosedByBroker:
+                return 0
+
+        wait_for(lambda: moved() >= 5_000, timeout=60, interval=0.05)
+        links = len(proxy.links)
+        for link in list(proxy.links):
+            link.stall()  # bytes held, sockets open: only the stall timeout can tell
+        wait_for(lambda: len(proxy.links) > links, timeout=30)
+        wait_for(lambda: moved() >= 12_000, timeout=60, interval=0.05)
+        rabbit.ctl("close_all_connections", "migration test")
+        wait_for(lambda: moved() >= 20_000, timeout=60, interval=0.05)
+        rabbit.node.kill9()
+        rabbit.node.start(timeout=90)
+        out, err = mover.communicate(timeout=180)
+    finally:
+        if mover is not None and mover.poll() is None:
+            mover.kill()
+            mover.wait()
+        proxy.stop()
+        wait_for_api(rabbit)
+    assert mover.returncode == 0, (out, err)
+    print(out)
+    assert counts(leveret.url, QUEUES) == {q: 0 for q in QUEUES}
+    for q in QUEUES:
+        seqs = [s for s, _ in drain(rabbit.url(), q)]
+        assert set(seqs) == set(range(per_queue[q])), f"{q}: {per_queue[q] - len(set(seqs))} missing"
+        firsts = list(dict.fromkeys(seqs))
+        assert firsts == sorted(firsts), f"{q}: out of order"
+        print(f"{q}: {len(seqs)} received, {len(seqs) - len(firsts)} duplicates")
+        assert len(seqs) - len(firsts) <= 3 * WINDOW, (q, out)

@@ -96,12 +96,14 @@ def add_commands(cli: click.Group, common: Common, settings_of: SettingsOf, run:
                   help="A queue is done when empty and nothing arrived for this many seconds.")  # fmt: skip
     @click.option("--retry-for", type=float, default=300.0, show_default=True,
                   help="Seconds to keep reconnecting after a fault before giving a queue up.")  # fmt: skip
+    @click.option("--stall-timeout", "stall_s", type=float, default=60.0, show_default=True,
+                  help="Reconnect when the target confirms nothing for this many seconds while messages wait.")  # fmt: skip
     @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
     @common
     @click.pass_context
     def move_messages(ctx: click.Context, /, to_url: str, from_url: str | None, patterns: tuple[str, ...],
-                      create_missing: bool, window: int, idle_s: float, retry_for: float, progress: bool | None,
-                      **opts: Any) -> None:  # fmt: skip
+                      create_missing: bool, window: int, idle_s: float, retry_for: float, stall_s: float,
+                      progress: bool | None, **opts: Any) -> None:  # fmt: skip
         s = settings_of(ctx, opts)
         try:
             target = URL.parse(to_url)
@@ -162,7 +164,7 @@ def add_commands(cli: click.Group, common: Common, settings_of: SettingsOf, run:
 
             with bars:
                 await move.move_all(queues, source, target, window=window, idle_s=idle_s, retry_for=retry_for,
-                                    on_tick=tick)  # fmt: skip
+                                    on_tick=tick, stall_s=stall_s)  # fmt: skip
                 tick()
 
         _loop_run(main)

@@ -15,7 +15,8 @@ For each queue (one source and one target connection per queue, queues in parall
 Faults: a dropped connection or a dead broker on either side (``kill -9``, ``rabbitmqctl
 close_all_connections``, a cut TCP link) closes both connections of that queue; the source puts
 its unacked messages back, and the move reconnects (every ``RETRY_S`` seconds, for up to
-``--retry-for`` seconds) and resumes. Nothing is lost: a message leaves the source only after the
+``--retry-for`` seconds) and resumes. The connections have no heartbeats: a target that stops
+confirming for ``--stall-timeout`` seconds while messages wait counts as a fault too. Nothing is lost: a message leaves the source only after the
 target confirmed it. What may be duplicated is bounded: at most the source's unacked messages at the
 fault, that is at most ``window`` per queue per fault (the target may hold a message whose confirm,
 or whose ack on the source, the fault swallowed). When the source itself is killed, the acks it had
@@ -170,6 +171,7 @@ class Session:
         self.failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
         self.source_failed = False  # the fault was the source's (else the target's, or a refusal)
         self.delivered = 0
+        self.last_confirm = time.monotonic()
         self.last_delivery = time.monotonic()
         rk = q.name.encode()
         args = b"\x00\x00" + b"\x00" + bytes((len(rk),)) + rk + b"\x01"  # ticket, exchange "", rk, mandatory
@@ -205,6 +207,8 @@ class Session:
                 out.append(_frame_head.pack(3, CHANNEL, n) + body + FRAME_END)
         else:
             out.append(PerfClient.body_frames(body, self.chunk))
+        if not self.pending:
+            self.last_confirm = time.monotonic()  # the stall clock starts with the first unconfirmed
         self.seq += 1
         self.delivered += 1
         self.q.published += 1
@@ -212,6 +216,7 @@ class Session:
         self.last_delivery = time.monotonic()
 
     def on_confirm(self, tag: int, multiple: bool, ok: bool) -> None:
+        self.last_confirm = time.monotonic()
         if not ok:
             self.fail(MoveError(self.q.name, "the target refused a message (basic.nack: is the target queue "
                                              "full with overflow reject-publish?); it stays on the source"))  # fmt: skip
@@ -247,7 +252,7 @@ class Session:
                                          "its queue is gone; the message stays on the source"))  # fmt: skip
 
     # ---- the run -------------------------------------------------------------------------------
-    async def run(self, idle_s: float, on_tick: Callable[[], None]) -> None:
+    async def run(self, idle_s: float, on_tick: Callable[[], None], stall_s: float = 60.0) -> None:
         src, tgt = self.src, self.tgt
         src.keep_properties = True
         src.on_deliver = self.on_deliver
@@ -268,6 +273,9 @@ class Session:
                 raise self.failed.result()
             on_tick()
             now = time.monotonic()
+            if self.pending and now - self.last_confirm > stall_s:
+                # no heartbeats on these connections: a link that went silent is noticed here
+                raise AMQPError(0, f"no confirm from the target for {stall_s:.0f}s")
             if now - last_count >= 1.0:
                 self.q.backlog = await _passive(src, self.q.name)
                 last_count = now
@@ -293,7 +301,7 @@ def _transient(err: BaseException) -> bool:
 
 
 async def move_queue(q: QueueMove, source: URL, target: URL, *, window: int, idle_s: float, retry_for: float,
-                     on_tick: Callable[[], None]) -> None:  # fmt: skip
+                     on_tick: Callable[[], None], stall_s: float = 60.0) -> None:  # fmt: skip
     """Move ``q`` until drained; reconnect after transient faults for up to ``retry_for`` seconds
     each; record a fatal error in ``q.error``."""
     q.started = time.monotonic()
@@ -306,7 +314,7 @@ async def move_queue(q: QueueMove, source: URL, target: URL, *, window: int, idl
             tgt = await _connect(target, f"leveretctl move_messages {q.name} (target)")
             session = Session(q, src, tgt, window)
             failing_since = None
-            await session.run(idle_s, on_tick)
+            await session.run(idle_s, on_tick, stall_s)
             q.finished = time.monotonic()
             return
         except Exception as err:  # noqa: BLE001 - every failure is sorted into retry or stop here
@@ -337,6 +345,6 @@ async def move_queue(q: QueueMove, source: URL, target: URL, *, window: int, idl
 
 
 async def move_all(queues: list[QueueMove], source: URL, target: URL, *, window: int, idle_s: float,
-                   retry_for: float, on_tick: Callable[[], None]) -> None:  # fmt: skip
+                   retry_for: float, on_tick: Callable[[], None], stall_s: float = 60.0) -> None:  # fmt: skip
     await asyncio.gather(*(move_queue(q, source, target, window=window, idle_s=idle_s, retry_for=retry_for,
-                                      on_tick=on_tick) for q in queues))  # fmt: skip
+                                      on_tick=on_tick, stall_s=stall_s) for q in queues))  # fmt: skip
