@@ -41,7 +41,8 @@ exchange), properties and headers unchanged, in order. The target must have the 
 
 \b
 Faults (a dropped connection, either broker killed) lose nothing: the move reconnects and resumes.
-At most --window messages per queue per fault may arrive twice (those in flight at the fault).
+At most --window messages per queue per fault may arrive twice (those in flight at the fault); a
+killed source also gives back the acks it had taken but not yet written. See docs/migrating.md.
 
 \b
 Examples:

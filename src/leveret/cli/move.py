@@ -288,6 +288,8 @@ class Session:
             done, _ = await asyncio.wait([self.failed], timeout=0.05)
             if done:
                 raise self.failed.result()
+            if time.monotonic() - self.last_confirm > stall_s:
+                raise AMQPError(0, f"no confirm from the target for {stall_s:.0f}s")
         self.q.left = await _passive(src, self.q.name)
         self.q.backlog = self.q.left
 
