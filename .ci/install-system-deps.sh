@@ -4,7 +4,7 @@
 #   go + github.com/rabbitmq/amqp091-go (Debian: golang-go golang-github-rabbitmq-amqp091-go-dev)
 #     for tests/test_go_tutorial.py (a non-Python AMQP client) and bench/ (amqpperf).
 #   rabbitmqadmin (Debian: rabbitmq-server, which ships it as /usr/bin/rabbitmqadmin)
-#     for tests/management_e2e/test_rabbitmqadmin.py and bench/ (a private RabbitMQ node).
+#     for tests/management_e2e/test_rabbitmqadmin.py, tests/migration and bench/ (a private RabbitMQ node).
 #     Installing it must not start a node: a policy-rc.d that refuses every service start is in
 #     place while apt-get runs (and removed afterwards, unless one was there already).
 #

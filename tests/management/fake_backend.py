@@ -324,6 +324,31 @@ class FakeBackend:
     def clear_policy(self, vhost: str, name: str, *, operator: bool = False) -> bool:
         return self._policies().remove(vhost, name, operator=operator)
 
+    # vhost limits: a dict, checked with the model's rules
+    def vhost_limits(self, vhost: str | None = None) -> list[dict[str, Any]]:
+        limits: dict[str, dict[str, int]] = getattr(self, "_vhost_limits", {})
+        return [{"vhost": v, "value": dict(lim)} for v, lim in sorted(limits.items()) if vhost in (None, v)]
+
+    def set_vhost_limits(self, vhost: str, limits: Any) -> None:
+        from leveret.model import limits as L
+
+        if vhost not in self._vhosts:
+            raise not_found(f"no vhost '{vhost}'")
+        self._vhost_limits = getattr(self, "_vhost_limits", {})
+        self._vhost_limits[vhost] = L.merged(self._vhost_limits.get(vhost, {}), limits, L.VHOST_KEYS, "limits")
+
+    def clear_vhost_limits(self, vhost: str, key: str) -> None:
+        from leveret.model import limits as L
+
+        if vhost not in self._vhosts:
+            raise not_found(f"no vhost '{vhost}'")
+        self._vhost_limits = getattr(self, "_vhost_limits", {})
+        left = L.cleared(self._vhost_limits.get(vhost, {}), key)
+        if left:
+            self._vhost_limits[vhost] = left
+        else:
+            self._vhost_limits.pop(vhost, None)
+
     def _policies(self) -> Any:
         from leveret.model.policy import Policies
 

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import click
 from click.core import ParameterSource
 
-from leveret.cli import ctl_access, ctl_limits, ctl_policy
+from leveret.cli import ctl_access, ctl_limits, ctl_move, ctl_policy
 from leveret.cli import ctl_format as fmt
 from leveret.cli.ctl_client import ApiClient, CtlError
 
@@ -41,6 +41,7 @@ Examples:
   leveretctl close_connection "127.0.0.1:50000 -> 127.0.0.1:5672" "go away"
   leveretctl export_definitions defs.json      (or - for stdout)
   leveretctl import_definitions defs.json
+  leveretctl move_messages --to amqp://admin:s3cret@rabbit-1/%2F
   leveretctl add_user alice < password-file      (or no file: a prompt)
   leveretctl add_vhost orders
   leveretctl -p orders set_permissions alice "^alice-.*" ".*" ".*"
@@ -281,7 +282,10 @@ def import_definitions(ctx: click.Context, /, path: str, **opts: Any) -> None:
         except json.JSONDecodeError as e:
             raise CtlError(f"{path} is not valid JSON: {e}", 65) from None
         fmt.banner(s, f'Importing definitions in JSON from a file at "{path}" ...')
-        client.request("POST", "/api/definitions", body=doc)
+        _, headers = client.request("POST", "/api/definitions", body=doc)
+        ignored = headers.get("X-Leveret-Ignored")
+        if ignored:
+            click.echo(f"Not imported (kept as they are on this node): {ignored}", err=True)
         fmt.banner(
             s, "Successfully started definition import. This process is asynchronous and can take some time."
         )
@@ -292,6 +296,7 @@ def import_definitions(ctx: click.Context, /, path: str, **opts: Any) -> None:
 ctl_access.add_commands(cli, _common, _settings, _run)
 ctl_policy.add_commands(cli, _common, _settings, _run)
 ctl_limits.add_commands(cli, _common, _settings, _run)
+ctl_move.add_commands(cli, _common, _settings, _run)
 
 
 def main() -> None:

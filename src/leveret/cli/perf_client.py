@@ -10,7 +10,12 @@ Callbacks run inside ``data_received``:
 
 - ``on_deliver(delivery_tag, body)`` for each complete basic.deliver;
 - ``on_confirm(delivery_tag, multiple, ok)`` for basic.ack / basic.nack in confirm mode;
-- ``on_batch_end()`` once per read, after the callbacks (acks written there go out in one write).
+- ``on_batch_end()`` once per read, after the callbacks (acks written there go out in one write);
+- ``on_return(method)`` for a basic.return (a mandatory publish nobody took; its content is skipped).
+
+With ``keep_properties`` set, :attr:`props` holds the raw property bytes (flags and list, as on the
+wire) of the delivery being assembled, so ``on_deliver`` can forward them unchanged (``leveretctl
+move_messages``).
 
 A connection.close or channel.close from the broker sets :attr:`error`, fails the
 pending RPC and fires ``on_error``; the load generator reports it and stops.
@@ -24,6 +29,7 @@ import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Self
 from urllib.parse import unquote, urlsplit
 
 from pamqp import commands as C
@@ -98,12 +104,15 @@ class PerfClient(asyncio.Protocol):
         self.on_confirm: Callable[[int, bool, bool], None] | None = None
         self.on_batch_end: Callable[[], None] | None = None
         self.on_error: Callable[[AMQPError], None] | None = None
+        self.on_return: Callable[[C.Basic.Return], None] | None = None
+        self.keep_properties = False
+        self.props = b""
         self.out: list[bytes] = []
 
     # ---- connecting ----------------------------------------------------------------------------
 
     @classmethod
-    async def connect(cls, url: URL, name: str = "leveret perf", wait_s: float = 10.0) -> PerfClient:
+    async def connect(cls, url: URL, name: str = "leveret perf", wait_s: float = 10.0) -> Self:
         loop = asyncio.get_running_loop()
         ctx = ssl.create_default_context() if url.tls else None
         _, client = await asyncio.wait_for(
@@ -321,6 +330,8 @@ class PerfClient(asyncio.Protocol):
                         self._method(bytes(buf[pos : end + 1]))
                 elif ftype == 2:  # content header of a delivery
                     self._remaining = _u64.unpack_from(buf, pos + 11)[0]
+                    if self.keep_properties:
+                        self.props = bytes(buf[pos + 19 : end])
                     if self._remaining == 0:
                         self._remaining = -1
                         if self.on_deliver is not None:
@@ -349,7 +360,12 @@ class PerfClient(asyncio.Protocol):
         if isinstance(m, C.Basic.Cancel):
             self._fail(AMQPError(0, f"consumer {m.consumer_tag} cancelled by the broker"))
             return
-        if isinstance(m, C.Connection.Blocked | C.Connection.Unblocked | C.Basic.Return):
+        if isinstance(m, C.Basic.Return):
+            self._tag = 0  # its content follows: not a delivery
+            if self.on_return is not None:
+                self.on_return(m)
+            return
+        if isinstance(m, C.Connection.Blocked | C.Connection.Unblocked):
             return
         if self._rpc and isinstance(m, Frame):
             fut = self._rpc.popleft()

@@ -18,9 +18,25 @@ RabbitMQ would refuse, a bad regex, or a permission naming a user or vhost that 
 nor the broker has is a 406 naming the entry, and none of them is applied. Declaring an object
 that already exists with the same properties is a no-op; a mismatch raises the backend's
 :class:`~leveret.errors.AMQPError` (406). The import acts as the broker itself (no permission
-checks; the HTTP route is administrator only). Policies and parameters are accepted and ignored
-(reported in :class:`ImportReport.ignored`); so are users, vhosts and permissions in a per-vhost
-import (as in RabbitMQ), and users and permissions when no ``access`` is given.
+checks; the HTTP route is administrator only). Policies are applied before the objects; vhost
+limits travel as RabbitMQ 3.10 writes them, a ``parameters`` entry ``{"component": "vhost-limits",
+"name": "limits", "vhost": v, "value": {"max-queues": N, ...}}`` (the import replaces the vhost's
+limits with ``value``), applied before the queues as rabbit_definitions does.
+
+Nothing is dropped silently. What Leveret cannot honour (another runtime parameter component such
+as ``shovel`` or ``federation-upstream``, a global parameter other than the node's identity, a queue
+type other than classic and quorum, an exchange type from a plugin) is refused before anything is
+applied: one 406 that names every such object. The node identity (the ``cluster_name`` and
+``internal_cluster_id`` global parameters, which describe the exporting node) and users, vhosts and
+permissions in a per-vhost import (as in RabbitMQ), or users and permissions when no ``access`` is
+given, are skipped and listed in :attr:`ImportReport.ignored` (the HTTP route returns them in the
+``X-Leveret-Ignored`` header, which leveretctl prints).
+
+Versions: ``rabbit_version`` and ``rabbitmq_version`` say which RabbitMQ definitions format the file
+is in, :data:`DEFINITIONS_FORMAT_VERSION`, the one the tests in tests/migration import into and
+export from a real RabbitMQ (RabbitMQ reads the version only to pick the hashing algorithm of a
+hash given without one: any 3.6+ reads as SHA-256); ``product_name`` and ``product_version`` name
+Leveret and its own version (RabbitMQ ignores both).
 """
 
 from __future__ import annotations
@@ -34,18 +50,39 @@ from leveret.errors import AMQPError, ReplyCode
 from leveret.management.access_api import apply_user, tags_of
 from leveret.management.backend import Backend
 from leveret.management.shapes import (
-    RABBITMQ_COMPAT_VERSION,
     binding_definition,
     exchange_definition,
     jsonable,
 )
+from leveret.model import limits as L
 from leveret.model.access import AccessControl, Permission, TopicPermission, check_user_name
+from leveret.model.arguments import QUEUE_TYPES
+from leveret.model.exchange import TYPES as EXCHANGE_TYPES
 from leveret.model.policy import PolicyError
 from leveret.model.snapshots import QueueSnapshot
 from leveret.model.validation import check_shortstr, check_vhost_name
 
 #: Declarations per event-loop turn when importing over HTTP.
 IMPORT_SLICE = 50
+
+#: The RabbitMQ definitions format written (``rabbit_version``): RabbitMQ 3.10's, which
+#: tests/migration checks against a real 3.10 node both ways.
+DEFINITIONS_FORMAT_VERSION = "3.10.8"
+
+#: The runtime parameter component that carries vhost limits in RabbitMQ's definitions.
+VHOST_LIMITS = "vhost-limits"
+
+#: Global parameters that describe the exporting node, not the topology: skipped (and reported).
+NODE_IDENTITY = ("cluster_name", "internal_cluster_id")
+
+
+def vhost_limit_parameters(backend: Backend, vhost: str | None = None) -> list[dict[str, Any]]:
+    """Vhost limits as RabbitMQ 3.10 exports them: one ``vhost-limits`` parameter per vhost."""
+    return [
+        {"value": dict(row["value"]), "vhost": row["vhost"], "component": VHOST_LIMITS, "name": "limits"}
+        for row in backend.vhost_limits(vhost)
+        if row["value"]
+    ]
 
 
 def queue_definition(q: QueueSnapshot) -> dict[str, Any]:
@@ -79,26 +116,31 @@ def export_definitions(
         if b.source != ""
     ]
     policies = backend.policies(vhost)
+    limits = {row["vhost"]: row["value"] for row in backend.vhost_limits(vhost)}
     if vhost is not None:
         # RabbitMQ's per-vhost shape (GET /api/definitions/{vhost}): no users, vhosts or permissions,
         # no product keys, and queues, exchanges and bindings without their "vhost" (the import
         # names it).
         for item in (*queues, *exchanges, *bindings):
             item.pop("vhost", None)
-        return {"rabbit_version": RABBITMQ_COMPAT_VERSION, "parameters": [], "policies": policies, "queues": queues,
-                "exchanges": exchanges, "bindings": bindings}  # fmt: skip
+        return {"rabbit_version": DEFINITIONS_FORMAT_VERSION, "parameters": vhost_limit_parameters(backend, vhost),
+                "policies": policies,
+                "queues": queues, "exchanges": exchanges, "bindings": bindings}  # fmt: skip
     doc: dict[str, Any] = {
-        "rabbit_version": RABBITMQ_COMPAT_VERSION,
-        "rabbitmq_version": RABBITMQ_COMPAT_VERSION,
+        "rabbit_version": DEFINITIONS_FORMAT_VERSION,
+        "rabbitmq_version": DEFINITIONS_FORMAT_VERSION,
         "product_name": info.product_name,
         "product_version": info.product_version,
     }
     doc.update(
         users=[u.record() for _, u in sorted(access.users.items())],
-        vhosts=[{"name": v, "limits": [], "metadata": backend.vhost_metadata(v)} for v in vhosts],
+        # "limits" as RabbitMQ 3.10 writes it (a proplist: [[key, value]]); the import reads the
+        # vhost-limits parameters instead, as RabbitMQ does
+        vhosts=[{"name": v, "limits": sorted([k, n] for k, n in limits.get(v, {}).items()),
+                 "metadata": backend.vhost_metadata(v)} for v in vhosts],  # fmt: skip
         permissions=[p.record() for _, p in sorted(access.permissions.items())],
         topic_permissions=[t.record() for _, t in sorted(access.topic_permissions.items())],
-        parameters=[],
+        parameters=vhost_limit_parameters(backend),
         global_parameters=[{"name": "cluster_name", "value": info.node}],
     )
     doc.update(policies=policies, queues=queues, exchanges=exchanges, bindings=bindings)
@@ -115,6 +157,7 @@ class ImportReport:
     queues: int = 0
     bindings: int = 0
     policies: int = 0
+    parameters: int = 0
     ignored: list[str] = field(default_factory=list)
 
 
@@ -257,6 +300,30 @@ def _access_steps(
         yield
 
 
+def _refusals(doc: dict[str, Any]) -> list[str]:
+    """Every entry of ``doc`` that Leveret cannot honour, each naming its object (empty: all can be)."""
+    out: list[str] = []
+    for p in _items(doc, "parameters"):
+        component = p.get("component")
+        if component != VHOST_LIMITS:
+            out.append(f"parameter '{p.get('name')}' of component '{component}' in vhost '{p.get('vhost', '/')}'"
+                       " (Leveret has only the vhost-limits component; no shovel or federation plugins)")  # fmt: skip
+    out.extend(f"global parameter '{g.get('name')}' (Leveret knows only {', '.join(NODE_IDENTITY)})"
+               for g in _items(doc, "global_parameters") if g.get("name") not in NODE_IDENTITY)  # fmt: skip
+    for q in _items(doc, "queues"):
+        args = q.get("arguments") or {}
+        qtype = args.get("x-queue-type", q.get("type")) if isinstance(args, dict) else q.get("type")
+        if qtype is not None and qtype not in QUEUE_TYPES:
+            out.append(f"queue '{q.get('name')}' in vhost '{q.get('vhost', '/')}' of type '{qtype}'"
+                       f" (Leveret has {' and '.join(QUEUE_TYPES)} queues)")  # fmt: skip
+    for x in _items(doc, "exchanges"):
+        xtype = x.get("type", "direct")
+        if xtype not in EXCHANGE_TYPES:
+            out.append(f"exchange '{x.get('name')}' in vhost '{x.get('vhost', '/')}' of type '{xtype}'"
+                       f" (Leveret has {', '.join(EXCHANGE_TYPES)} exchanges)")  # fmt: skip
+    return out
+
+
 def import_steps(
     backend: Backend, doc: Any, report: ImportReport, vhost: str | None = None, *,
     access: AccessControl | None = None,
@@ -264,9 +331,11 @@ def import_steps(
     """Apply ``doc``'s entries one at a time, yielding after each (see :func:`import_definitions`)."""
     if not isinstance(doc, dict):
         raise _bad("definitions must be a JSON object")
-    for key in ("parameters", "global_parameters"):
-        if doc.get(key):
-            report.ignored.append(key)
+    refused = _refusals(doc)
+    if refused:
+        raise _bad("definitions not imported: Leveret cannot honour " + "; ".join(refused))
+    for g in _items(doc, "global_parameters"):
+        report.ignored.append(f"global parameter {g.get('name')} (names the exporting node)")
     if vhost is None:
         yield from _access_steps(doc, backend, report, access)
     else:  # RabbitMQ's per-vhost import takes only the vhost's objects
@@ -282,6 +351,17 @@ def import_steps(
         return name
 
     try:
+        for p in _items(doc, "parameters"):  # vhost-limits only (_refusals): before the queues, as RabbitMQ
+            where = vh(p)
+            try:
+                limits = L.validate(p.get("value"), L.VHOST_KEYS, "limits")
+            except ValueError as e:
+                raise _bad(f"vhost limits of vhost '{where}': {e}") from None
+            backend.clear_vhost_limits(where, "all")
+            if limits:
+                backend.set_vhost_limits(where, limits)
+            report.parameters += 1
+            yield
         for p in _items(doc, "policies"):  # before the objects they apply to, as rabbit_definitions
             name = str(p["name"])
             try:

@@ -463,6 +463,8 @@ async def post_definitions(request: web.Request) -> web.Response:
     report = await defs.import_definitions_sliced(_backend(request), body, vhost, access=request.app[ACCESS])
     if report.ignored:
         log.info("definitions import ignored: %s", ", ".join(report.ignored))
+        # for leveretctl to print; a header, so the answer stays RabbitMQ's 204
+        return web.Response(status=204, headers={"X-Leveret-Ignored": "; ".join(report.ignored)})
     return web.Response(status=204)
 
 
