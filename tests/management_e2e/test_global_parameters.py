@@ -29,3 +29,27 @@ def test_global_parameters_survive_a_restart(tmp_path: Path) -> None:
         assert a.request("DELETE", "/api/global-parameters/gone")[0] == 404
     finally:
         a.broker.stop()
+
+
+def test_global_parameters_travel_in_definitions_but_the_node_identity_does_not() -> None:
+    a, b = make_api(), make_api()
+    try:
+        a.ok("PUT", "/api/global-parameters/feature-flags", {"value": {"x": [1, 2]}}, 201)
+        doc = a.get("/api/definitions")
+        by_name = {g["name"]: g["value"] for g in doc["global_parameters"]}
+        assert by_name["feature-flags"] == {"x": [1, 2]} and "cluster_name" in by_name
+        assert "internal_cluster_id" not in by_name
+        doc["global_parameters"].append({"name": "internal_cluster_id", "value": "rabbitmq-cluster-id-other"})
+        b_id = {g["name"]: g["value"] for g in b.get("/api/global-parameters")}["internal_cluster_id"]
+        status, _ = b.request("POST", "/api/definitions", doc)
+        assert status in (201, 204)
+        after = {g["name"]: g["value"] for g in b.get("/api/global-parameters")}
+        assert after == {"internal_cluster_id": b_id, "feature-flags": {"x": [1, 2]}}
+        # a global parameter without a value is refused, naming it, and nothing of the file is applied
+        bad = {"global_parameters": [{"name": "broken"}], "vhosts": [{"name": "not-made"}]}
+        status, reply = b.request("POST", "/api/definitions", bad)
+        assert status == 400 and "global parameter 'broken'" in reply["reason"]
+        assert "not-made" not in [v["name"] for v in b.get("/api/vhosts")]
+    finally:
+        a.broker.stop()
+        b.broker.stop()

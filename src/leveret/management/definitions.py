@@ -23,11 +23,14 @@ limits travel as RabbitMQ 3.10 writes them, a ``parameters`` entry ``{"component
 "name": "limits", "vhost": v, "value": {"max-queues": N, ...}}`` (the import replaces the vhost's
 limits with ``value``), applied before the queues as rabbit_definitions does.
 
+Global parameters are exported and imported as RabbitMQ does (any name, any JSON value, kept in the
+data directory), except the node identity (below).
+
 Nothing is dropped silently. What Leveret cannot honour (another runtime parameter component such
-as ``shovel`` or ``federation-upstream``, a global parameter other than the node's identity, a queue
-type other than classic and quorum, an exchange type from a plugin) is refused before anything is
-applied: one 406 that names every such object. The node identity (the ``cluster_name`` and
-``internal_cluster_id`` global parameters, which describe the exporting node) and users, vhosts and
+as ``shovel`` or ``federation-upstream``, a queue type other than classic and quorum, an exchange
+type from a plugin) is refused before anything is applied: one 406 that names every such object.
+The node identity (the ``cluster_name`` and ``internal_cluster_id`` global parameters, which
+describe the exporting node; the export writes this node's name as ``cluster_name``) and users, vhosts and
 permissions in a per-vhost import (as in RabbitMQ), or users and permissions when no ``access`` is
 given, are skipped and listed in :attr:`ImportReport.ignored` (the HTTP route returns them in the
 ``X-Leveret-Ignored`` header, which leveretctl prints).
@@ -141,7 +144,9 @@ def export_definitions(
         permissions=[p.record() for _, p in sorted(access.permissions.items())],
         topic_permissions=[t.record() for _, t in sorted(access.topic_permissions.items())],
         parameters=vhost_limit_parameters(backend),
-        global_parameters=[{"name": "cluster_name", "value": info.node}],
+        global_parameters=[{"name": "cluster_name", "value": info.node}] + [
+            {"name": k, "value": v} for k, v in sorted(backend.global_parameters().items()) if k not in NODE_IDENTITY
+        ],
     )
     doc.update(policies=policies, queues=queues, exchanges=exchanges, bindings=bindings)
     return doc
@@ -158,6 +163,7 @@ class ImportReport:
     bindings: int = 0
     policies: int = 0
     parameters: int = 0
+    global_parameters: int = 0
     ignored: list[str] = field(default_factory=list)
 
 
@@ -308,8 +314,8 @@ def _refusals(doc: dict[str, Any]) -> list[str]:
         if component != VHOST_LIMITS:
             out.append(f"parameter '{p.get('name')}' of component '{component}' in vhost '{p.get('vhost', '/')}'"
                        " (Leveret has only the vhost-limits component; no shovel or federation plugins)")  # fmt: skip
-    out.extend(f"global parameter '{g.get('name')}' (Leveret knows only {', '.join(NODE_IDENTITY)})"
-               for g in _items(doc, "global_parameters") if g.get("name") not in NODE_IDENTITY)  # fmt: skip
+    out.extend(f"global parameter {g.get('name')!r} (a name must be a string and a value is required)"
+               for g in _items(doc, "global_parameters") if not isinstance(g.get("name"), str) or "value" not in g)  # fmt: skip
     for q in _items(doc, "queues"):
         args = q.get("arguments") or {}
         qtype = args.get("x-queue-type", q.get("type")) if isinstance(args, dict) else q.get("type")
@@ -335,9 +341,16 @@ def import_steps(
     if refused:
         raise _bad("definitions not imported: Leveret cannot honour " + "; ".join(refused))
     for g in _items(doc, "global_parameters"):
-        report.ignored.append(f"global parameter {g.get('name')} (names the exporting node)")
+        if g["name"] in NODE_IDENTITY or vhost is not None:
+            report.ignored.append(f"global parameter {g['name']} (names the exporting node)"
+                                  if g["name"] in NODE_IDENTITY else f"global parameter {g['name']}")  # fmt: skip
     if vhost is None:
         yield from _access_steps(doc, backend, report, access)
+        for g in _items(doc, "global_parameters"):
+            if g["name"] not in NODE_IDENTITY:
+                backend.set_global_parameter(g["name"], g["value"])
+                report.global_parameters += 1
+                yield
     else:  # RabbitMQ's per-vhost import takes only the vhost's objects
         for key in ("users", "vhosts", "permissions", "topic_permissions"):
             if doc.get(key):
