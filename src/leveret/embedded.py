@@ -46,6 +46,7 @@ from leveret.config import Settings
 from leveret.model import stats
 from leveret.model.broker import Broker as Model
 from leveret.model.snapshots import QueueSnapshot
+from leveret.storage.lock import DataDirLocked
 
 T = TypeVar("T")
 
@@ -166,7 +167,8 @@ class Broker:
             await app.abort()
             if isinstance(exc, CannotStart):
                 raise
-            raise CannotStart(f"{type(exc).__name__}: {exc}") from exc
+            text = str(exc) if isinstance(exc, OSError | DataDirLocked) else f"{type(exc).__name__}: {exc}"
+            raise CannotStart(text) from exc
         self.app = app
         self._pin_ports(app)
         return self
