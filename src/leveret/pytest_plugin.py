@@ -16,7 +16,8 @@ The broker runs on its own event loop in a thread, so tests may use any client: 
 kombu, Celery, Dramatiq) or async on their own loop (aio-pika under pytest-asyncio or anyio).
 
 Options: ``--leveret-log-level`` (the level of the broker log kept for failure reports, default
-info), ``--leveret-keep-data`` (keep the brokers' data directories and say where they are). A
+info), ``--leveret-keep-data`` (keep the brokers' data directories and say where they are),
+``--leveret-storage`` (the shared broker's storage: sqlite, the default, or memory). A
 failing test that used a broker gets a "leveret broker log" section with the lines the broker
 logged during the test.
 
@@ -48,6 +49,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--leveret-log-level", default="info", choices=("debug", "info", "warning", "error"),
         help="Level of the broker log kept for the report of a failing test (default: info).",
+    )  # fmt: skip
+    group.addoption(
+        "--leveret-storage", default="sqlite", choices=("sqlite", "memory"),
+        help="Storage of the session's shared broker (default: sqlite, in a temporary directory; memory "
+        "skips the disk: no fsync before a confirm). A test's own broker takes storage= in its marker.",
     )  # fmt: skip
     group.addoption(
         "--leveret-keep-data", action="store_true", default=False,
@@ -104,7 +110,7 @@ class SessionBroker:
 
     def shared(self) -> ThreadedBroker:
         if self.broker is None:
-            self.broker = self.make()
+            self.broker = self.make(storage=self.config.getoption("leveret_storage"))
         return self.broker
 
     def vhost_name(self, nodeid: str) -> str:

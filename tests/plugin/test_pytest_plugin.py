@@ -367,3 +367,22 @@ def test_pyproject_declares_the_entry_point() -> None:
 
     pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
     assert pyproject["project"]["entry-points"]["pytest11"] == {"leveret": "leveret.pytest_plugin"}
+
+
+def test_the_shared_broker_may_keep_its_data_in_memory(pytester: pytest.Pytester, run: Run) -> None:
+    pytester.makepyfile(
+        test_memory='''
+        def test_memory(leveret_broker):
+            assert leveret_broker.settings.storage == "memory" and leveret_broker.data_dir is None
+        '''
+    )
+    run("--leveret-storage", "memory").assert_outcomes(passed=1)
+
+
+def test_the_example_suites_pass_on_the_fixture(pytester: pytest.Pytester, run: Run) -> None:
+    """examples/testing (docs/testing.md): Celery and Dramatiq with real workers, as a user runs them."""
+    import shutil
+
+    examples = Path(__file__).resolve().parents[2] / "examples" / "testing"
+    shutil.copytree(examples, pytester.path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    run("celery_app", "dramatiq_app", timeout=300).assert_outcomes(passed=8)
