@@ -59,6 +59,23 @@ async def test_anyio(leveret_url, leveret_broker):
         await leveret_broker.wait_for_queue_async("anyio-jobs", ready=1)
 
 
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+@pytest.mark.anyio
+async def test_anyio_on_trio_waits_without_blocking(leveret_url, leveret_broker):
+    import threading, time
+
+    def publish_later():
+        time.sleep(0.3)
+        conn = pika.BlockingConnection(pika.URLParameters(leveret_url))
+        conn.channel().basic_publish("", "trio-jobs", b"late")
+        conn.close()
+
+    ch = pika.BlockingConnection(pika.URLParameters(leveret_url)).channel()
+    ch.queue_declare("trio-jobs")
+    threading.Thread(target=publish_later).start()
+    assert (await leveret_broker.wait_for_queue_async("trio-jobs", ready=1)).messages == 1
+
+
 def test_kombu(leveret_url, leveret_broker):
     with kombu.Connection(leveret_url, transport_options={"confirm_publish": True}) as conn:
         q = conn.SimpleQueue("kombu-jobs")
@@ -73,10 +90,10 @@ def test_kombu(leveret_url, leveret_broker):
 
 def test_pika_aio_pika_kombu_and_anyio_pass_with_nothing_configured(pytester: pytest.Pytester, run: Run) -> None:
     pytester.makepyfile(test_clients=CLIENTS)
-    # anyio runs its tests on asyncio only here (its default parametrizes over installed backends).
+    # anyio: asyncio unless a test asks for trio.
     pytester.makeconftest("import pytest\n\n@pytest.fixture\ndef anyio_backend():\n    return 'asyncio'\n")
     result = run("-W", "error::pytest.PytestUnraisableExceptionWarning")
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=5)
 
 
 def test_two_tests_do_not_see_each_others_queues(pytester: pytest.Pytester, run: Run) -> None:
