@@ -69,6 +69,16 @@ TEST_DEFAULTS: dict[str, Any] = {
     "storage": "sqlite",
 }
 
+# Options with a fixed set of values (`leveret server --help` lists the same).
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "storage": ("sqlite", "memory"),
+    "log_level": ("debug", "info", "warning", "error"),
+    "log_format": ("text", "json"),
+    "consumer_timeout_action": ("close", "cancel"),
+    "tls_verify": (None, "none", "peer", "require"),
+    "tls_login_from": ("common_name", "subject_alternative_name"),
+}
+
 __all__ = ["OPTIONS", "Broker", "BrokerTimeout", "ThreadedBroker", "run_in_thread"]
 
 
@@ -87,6 +97,9 @@ def make_settings(data_dir: Path, options: dict[str, Any]) -> Settings:
     if unknown:
         raise TypeError(f"unknown broker option(s): {', '.join(unknown)}; the options: {', '.join(sorted(OPTIONS))}")
     values = {**TEST_DEFAULTS, **options}
+    for name, allowed in CHOICES.items():
+        if name in values and values[name] not in allowed:
+            raise ValueError(f"{name}={values[name]!r}: one of {', '.join(map(repr, allowed))}")
     users = dict(values.pop("users", None) or {})
     user_tags = {k: _tags(v) for k, v in (values.pop("user_tags", None) or {}).items()}
     users_file = values.pop("users_file", None)
@@ -297,8 +310,10 @@ class Broker:
         assert self.app is not None
         await self.app.sync_store()
 
-    def delete_vhost(self, name: str) -> None:
+    def delete_vhost(self, name: str, *, missing_ok: bool = False) -> None:
         """Delete ``name`` with everything in it; its connections are closed (320)."""
+        if missing_ok and name not in self.model.vhosts:
+            return
         self.model.delete_vhost(name)
 
     # -- waiting ---------------------------------------------------------------------------------
@@ -527,8 +542,8 @@ class ThreadedBroker:
     def add_vhost(self, name: str, user: str = "guest") -> None:
         self._call(self.core.add_vhost(name, user))
 
-    def delete_vhost(self, name: str) -> None:
-        self._sync(lambda: self.core.delete_vhost(name))
+    def delete_vhost(self, name: str, *, missing_ok: bool = False) -> None:
+        self._sync(lambda: self.core.delete_vhost(name, missing_ok=missing_ok))
 
     # -- waiting ---------------------------------------------------------------------------------
 

@@ -76,6 +76,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         session.close()
 
 
+class BrokerDidNotStart(Exception):
+    """The test's broker could not start; the message says why and shows its last log lines."""
+
+
 class SessionBroker:
     """The session's shared broker, started on first use; and the names of per-test vhosts."""
 
@@ -102,8 +106,14 @@ class SessionBroker:
         if self._propagate is None:
             self._propagate = logger.propagate
             logger.propagate = False
+        from leveret.app import CannotStart
+
         broker = ThreadedBroker(**{**self.options(), **options})
-        broker.start()
+        try:
+            broker.start()
+        except CannotStart as exc:
+            recent = "\n".join(list(broker.log.lines)[-20:])
+            raise BrokerDidNotStart(f"Leveret could not start: {exc}\nits last log lines:\n{recent}") from None
         if broker.core.keep_data and broker.data_dir is not None:
             self.kept.append(str(broker.data_dir))
         return broker
@@ -161,7 +171,7 @@ def leveret_broker(request: pytest.FixtureRequest) -> Iterator[ThreadedBroker]:
         yield view
     finally:
         if shared.running:
-            shared.delete_vhost(vhost)  # closes the connections the test left open (320)
+            shared.delete_vhost(vhost, missing_ok=True)  # closes the connections the test left open (320)
 
 
 @pytest.fixture

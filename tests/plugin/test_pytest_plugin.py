@@ -403,3 +403,23 @@ def test_the_example_suites_pass_on_the_fixture(pytester: pytest.Pytester, run: 
     examples = Path(__file__).resolve().parents[2] / "examples" / "testing"
     shutil.copytree(examples, pytester.path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     run("celery_app", "dramatiq_app", timeout=300).assert_outcomes(passed=8)
+
+
+def test_a_broker_that_cannot_start_says_why(pytester: pytest.Pytester, run: Run) -> None:
+    pytester.makepyfile(
+        test_bad='''
+        import pytest
+
+        @pytest.mark.leveret(tls_cert="missing.pem")
+        def test_bad_option(leveret_broker):
+            pass
+
+        @pytest.mark.leveret(storage="disk")
+        def test_bad_value(leveret_broker):
+            pass
+        '''
+    )
+    result = run()
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["*BrokerDidNotStart: Leveret could not start: *missing.pem*", "*its last log lines:*"])
+    result.stdout.fnmatch_lines(["*ValueError: storage='disk': one of 'sqlite', 'memory'*"])
