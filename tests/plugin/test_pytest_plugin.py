@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -305,6 +306,8 @@ def test_nothing_is_left_behind(
     assert [Path(d).exists() for d in dirs] == [keep, keep]
     if keep:
         result.stdout.fnmatch_lines(["leveret: data directories kept (--leveret-keep-data):", *[f"  {d}" for d in dirs]])
+        for d in dirs:
+            shutil.rmtree(d)
 
 
 def test_a_failing_test_shows_the_broker_log(pytester: pytest.Pytester, run: Run) -> None:
@@ -398,8 +401,6 @@ def test_the_shared_broker_may_keep_its_data_in_memory(pytester: pytest.Pytester
 
 def test_the_example_suites_pass_on_the_fixture(pytester: pytest.Pytester, run: Run) -> None:
     """examples/testing (docs/testing.md): Celery and Dramatiq with real workers, as a user runs them."""
-    import shutil
-
     examples = Path(__file__).resolve().parents[2] / "examples" / "testing"
     shutil.copytree(examples, pytester.path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     run("celery_app", "dramatiq_app", timeout=300).assert_outcomes(passed=8)
