@@ -7,6 +7,9 @@ import pytest
 
 from tests.helpers import ProcessBroker, ThreadBroker
 
+# tests/plugin runs generated suites through pytest's own plugin-testing fixture.
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture
 def broker() -> Iterator[ThreadBroker]:

@@ -280,6 +280,29 @@ class App:
         if self._lock is not None:
             self._lock.release()
 
+    async def sync_store(self) -> None:
+        """Wait until everything handed to the store so far is durable."""
+        if self.store is not None:
+            await _durable(self.store)
+
+    async def crash(self) -> int:
+        """Go down as ``kill -9`` would, for tests of recovery (the embedded broker's ``kill``): every
+        socket dropped without a closing frame, what the store has not written yet dropped, no
+        clean-stop marker (so the next start flags recovered messages redelivered). The data
+        directory keeps what was durable. Returns how many store operations were dropped."""
+        if self.server is not None:
+            await self.server.abort()
+        for r in self._runners:
+            await r.cleanup()
+        dropped = 0
+        if self.store is not None:
+            dropped = self.store.discard_pending()
+            await asyncio.get_running_loop().run_in_executor(None, self.store.close)
+        if self._lock is not None:
+            self._lock.release()
+        log.warning("broker crashed on purpose (a simulated kill -9): %d store operations were not written", dropped)
+        return dropped
+
     async def stop(self) -> None:
         for r in self._runners:
             await r.cleanup()

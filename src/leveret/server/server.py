@@ -195,6 +195,19 @@ class Server:
         for server in self._listeners:
             await server.wait_closed()
 
+    async def abort(self) -> None:
+        """Go down as a killed process would: listeners closed, every socket dropped at once (no
+        connection.close, no waiting); the clients see their connections reset."""
+        if self._tick is not None:
+            self._tick.cancel()
+        for server in self._listeners:
+            server.close()
+        for c in list(self.connections):
+            c.abort()
+        for server in self._listeners:
+            await server.wait_closed()
+        await asyncio.sleep(0)  # the connections' connection_lost callbacks run now
+
 
 def tls_files(settings: Settings) -> TLSFiles:
     assert settings.tls_cert is not None

@@ -213,6 +213,15 @@ class Store(Protocol):
         The broker may stop reading from publishers while this is high (flow control).
         """
 
+    def discard_pending(self) -> int:
+        """Drop every operation submitted but not yet written, as a ``kill -9`` of the process would;
+        return how many were dropped.
+
+        Their ``sync`` callbacks are never called (nothing is confirmed for them). Used to simulate a
+        crash (:meth:`leveret.embedded.Broker.kill`) before :meth:`close`; a batch already being written
+        is left to finish. A store that writes at once (the in-memory one) has nothing to drop.
+        """
+
     def failure(self) -> str | None:
         """Why the store cannot write right now (no disk space, failed), or None while it can.
 

@@ -208,6 +208,22 @@ class HandOff:
     def pending(self) -> int:
         return len(self._ops)
 
+    def discard_pending(self) -> int:
+        """Drop what is queued and not yet written (a simulated ``kill -9``); return how many operations.
+
+        Waits for a batch being written to finish (it is then on disk, as it would be after a kill
+        during its commit); the dropped operations' ``sync`` callbacks are never called.
+        """
+        with self._lock:  # the writer pops under it: never clear the queue in the middle of a batch
+            dropped = [op for op in self._ops if op[0] != _CLOSE]
+            closing = len(self._ops) - len(dropped)
+            self._ops.clear()
+            self._ops.extend([(_CLOSE,)] * closing)
+        for op in dropped:
+            if op[0] == _READ:
+                op[5].set()  # a reader waiting on it sees an empty result and raises
+        return len(dropped)
+
     def attach_loop(self, loop: LoopLike) -> None:
         """Hand operations over once per event-loop turn, committing small synced turns in place.
 

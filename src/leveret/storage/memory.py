@@ -169,6 +169,9 @@ class MemoryStore:
     def pending(self) -> int:
         return 0
 
+    def discard_pending(self) -> int:
+        return 0  # every operation is applied as it is made
+
     def failure(self) -> str | None:
         return None
 
