@@ -110,8 +110,8 @@ class Segments:
         out: list[tuple[int, int]] = []
         i = 0
         while i < len(bodies):
-            if self._size >= self._max or self._fd < 0:
-                self._rotate()
+            if self._fd < 0 or (self._size > 0 and self._size + len(bodies[i]) > self._max):
+                self._rotate()  # a body that does not fit starts a new segment (unless this one is empty)
             # As many bodies as fit in this segment (at least one), in one writev.
             room = self._max - self._size
             j, total = i, 0
@@ -161,8 +161,15 @@ class Segments:
         self._begin = None
         dead, self._dead = self._dead, set()
         for segment in dead:
-            if segment != self._current and segment not in self._counts:
-                self._unlink(segment, None)
+            if segment in self._counts:
+                continue
+            if segment == self._current:
+                # Every message in it is gone: give the space back now, start a new one next time.
+                if self._fd >= 0:
+                    os.close(self._fd)
+                    self._fd = -1
+                self._size = self._max
+            self._unlink(segment, None)
 
     def rollback(self, counts: dict[int, int]) -> None:
         """The batch's transaction rolled back: restore ``counts``, cut the appends off."""
@@ -191,10 +198,6 @@ class Segments:
     def snapshot(self) -> dict[int, int]:
         """The counts as they are, for :meth:`rollback`."""
         return dict(self._counts)
-
-    @property
-    def in_batch(self) -> bool:
-        return self._begin is not None or bool(self._dead)
 
     # -- reading ----------------------------------------------------------------------
 
