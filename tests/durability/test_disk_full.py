@@ -183,8 +183,8 @@ def test_a_broker_killed_with_a_full_wal_starts_again_on_a_full_disk(start: Star
     ch = conn.channel()
     ch.confirm_delivery()
     ch.queue_declare("q", durable=True)
-    for i in range(20):  # 1.2 MB: in the WAL (below the segment threshold), not checkpointed yet
-        ch.basic_publish("", "q", b"%d " % i + bytes(60_000), PERSISTENT)
+    for i in range(20):  # 600 KB: in the WAL (below the segment threshold), not checkpointed yet
+        ch.basic_publish("", "q", b"%d " % i + bytes(30_000), PERSISTENT)
     close_quietly(conn)
     kill9(b)
     fill(small_disk, 0)  # recovery's checkpoint cannot grow the main file

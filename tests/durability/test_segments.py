@@ -31,8 +31,8 @@ PERSISTENT = pika.BasicProperties(delivery_mode=2)
 
 
 def body_of(i: int) -> bytes:
-    """Message ``i``'s body: small, just under, at and far above the 64 KiB threshold, never repeating."""
-    size = (40, 65_535, 65_536, 300_000, 1_100_000)[i % 5] + i
+    """Message ``i``'s body: small, just under, at and far above the 32 KiB threshold, never repeating."""
+    size = (40, 32_000, 32_768, 300_000, 1_100_000)[i % 5] + i
     seed = hashlib.sha256(b"%d" % i).digest()
     return (b"%d:" % i + seed * (size // 32 + 1))[:size]
 

@@ -30,7 +30,7 @@ from pathlib import Path
 log = logging.getLogger("leveret.storage")
 
 # Bodies at least this long go to a segment (see docs/benchmarks.md, "Session 6").
-SEGMENT_THRESHOLD = 64 * 1024
+SEGMENT_THRESHOLD = 32 * 1024
 # A segment is closed for appends (and a new one started) once it holds this many bytes.
 SEGMENT_MAX = 128 << 20
 # Most buffers one writev takes (IOV_MAX is 1024 on Linux).
