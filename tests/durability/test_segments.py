@@ -18,7 +18,7 @@ from pathlib import Path
 import pika
 import pytest
 
-from leveret.storage.base import MessageRecord
+from leveret.storage.base import MessageRecord, QueueRecord
 from leveret.storage.sqlite import SqliteStore
 from leveret.storage.sqlite_schema import MIGRATIONS
 from tests.durability.conftest import close_quietly, connect
@@ -263,3 +263,28 @@ def test_a_backup_takes_the_segments_along(tmp_path: Path) -> None:
         assert r.set_aside == 0
     finally:
         restored.close()
+
+
+def test_a_message_set_aside_keeps_its_segment_body_in_quarantine(tmp_path: Path) -> None:
+    db = tmp_path / "leveret.db"
+    store = SqliteStore(db, segment_max=1 << 20)
+    store.open()
+    for i in range(6):
+        store.append(V, "q", MessageRecord(i, "", "q", b"\x80\x00", body_of(i)))
+        store.append(V, "other", MessageRecord(i, "", "other", b"\x80\x00", body_of(i)))
+    synced(store)
+    store.set_aside_messages(V, "q", [3, 4], "the broker could not apply it")
+    store.set_aside(QueueRecord(V, "other"), "its arguments are not valid")
+    synced(store)
+    store.close()
+    conn = sqlite3.connect(db)
+    rows = conn.execute("SELECT queue, msg_id, body FROM quarantine_messages ORDER BY queue, msg_id").fetchall()
+    conn.close()
+    assert rows == [("other", i, body_of(i)) for i in range(6)] + [("q", i, body_of(i)) for i in (3, 4)]
+    again = SqliteStore(db)
+    r = again.open()
+    try:
+        assert [(m.msg_id, m.body) for m in r.messages[V, "q"]] == [(i, body_of(i)) for i in (0, 1, 2, 5)]
+        assert (V, "other") not in r.messages
+    finally:
+        again.close()

@@ -79,6 +79,7 @@ from leveret.storage.sqlite_schema import (
     COPY_MESSAGES,
     QUARANTINE_TABLES,
     SCHEMA_VERSION,
+    SEGMENT_BODY,
     binding_params,
     is_corruption,
     is_space_error,
@@ -336,6 +337,7 @@ class SqliteStore(HandOff):
 
     def _open_and_read(self) -> Recovered:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.create_function(SEGMENT_BODY, 3, self._segment_body)
         try:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -366,6 +368,13 @@ class SqliteStore(HandOff):
             raise
         self._conn = conn
         return recovered
+
+    def _segment_body(self, seg: int, off: int, length: int) -> bytes | None:
+        """SQL function: a body from a segment file (None if it is not there), for copies to quarantine."""
+        try:
+            return self._segments.read(seg, off, length)
+        except OSError:
+            return None
 
     def _preallocate_wal(self, conn: sqlite3.Connection) -> None:
         """Checkpoint what was recovered and fill the (then empty) WAL with zeros; see the docstring."""

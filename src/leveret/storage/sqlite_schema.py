@@ -135,9 +135,13 @@ _COPY_BINDINGS = (
     "INSERT INTO quarantine_bindings SELECT ?, ?, vhost, source, destination, destination_type, routing_key,"
     " arguments FROM bindings WHERE "
 )
+# A body in a segment file is read by the SQL function SEGMENT_BODY (registered on the store's
+# connection; NULL if the segment does not hold it), so the quarantined copy keeps it.
+SEGMENT_BODY = "segment_body"
 COPY_MESSAGES = (
     "INSERT INTO quarantine_messages SELECT ?, ?, q.vhost, q.name, m.msg_id, m.exchange, m.routing_key,"
-    " m.properties, m.body, m.delivered, m.expires_at FROM messages m JOIN queue_ids q ON m.queue = q.id"
+    f" m.properties, CASE WHEN m.seg IS NULL THEN m.body ELSE {SEGMENT_BODY}(m.seg, m.seg_off, m.seg_len) END,"
+    " m.delivered, m.expires_at FROM messages m JOIN queue_ids q ON m.queue = q.id"
     " WHERE q.vhost = ? AND q.name = ?"
 )
 _COPY_BINDINGS_NUMBERED = _COPY_BINDINGS.replace("?, ?", "?3, ?4", 1)  # after ?1, ?2 of the WHERE
