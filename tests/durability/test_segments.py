@@ -288,3 +288,29 @@ def test_a_message_set_aside_keeps_its_segment_body_in_quarantine(tmp_path: Path
         assert (V, "other") not in r.messages
     finally:
         again.close()
+
+
+def test_a_broker_whose_segments_are_gone_starts_and_serves_the_rest(start: Start, data_dir: Path) -> None:
+    b = start()
+    conn = connect(b)
+    ch = conn.channel()
+    ch.queue_declare("jobs", durable=True)
+    ch.confirm_delivery()
+    for i in range(6):
+        ch.basic_publish("", "jobs", body_of(i), PERSISTENT)  # 0, 1 (32,001 B) and 5 in rows, 2-4 not
+    close_quietly(conn)
+    assert b.terminate() == 0
+    for p in segment_files(data_dir):
+        p.unlink()
+    b = start()
+    conn = connect(b)
+    ch = conn.channel()
+    got = []
+    for method, _props, body in ch.consume("jobs", inactivity_timeout=0.5):
+        if method is None:
+            break
+        got.append(body)
+        ch.basic_ack(method.delivery_tag)
+    close_quietly(conn)
+    assert got == [body_of(0), body_of(1), body_of(5)]
+    assert "3 records could not be recovered and are set aside" in "".join(b.log)
