@@ -1,9 +1,9 @@
 """Client processes for bench/soak_kill9.py, each run as its own process so that a kill -9 of the broker
 cannot take the record of what it confirmed with it.
 
-    python bench/soak_clients.py publish PORT QUEUE OUT FIRST
+    python bench/soak_clients.py publish PORT QUEUE OUT FIRST [SIZE]
         Publishes persistent messages to QUEUE (default exchange) with ids FIRST, FIRST+1, ... (body = the
-        id in decimal), with publisher confirms and up to WINDOW unconfirmed, until the connection drops.
+        id in decimal, or with SIZE "ID " repeated to SIZE bytes: see body()), with publisher confirms and up to WINDOW unconfirmed, until the connection drops.
         Appends each confirmed id to OUT as "ID" and each nacked one as "n ID", flushed after every
         confirm. Exits 0 when the broker goes away.
 
@@ -38,7 +38,19 @@ def _params(port: int) -> pika.ConnectionParameters:
     )  # fmt: skip
 
 
-def publish(port: int, queue: str, out_path: str, first: int) -> None:
+def body(i: int, size: int) -> bytes:
+    """Message ``i``'s body: its id, or with ``size`` "ID " repeated to ``size`` bytes."""
+    if not size:
+        return str(i).encode()
+    unit = b"%d " % i
+    return (unit * (size // len(unit) + 1))[: max(size, len(unit))]
+
+
+def id_of(data: bytes) -> int:
+    return int(data.split(b" ", 1)[0])
+
+
+def publish(port: int, queue: str, out_path: str, first: int, size: int = 0) -> None:
     out = open(out_path, "a")  # noqa: SIM115 - lives as long as the process
     state = {"next": first, "tag": 0}
     outstanding: dict[int, int] = {}  # delivery tag -> id
@@ -49,7 +61,7 @@ def publish(port: int, queue: str, out_path: str, first: int) -> None:
         while len(outstanding) < WINDOW:
             state["tag"] += 1
             outstanding[state["tag"]] = state["next"]
-            ch.basic_publish("", queue, str(state["next"]).encode(), props)
+            ch.basic_publish("", queue, body(state["next"], size), props)
             state["next"] += 1
 
     def on_confirm(frame: Any) -> None:
@@ -83,11 +95,11 @@ def ack(port: int, queue: str, out_path: str) -> None:
         marker = conn.channel()
         marker.confirm_delivery()
         n = 0
-        for method, _props, body in ch.consume(queue, inactivity_timeout=5):
+        for method, _props, data in ch.consume(queue, inactivity_timeout=5):
             if method is None:
                 break
             ch.basic_ack(method.delivery_tag)
-            out.write(f"a {int(body)} {int(bool(method.redelivered))}\n")
+            out.write(f"a {id_of(data)} {int(bool(method.redelivered))}\n")
             n += 1
             if n % MARK_EVERY == 0:
                 out.flush()
@@ -103,7 +115,7 @@ def ack(port: int, queue: str, out_path: str) -> None:
 if __name__ == "__main__":
     cmd, port, queue, path, *rest = sys.argv[1:]
     if cmd == "publish":
-        publish(int(port), queue, path, int(rest[0]))
+        publish(int(port), queue, path, int(rest[0]), int(rest[1]) if len(rest) > 1 else 0)
     elif cmd == "ack":
         ack(int(port), queue, path)
     else:

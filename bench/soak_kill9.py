@@ -46,6 +46,12 @@ import pika
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 CLIENTS = BENCH_DIR / "soak_clients.py"
+
+
+def expected_body(i: int, size: int) -> bytes:
+    """soak_clients.body(i, size) for size > 0."""
+    unit = b"%d " % i
+    return (unit * (size // len(unit) + 1))[: max(size, len(unit))]
 WINDOW = 256  # soak_clients.WINDOW: unconfirmed publishes in flight
 QUEUE, BARRIER = "soak", "barrier"
 RECOVERY_LINE = re.compile(r"recovered (\d+) durable queues and (\d+) messages in ([\d.]+) s")
@@ -183,7 +189,7 @@ class Soak:
         first = c * 100_000_000  # far above anything a cycle can publish
         conf_path = self.workdir / f"confirmed-{c}"
         ack_paths = [self.workdir / f"acked-{c}-{n}" for n in range(a.consumers if a.with_consumers else 0)]
-        self.client("publish", self.broker.port, QUEUE, conf_path, first, tag=f"publisher-{c}")
+        self.client("publish", self.broker.port, QUEUE, conf_path, first, a.body_size, tag=f"publisher-{c}")
         for n, path in enumerate(ack_paths):
             self.client("ack", self.broker.port, QUEUE, path, tag=f"acker-{c}-{n}")
         deadline = time.monotonic() + 20
@@ -242,10 +248,14 @@ class Soak:
         ch.basic_qos(prefetch_count=0)
         got: list[Any] = []
         if depth:
+            size = self.args.body_size
             for method, _props, body in ch.consume(QUEUE, inactivity_timeout=5):
                 if method is None:
                     break
-                got.append((method.delivery_tag, int(body), bool(method.redelivered)))
+                i = int(body.split(b" ", 1)[0])
+                if size and body != expected_body(i, size):
+                    self.fail(where, f"message {i} came back with a different body ({len(body)} bytes)")
+                got.append((method.delivery_tag, i, bool(method.redelivered)))
                 if len(got) == depth:
                     break
         if len(got) != depth:
@@ -355,6 +365,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="how long a (re)start may take before it counts as a failure (default 60)")
     p.add_argument("--time-limit", type=float, default=900, metavar="S",
                    help="no new cycle starts after S seconds (default 900); then exit status 2")
+    p.add_argument("--body-size", type=int, default=0, metavar="B",
+                   help="bodies of B bytes (\"ID \" repeated; checked byte for byte when read back); 32768 or"
+                        " more puts them in segment files (default: the id alone)")
     p.add_argument("--keep-dir", action="store_true",
                    help="keep the data dir, broker log and client files (printed at the end)")
     a = p.parse_args(argv)

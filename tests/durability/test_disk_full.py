@@ -94,7 +94,8 @@ def test_a_full_disk_holds_confirms_until_space_returns_and_loses_nothing(start:
 
     pub, t_pub, published, ballast = stall(b, small_disk)
     status, body = health(b)
-    assert status == 503 and body["status"] == "failed" and "disk is full" in body["reason"], body
+    # BIG goes to a segment file: the write() of it finds the disk full (SQLite would say "disk is full").
+    assert status == 503 and body["status"] == "failed" and "No space left" in body["reason"], body
     # A durable declare from another connection waits for the disk too (it is not lost, not refused).
     other = connect(b)
     t_decl, declared = in_thread(lambda: other.channel().queue_declare("made-while-full", durable=True))
@@ -182,8 +183,8 @@ def test_a_broker_killed_with_a_full_wal_starts_again_on_a_full_disk(start: Star
     ch = conn.channel()
     ch.confirm_delivery()
     ch.queue_declare("q", durable=True)
-    for i in range(20):  # 2 MB: in the WAL, not checkpointed yet
-        ch.basic_publish("", "q", b"%d " % i + bytes(100_000), PERSISTENT)
+    for i in range(20):  # 600 KB: in the WAL (below the segment threshold), not checkpointed yet
+        ch.basic_publish("", "q", b"%d " % i + bytes(30_000), PERSISTENT)
     close_quietly(conn)
     kill9(b)
     fill(small_disk, 0)  # recovery's checkpoint cannot grow the main file

@@ -151,7 +151,7 @@ def test_kill9_during_dead_lettering(brokers: Make, tmp_path: Path, cycle: int) 
 @pytest.mark.parametrize("cycle", range(CYCLES))
 def test_kill9_during_checkpoints(small_disk: Path, brokers: Make, cycle: int) -> None:
     journal = small_disk.parent / "journal"  # (small_disk before brokers: unmounted after they are killed)
-    # On 64 MiB the WAL reservation is 4 MiB: a checkpoint about every 50 of these 64 KB messages.
+    # On 64 MiB the WAL reservation is 4 MiB: a checkpoint about every 110 of these 30 KiB messages.
     # The kill comes as soon as the main file is seen to grow, that is while (or just after) a
     # checkpoint copies pages into it.
     db = small_disk / "data" / "leveret.db"

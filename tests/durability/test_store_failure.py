@@ -81,7 +81,8 @@ def test_no_space_blocks_publishers_at_once_fails_health_and_confirms_when_space
     assert server._tick is not None
     sbroker.call(server._tick.cancel)
     set_max_pages(store, None)
-    t, published = in_thread(lambda: ch.basic_publish("", "q", b"x" * 200_000, PERSISTENT))
+    # 30 KB: below the segment threshold, so in the database file, which max_page_count caps.
+    t, published = in_thread(lambda: ch.basic_publish("", "q", b"x" * 30_000, PERSISTENT))
     # (pika runs the blocked callback only once basic_publish returns: ask the broker.)
     wait_for(lambda: sbroker.call(lambda: [c.blocked for c in server.connections]) == [True], timeout=5)
     status, body = health(sbroker)

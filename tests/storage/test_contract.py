@@ -72,14 +72,15 @@ class MemoryBackend(Backend):
 
 
 class SqliteBackend(Backend):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, **options: int) -> None:
         self.path = path
-        self.store = self.sqlite = SqliteStore(path)
+        self.options = options
+        self.store = self.sqlite = SqliteStore(path, **options)
         self.sqlite.open()
 
     def reopen(self) -> Recovered:
         self.sqlite.close()
-        self.store = self.sqlite = SqliteStore(self.path)
+        self.store = self.sqlite = SqliteStore(self.path, **self.options)
         return self.sqlite.open()
 
     def visible_ids(self, vhost: str, queue: str) -> list[int]:
@@ -153,10 +154,14 @@ def make_backend(kind: str, directory: Path) -> Backend:
         return MemoryBackend()
     if kind == "sqlite-inline":
         return InlineSqliteBackend(directory / "leveret.db")
+    if kind == "sqlite-segments":
+        # Every body of 4 bytes or more in a segment file, a new segment every 64 bytes: the whole
+        # contract with bodies out of the rows, and many rotations and deletions.
+        return SqliteBackend(directory / "leveret.db", segment_threshold=4, segment_max=64)
     return SqliteBackend(directory / "leveret.db")
 
 
-@pytest.fixture(params=["memory", "sqlite", "sqlite-inline"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-inline", "sqlite-segments"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     b = make_backend(request.param, tmp_path)
     yield b

@@ -68,7 +68,8 @@ def test_a_write_that_fails_for_space_is_held_and_confirmed_once_space_returns(
         stalls.append(exc)
         changed.set()
 
-    store = SqliteStore(tmp_path / "s.db", on_stall=on_stall, on_error=errors.append)
+    # Bodies stay in the rows (the cap is on the database file's pages).
+    store = SqliteStore(tmp_path / "s.db", on_stall=on_stall, on_error=errors.append, segment_threshold=1 << 30)
     store.open()
     store.append(V, "q", msg(1))
     assert synced(store)
@@ -114,7 +115,7 @@ def test_a_write_that_fails_for_space_is_held_and_confirmed_once_space_returns(
 
 
 def test_close_without_space_gives_up_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    store = SqliteStore(tmp_path / "s.db")
+    store = SqliteStore(tmp_path / "s.db", segment_threshold=1 << 30)
     store.open()
     store.append(V, "q", msg(1))
     assert synced(store)
@@ -480,11 +481,15 @@ def test_a_version_1_database_is_migrated_and_keeps_its_messages(
         got = store.open().messages
     assert got == {(V, "q"): [MessageRecord(7, "ex", "rk", b"\x80\x00", b"body", True, None)]}
     upgrades = [r.getMessage().split(": ", 1)[1] for r in caplog.records if "schema upgraded" in r.getMessage()]
-    assert upgrades == ["schema upgraded from version 1 to 2", "schema upgraded from version 2 to 3"]
+    assert upgrades == [
+        "schema upgraded from version 1 to 2",
+        "schema upgraded from version 2 to 3",
+        "schema upgraded from version 3 to 4",
+    ]
     store.append(V, "q", MessageRecord(8, "ex", "rk", b"", b"new", expires_at=1234.5))
     store.close()
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     conn.close()
     again = SqliteStore(db)
     assert [m.expires_at for m in again.open().messages[V, "q"]] == [None, 1234.5]
@@ -538,7 +543,7 @@ def test_a_full_disk_does_not_stop_the_store_from_opening(
 
 
 def test_an_in_place_commit_that_finds_no_space_hands_the_batch_to_the_writer(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "s.db")
+    store = SqliteStore(tmp_path / "s.db", segment_threshold=1 << 30)
     store.open()
     cap_file(store)
     with store._lock:  # the writer has finished the batch that capped the file

@@ -6,10 +6,16 @@ API instead: one read transaction gives a snapshot of everything committed (ever
 every declare-ok'd queue) at that instant, while the broker goes on writing (in WAL mode readers do
 not block the writer). DEST is then a data directory ``leveret server --data-dir DEST`` starts from;
 it holds no clean-stop marker, so its messages come back flagged redelivered, as after a crash.
+
+Large bodies live in segment files beside the database (``leveret.db.segments/``). After the snapshot,
+the part of each segment the snapshot references is copied (segments are append-only, so those bytes do
+not change). A segment the broker deleted in between (every message in it was acked after the snapshot)
+is reported; the copy then sets those messages aside when it starts.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 import time
@@ -63,6 +69,47 @@ def backup(data_dir: Path | None, dest: Path) -> None:
         partial.unlink(missing_ok=True)
         click.echo(f"leveret backup: the copy failed its integrity check: {ok}", err=True)
         sys.exit(1)
+    missing = _copy_segments(partial, src, target)
     partial.rename(target)
-    size = target.stat().st_size
+    if missing:
+        click.echo(
+            f"leveret backup: {len(missing)} segment file(s) were deleted by the broker during the copy"
+            f" (their messages were acked meanwhile): {', '.join(map(str, missing))}",
+            err=True,
+        )
+    size = target.stat().st_size + sum(p.stat().st_size for p in Path(f"{target}.segments").glob("*.seg"))
     click.echo(f"backed up {src} to {target}: {size / 1e6:.1f} MB in {time.monotonic() - t0:.2f} s")
+
+
+def _copy_segments(copy: Path, src: Path, target: Path) -> list[int]:
+    """Copy the bytes of each segment file the database copy references; return the ids that were gone."""
+    conn = sqlite3.connect(copy)
+    try:
+        ranges = conn.execute(
+            "SELECT seg, MAX(seg_off + seg_len) FROM messages WHERE seg IS NOT NULL GROUP BY seg"
+        ).fetchall()
+    except sqlite3.OperationalError:  # a schema before segments
+        ranges = []
+    finally:
+        conn.close()
+    missing: list[int] = []
+    if not ranges:
+        return missing
+    src_dir, dst_dir = Path(f"{src}.segments"), Path(f"{target}.segments")
+    dst_dir.mkdir(exist_ok=True)
+    for seg, end in ranges:
+        name = f"{seg:08d}.seg"
+        try:
+            with open(src_dir / name, "rb") as fin, open(dst_dir / name, "wb") as fout:
+                left = end
+                while left > 0:
+                    chunk = fin.read(min(left, 1 << 20))
+                    if not chunk:
+                        break
+                    fout.write(chunk)
+                    left -= len(chunk)
+                fout.flush()
+                os.fsync(fout.fileno())
+        except FileNotFoundError:
+            missing.append(seg)
+    return missing

@@ -74,10 +74,12 @@ from leveret.storage.handoff import (
     RETRY_INTERVAL,
     HandOff,
 )
+from leveret.storage.segments import SEGMENT_MAX, SEGMENT_THRESHOLD, Segments
 from leveret.storage.sqlite_schema import (
     COPY_MESSAGES,
     QUARANTINE_TABLES,
     SCHEMA_VERSION,
+    SEGMENT_BODY,
     binding_params,
     is_corruption,
     is_space_error,
@@ -101,13 +103,17 @@ WAL_DISK_SHARE = 16
 _OP_BYTES = 128
 
 _INSERT_MESSAGE = (
-    "INSERT INTO messages (queue, msg_id, exchange, routing_key, properties, body, delivered, expires_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO messages (queue, msg_id, exchange, routing_key, properties, body, delivered, expires_at,"
+    " seg, seg_off, seg_len) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT_BODIES = (
+    "SELECT msg_id, body, seg, seg_off, seg_len FROM messages WHERE queue = ? AND msg_id BETWEEN ? AND ?"
 )
 _MARK_DELIVERED = "UPDATE messages SET delivered = 1 WHERE queue = ? AND msg_id = ?"
 _DELETE_MESSAGE = "DELETE FROM messages WHERE queue = ? AND msg_id = ?"
 
-_Row = tuple[int, int, str, str, bytes, bytes, bool, float | None]
+# queue, msg_id, exchange, routing_key, properties, body, delivered, expires_at, seg, seg_off, seg_len
+_Row = tuple[int, int, str, str, bytes, bytes, bool, float | None, int | None, int | None, int | None]
 
 
 def disk_free_bytes(path: Path) -> int:
@@ -144,6 +150,10 @@ class SqliteStore(HandOff):
         "_qid_undo",
         "_qids",
         "_quarantine",
+        "_seg_undo",
+        "_segments",
+        "_segrefs",
+        "_threshold",
         "_shm_fd",
         "_wal_alloc",
         "_wal_path",
@@ -161,6 +171,8 @@ class SqliteStore(HandOff):
         disk_free_limit: int = 0,
         on_stall: Callable[[BaseException | None], None] | None = None,
         on_low_space: Callable[[int], None] | None = None,
+        segment_threshold: int = SEGMENT_THRESHOLD,
+        segment_max: int = SEGMENT_MAX,
     ) -> None:
         if checkpoint_pages < 1 or batch_max < 1 or inline_max < 0:
             raise ValueError("checkpoint_pages and batch_max must be positive, inline_max not negative")
@@ -186,6 +198,13 @@ class SqliteStore(HandOff):
         self._full_sync = True
         # (key, qid before) for each change a batch made to _qids, undone if it rolls back.
         self._qid_undo: list[tuple[tuple[str, str], int | None]] = []
+        # Bodies of at least this many bytes go to segment files (see leveret.storage.segments).
+        self._threshold = segment_threshold
+        self._segments = Segments(Path(f"{self._path}.segments"), segment_max=segment_max)
+        # queue id -> msg_id -> segment, for every live row whose body is in a segment.
+        self._segrefs: dict[int, dict[int, int]] = {}
+        # (queue id, msg_id, segment it referenced before; None: none) per change a batch made.
+        self._seg_undo: list[tuple[int, int, int | None]] = []
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -232,12 +251,20 @@ class SqliteStore(HandOff):
         missing = wanted.difference(result)
         qid = self._qids.get((vhost, queue))
         if missing and qid is not None and self._conn is not None:
-            rows = self._conn.execute(
-                "SELECT msg_id, body FROM messages WHERE queue = ? AND msg_id BETWEEN ? AND ?",
-                (qid, min(missing), max(missing)),
-            )
-            result.update((i, bytes(b)) for i, b in rows if i in missing)
+            self._select_bodies(self._conn, qid, missing, result)
         return result
+
+    def _select_bodies(self, conn: sqlite3.Connection, qid: int, wanted: set[int], result: dict[int, bytes]) -> None:
+        """Bodies of ``wanted`` ids of queue ``qid`` into ``result``, from their rows or segments."""
+        read = self._segments.read
+        for i, body, seg, off, length in conn.execute(_SELECT_BODIES, (qid, min(wanted), max(wanted))):
+            if i in wanted:
+                if seg is None:
+                    result[i] = bytes(body)
+                else:
+                    data = read(seg, off, length)
+                    if data is not None:  # a segment lost under a running broker: left out
+                        result[i] = data
 
     # -- metadata: encoded here so a bad argument raises TypeError at the caller ----
 
@@ -310,6 +337,7 @@ class SqliteStore(HandOff):
 
     def _open_and_read(self) -> Recovered:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.create_function(SEGMENT_BODY, 3, self._segment_body)
         try:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -318,7 +346,15 @@ class SqliteStore(HandOff):
             conn.execute("PRAGMA wal_autocheckpoint = 0")  # we checkpoint, off the confirm path
             conn.execute("PRAGMA cache_size = -16384")  # 16 MiB: keeps the message index hot
             migrate(conn, self._path)
-            recovered, self._qids = read_contents(conn, self._path)
+            segments = self._segments
+            on_disk = segments.on_disk()
+            recovered, self._qids, self._segrefs = read_contents(conn, self._path, segments.read, on_disk)
+            counts: dict[int, int] = {}
+            for refs in self._segrefs.values():
+                for seg in refs.values():
+                    counts[seg] = counts.get(seg, 0) + 1
+            highest = max((*on_disk, *counts, 0))
+            segments.start(counts, highest)
             page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
             self._frame_bytes = page_size + 24  # a WAL frame: 24-byte header + one page
             self._checkpoint_bytes = self._checkpoint_pages * self._frame_bytes
@@ -332,6 +368,13 @@ class SqliteStore(HandOff):
             raise
         self._conn = conn
         return recovered
+
+    def _segment_body(self, seg: int, off: int, length: int) -> bytes | None:
+        """SQL function: a body from a segment file (None if it is not there), for copies to quarantine."""
+        try:
+            return self._segments.read(seg, off, length)
+        except OSError:
+            return None
 
     def _preallocate_wal(self, conn: sqlite3.Connection) -> None:
         """Checkpoint what was recovered and fill the (then empty) WAL with zeros; see the docstring."""
@@ -392,6 +435,8 @@ class SqliteStore(HandOff):
             self._full_sync = durable
         qids = self._qids
         self._qid_undo.clear()
+        self._seg_undo.clear()
+        seg_counts = self._segments.snapshot()
         callbacks: list[Callable[[], None]] = []
         # Pending message changes, applied at the end (or before a delete_queue). Under
         # the append contract (an id is not re-appended while present), inserting
@@ -412,7 +457,7 @@ class SqliteStore(HandOff):
                     if (qid, msg.msg_id) in deleted:
                         # Appended after a remove/deliver of the same id in this batch: those
                         # changes are applied first so they cannot overtake the insert.
-                        _write_messages(conn, inserts, delivered, deletes)
+                        self._write_messages(conn, inserts, delivered, deletes)
                         inserts, delivered, deletes, deleted = {}, [], [], set()
                     inserts[qid, msg.msg_id] = (
                         qid,
@@ -423,6 +468,9 @@ class SqliteStore(HandOff):
                         msg.body,
                         msg.delivered,
                         msg.expires_at,
+                        None,
+                        None,
+                        None,
                     )
                 elif kind == _REMOVE:
                     known = qids.get((op[1], op[2]))
@@ -441,11 +489,11 @@ class SqliteStore(HandOff):
                                 delivered.append((known, msg_id))
                                 deleted.add((known, msg_id))
                             else:
-                                inserts[known, msg_id] = (*row[:6], True, row[7])
+                                inserts[known, msg_id] = (*row[:6], True, *row[7:])
                 elif kind == _SYNC:
                     callbacks.append(op[1])
                 elif kind == _READ:
-                    _write_messages(conn, inserts, delivered, deletes)  # the read must see them
+                    self._write_messages(conn, inserts, delivered, deletes)  # the read must see them
                     inserts, delivered, deletes, deleted = {}, [], [], set()
                     self._read_bodies(conn, op)
                 elif kind == _EXEC:
@@ -454,17 +502,20 @@ class SqliteStore(HandOff):
                 elif kind == _DELETE_QUEUE:
                     # A barrier: earlier message changes go first (they may add rows
                     # to this queue), then everything of the queue goes.
-                    _write_messages(conn, inserts, delivered, deletes)
+                    self._write_messages(conn, inserts, delivered, deletes)
                     inserts, delivered, deletes, deleted = {}, [], [], set()
                     self._delete_queue(conn, op[1], op[2])
                 elif kind == _CLOSE:
                     break  # anything after close() was called is not ours to write
-            _write_messages(conn, inserts, delivered, deletes)
+            self._write_messages(conn, inserts, delivered, deletes)
+            self._segments.sync()  # the bodies the rows reference are on disk before the rows are
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            self._undo_segments(seg_counts)
             raise
+        self._segments.committed()
         self._note_written(nbytes)
         return callbacks
 
@@ -473,14 +524,63 @@ class SqliteStore(HandOff):
         try:
             qid = self._qids.get((vhost, name))
             if qid is not None:
-                wanted = set(ids)
-                rows = conn.execute(
-                    "SELECT msg_id, body FROM messages WHERE queue = ? AND msg_id BETWEEN ? AND ?",
-                    (qid, min(ids), max(ids)),
-                )
-                result.update((i, bytes(b)) for i, b in rows if i in wanted)
+                self._select_bodies(conn, qid, set(ids), result)
         finally:
             done.set()
+
+    def _write_messages(
+        self,
+        conn: sqlite3.Connection,
+        inserts: dict[tuple[int, int], _Row],
+        delivered: list[tuple[int, int]],
+        deletes: list[tuple[int, int]],
+    ) -> None:
+        """Write pending message changes; large bodies are appended to a segment, their rows point there."""
+        if inserts:
+            threshold = self._threshold
+            large = [key for key, row in inserts.items() if len(row[5]) >= threshold]
+            if large:
+                segments = self._segments
+                places = segments.append([inserts[key][5] for key in large])
+                segrefs, undo = self._segrefs, self._seg_undo
+                for key, (seg, off) in zip(large, places, strict=True):
+                    row = inserts[key]
+                    inserts[key] = (*row[:5], b"", row[6], row[7], seg, off, len(row[5]))
+                    refs = segrefs.get(key[0])
+                    if refs is None:
+                        refs = segrefs[key[0]] = {}
+                    undo.append((key[0], key[1], refs.get(key[1])))
+                    refs[key[1]] = seg
+                    segments.add(seg)
+            conn.executemany(_INSERT_MESSAGE, inserts.values())
+        if delivered:
+            conn.executemany(_MARK_DELIVERED, delivered)
+        if deletes:
+            conn.executemany(_DELETE_MESSAGE, deletes)
+            segrefs = self._segrefs
+            if segrefs:
+                gone: list[int] = []
+                undo = self._seg_undo
+                for qid, msg_id in deletes:
+                    refs = segrefs.get(qid)
+                    if refs is not None and msg_id in refs:
+                        seg = refs.pop(msg_id)
+                        undo.append((qid, msg_id, seg))
+                        gone.append(seg)
+                if gone:
+                    self._segments.drop(gone)
+
+    def _undo_segments(self, counts: dict[int, int]) -> None:
+        """The batch rolled back: its segment references and appends are forgotten."""
+        segrefs = self._segrefs
+        for qid, msg_id, seg in reversed(self._seg_undo):
+            refs = segrefs.setdefault(qid, {})
+            if seg is None:
+                refs.pop(msg_id, None)
+            else:
+                refs[msg_id] = seg
+        self._seg_undo.clear()
+        self._segments.rollback(counts)
 
     def _new_qid(self, conn: sqlite3.Connection, vhost: str, name: str) -> int:
         qid = conn.execute("INSERT INTO queue_ids (vhost, name) VALUES (?, ?)", (vhost, name)).lastrowid
@@ -494,6 +594,10 @@ class SqliteStore(HandOff):
         if qid is not None:
             self._qid_undo.append(((vhost, name), qid))
             conn.execute("DELETE FROM messages WHERE queue = ?", (qid,))
+            refs = self._segrefs.pop(qid, None)
+            if refs:
+                self._seg_undo.extend((qid, msg_id, seg) for msg_id, seg in refs.items())
+                self._segments.drop(refs.values())
             conn.execute("DELETE FROM queue_ids WHERE id = ?", (qid,))
         conn.execute("DELETE FROM queues WHERE vhost = ? AND name = ?", (vhost, name))
         conn.execute(
@@ -558,6 +662,7 @@ class SqliteStore(HandOff):
             log.warning("storage %s: final checkpoint failed: %s", self._path, exc)
         finally:
             conn.close()
+            self._segments.close()
 
 
     # -- hooks of HandOff -----------------------------------------------------------
@@ -579,18 +684,3 @@ class SqliteStore(HandOff):
         # A checkpoint lets the WAL start over in blocks it already has.
         self._next_checkpoint = min(self._next_checkpoint, self._checkpoint_bytes)
         self._maybe_checkpoint()
-
-def _write_messages(
-    conn: sqlite3.Connection,
-    inserts: dict[tuple[int, int], _Row],
-    delivered: list[tuple[int, int]],
-    deletes: list[tuple[int, int]],
-) -> None:
-    if inserts:
-        conn.executemany(_INSERT_MESSAGE, inserts.values())
-    if delivered:
-        conn.executemany(_MARK_DELIVERED, delivered)
-    if deletes:
-        conn.executemany(_DELETE_MESSAGE, deletes)
-
-

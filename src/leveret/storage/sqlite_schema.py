@@ -29,7 +29,7 @@ from leveret.storage.codec import decode_arguments, encode_arguments
 
 log = logging.getLogger("leveret.storage")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # MIGRATIONS[v] takes a database from user_version v to v + 1, in one transaction.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -66,6 +66,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # v3: users, vhosts, permissions (JSON records the store does not interpret).
     (
         "CREATE TABLE definitions (kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (kind, key))",
+    ),
+    # v4: a large body lives in a segment file (leveret.storage.segments); its row holds where, and an
+    # empty ``body``. NULL ``seg``: the body is in the row (every row written before v4).
+    (
+        "ALTER TABLE messages ADD COLUMN seg INTEGER",
+        "ALTER TABLE messages ADD COLUMN seg_off INTEGER",
+        "ALTER TABLE messages ADD COLUMN seg_len INTEGER",
     ),
 )
 
@@ -128,9 +135,13 @@ _COPY_BINDINGS = (
     "INSERT INTO quarantine_bindings SELECT ?, ?, vhost, source, destination, destination_type, routing_key,"
     " arguments FROM bindings WHERE "
 )
+# A body in a segment file is read by the SQL function SEGMENT_BODY (registered on the store's
+# connection; NULL if the segment does not hold it), so the quarantined copy keeps it.
+SEGMENT_BODY = "segment_body"
 COPY_MESSAGES = (
     "INSERT INTO quarantine_messages SELECT ?, ?, q.vhost, q.name, m.msg_id, m.exchange, m.routing_key,"
-    " m.properties, m.body, m.delivered, m.expires_at FROM messages m JOIN queue_ids q ON m.queue = q.id"
+    f" m.properties, CASE WHEN m.seg IS NULL THEN m.body ELSE {SEGMENT_BODY}(m.seg, m.seg_off, m.seg_len) END,"
+    " m.delivered, m.expires_at FROM messages m JOIN queue_ids q ON m.queue = q.id"
     " WHERE q.vhost = ? AND q.name = ?"
 )
 _COPY_BINDINGS_NUMBERED = _COPY_BINDINGS.replace("?, ?", "?3, ?4", 1)  # after ?1, ?2 of the WHERE
@@ -221,10 +232,18 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
         log.info("storage %s: schema version %d -> %d", path, v, v + 1)
 
 
-def read_contents(conn: sqlite3.Connection, path: Path) -> tuple[Recovered, dict[tuple[str, str], int]]:
-    """Everything the file holds, and the queue ids of its messages ((vhost, name) -> id).
+def read_contents(
+    conn: sqlite3.Connection,
+    path: Path,
+    read_segment: Callable[[int, int, int], bytes | None],
+    segments_on_disk: dict[int, int],
+) -> tuple[Recovered, dict[tuple[str, str], int], dict[int, dict[int, int]]]:
+    """Everything the file holds, the queue ids of its messages ((vhost, name) -> id), and where bodies
+    in segment files are (queue id -> msg_id -> segment).
 
-    Rows that do not decode are set aside (committed here) and left out.
+    Rows that do not decode are set aside (committed here) and left out; so are messages whose body is in
+    a segment file that is missing or too short (``read_segment(seg, offset, length)`` returns None;
+    ``segments_on_disk`` maps segment id -> file size).
     """
     # A row that cannot be decoded is set aside (logged, moved to a quarantine_* table),
     # never fatal: a broker that crash-loops on one bad record helps nobody.
@@ -284,24 +303,64 @@ def read_contents(conn: sqlite3.Connection, path: Path) -> tuple[Recovered, dict
     shared: dict[str, str] = {}
     share = shared.setdefault
     select = (
-        "SELECT msg_id, exchange, routing_key, properties, body, delivered, expires_at"
+        "SELECT msg_id, exchange, routing_key, properties, body, delivered, expires_at, seg, seg_off, seg_len"
         " FROM messages WHERE queue = ? ORDER BY msg_id"
     )
+    segrefs: dict[int, dict[int, int]] = {}
+    lost: list[tuple[int, int, str]] = []  # (queue id, msg_id, reason): body not in its segment
     for qid, key in sorted(names.items(), key=lambda item: item[1]):
-        records = [
-            MessageRecord(msg_id, share(ex, ex), share(rk, rk), props, body, delivered != 0, expires_at)
-            for msg_id, ex, rk, props, body, delivered, expires_at in conn.execute(select, (qid,))
-        ]
+        records = []
+        refs: dict[int, int] = {}
+        for msg_id, ex, rk, props, body, delivered, expires_at, seg, off, length in conn.execute(select, (qid,)):
+            next_id = max(next_id, msg_id + 1)  # a lost one's id is not given out again either
+            if seg is not None:
+                size = segments_on_disk.get(seg)
+                data = read_segment(seg, off, length) if size is not None and off + length <= size else None
+                if data is None:
+                    where = f"segment {seg}, bytes {off}-{off + length}"
+                    state = "missing" if size is None else f"{size} bytes long"
+                    lost.append((qid, msg_id, f"its body ({where}) is not on disk: the segment file is {state}"))
+                    continue
+                body = data
+                refs[msg_id] = seg
+            records.append(
+                MessageRecord(msg_id, share(ex, ex), share(rk, rk), props, body, delivered != 0, expires_at)
+            )
         if records:
             messages[key] = records
-            next_id = max(next_id, records[-1].msg_id + 1)
+        if refs:
+            segrefs[qid] = refs
+    if lost:
+        _set_aside_lost(conn, path, names, lost)
     definitions: dict[str, dict[str, str]] = {}
     for kind, key, value in conn.execute("SELECT kind, key, value FROM definitions ORDER BY kind, key"):
         definitions.setdefault(str(kind), {})[str(key)] = str(value)
     recovered = Recovered(
-        queues, exchanges, bindings, messages, next_id, set_aside=len(bad), definitions=definitions
+        queues, exchanges, bindings, messages, next_id, set_aside=len(bad) + len(lost), definitions=definitions
     )
-    return recovered, {key: qid for qid, key in names.items()}
+    return recovered, {key: qid for qid, key in names.items()}, segrefs
+
+
+def _set_aside_lost(
+    conn: sqlite3.Connection, path: Path, names: dict[int, tuple[str, str]], lost: list[tuple[int, int, str]]
+) -> None:
+    """Move messages whose body is not on disk to ``quarantine_messages`` (with an empty body), committed."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for sql in QUARANTINE_TABLES:
+            conn.execute(sql)
+        now = time.time()
+        for qid, msg_id, reason in lost:
+            vhost, name = names[qid]
+            conn.execute(COPY_MESSAGES + " AND m.msg_id = ?", (now, reason, vhost, name, msg_id))
+            conn.execute("DELETE FROM messages WHERE queue = ? AND msg_id = ?", (qid, msg_id))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    for qid, msg_id, reason in lost:
+        vhost, name = names[qid]
+        log_set_aside(path, f"message {msg_id} of queue '{name}' in vhost '{vhost}'", reason)
 
 
 def log_set_aside(path: Path, what: str, reason: str) -> None:
@@ -318,7 +377,7 @@ def move_aside(path: Path, exc: sqlite3.DatabaseError) -> None:
     """Rename a damaged file (and its -wal, -shm) to ``*.corrupt-<stamp>*``, so the store starts empty."""
     stamp = time.strftime("%Y%m%dT%H%M%S")
     moved = []
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", ".segments"):
         src = Path(f"{path}{suffix}")
         if src.exists():
             dst = Path(f"{path}.corrupt-{stamp}{suffix}")
