@@ -43,6 +43,7 @@ def open_store(settings: Settings, app: App | None = None) -> Store:
     return SqliteStore(
         settings.data_dir / "leveret.db",
         disk_free_limit=settings.disk_free_limit,
+        wal_preallocate=settings.wal_preallocate,
         on_error=functools.partial(app.from_store, app.store_failed),
         on_stall=functools.partial(app.from_store, app.store_stalled),
         on_low_space=functools.partial(app.from_store, app.store_low_on_space),

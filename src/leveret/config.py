@@ -84,6 +84,9 @@ class Settings:
     # messages stay only in the store and are read back as they near the head.
     queue_ram_limit: int | None = 64 * 1024 * 1024
     shutdown_timeout: float = 5.0
+    # Fill the SQLite WAL with zeros at start so commits overwrite allocated blocks (faster fsyncs);
+    # embedded test brokers turn it off (64 MiB written per start, for runs of a few seconds).
+    wal_preallocate: bool = True
 
     # TLS: with a certificate and key, AMQPS listens on amqps_port and the management API on https_port
     # (None: that TLS listener off). tls_verify: "none", "peer" (check a client certificate if one is

@@ -93,6 +93,26 @@ def test_a_given_data_dir_is_kept_and_recovered(tmp_path: Path) -> None:
         assert [q.name for q in broker.queues()] == ["stays"]
 
 
+def test_a_test_broker_does_not_preallocate_the_wal_unless_asked(tmp_path: Path) -> None:
+    """`leveret server` fills its WAL with zeros at start (64 MiB here, for faster fsyncs); a broker
+    for tests does not (it is started per test), and persistent messages survive its restart all the
+    same."""
+    wal = tmp_path / "d" / "leveret.db-wal"
+    with leveret.run_in_thread(data_dir=tmp_path / "d") as broker:
+        assert wal.stat().st_size < 1 << 20
+        conn = pika.BlockingConnection(pika.URLParameters(broker.url))
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.queue_declare("kept", durable=True)
+        for i in range(50):
+            ch.basic_publish("", "kept", b"%d" % i + b"x" * 40_000 * (i % 2), pika.BasicProperties(delivery_mode=2))
+        conn.close()
+        broker.kill(restart=True)
+        assert broker.wait_for_queue("kept", messages=50)
+    with leveret.run_in_thread(data_dir=tmp_path / "e", wal_preallocate=True):
+        assert (tmp_path / "e" / "leveret.db-wal").stat().st_size >= 1 << 20
+
+
 def test_the_http_api_and_options_are_those_given(tmp_path: Path) -> None:
     log_file = tmp_path / "broker.log"
     with leveret.run_in_thread(max_queues=3, vhosts="a b", users={"app": "pw"}, log_file=log_file) as broker:

@@ -27,7 +27,8 @@ extents: measured 200 vs 100 us per commit here). So ``open`` checkpoints what i
 recovered, then fills the WAL with zeros up to a bit more than ``checkpoint_pages``
 and keeps it that size (``journal_size_limit``); every commit then overwrites
 allocated blocks. Zeros are not valid frames (checksums), so recovery stops at the
-last real one. ``close`` runs a TRUNCATE checkpoint, leaving an empty WAL.
+last real one. ``close`` runs a TRUNCATE checkpoint, leaving an empty WAL. Brokers for tests
+(``wal_preallocate=False``, the embedded broker's default) skip the zeros: they live for seconds.
 
 Recovery. SQLite drops a torn WAL tail itself (frames after the last valid commit
 frame, checked by checksums). A main database file that is not a database or is
@@ -154,6 +155,7 @@ class SqliteStore(HandOff):
         "_segments",
         "_segrefs",
         "_threshold",
+        "_wal_preallocate",
         "_shm_fd",
         "_wal_alloc",
         "_wal_path",
@@ -173,6 +175,7 @@ class SqliteStore(HandOff):
         on_low_space: Callable[[int], None] | None = None,
         segment_threshold: int = SEGMENT_THRESHOLD,
         segment_max: int = SEGMENT_MAX,
+        wal_preallocate: bool = True,
     ) -> None:
         if checkpoint_pages < 1 or batch_max < 1 or inline_max < 0:
             raise ValueError("checkpoint_pages and batch_max must be positive, inline_max not negative")
@@ -200,6 +203,7 @@ class SqliteStore(HandOff):
         self._qid_undo: list[tuple[tuple[str, str], int | None]] = []
         # Bodies of at least this many bytes go to segment files (see leveret.storage.segments).
         self._threshold = segment_threshold
+        self._wal_preallocate = wal_preallocate  # False: the WAL grows as it is written (test brokers)
         self._segments = Segments(Path(f"{self._path}.segments"), segment_max=segment_max)
         # queue id -> msg_id -> segment, for every live row whose body is in a segment.
         self._segrefs: dict[int, dict[int, int]] = {}
@@ -402,7 +406,7 @@ class SqliteStore(HandOff):
             log.info("storage %s: small disk, WAL reservation %d bytes (1/%d of free space)",
                      self._path, share, WAL_DISK_SHARE)  # fmt: skip
         conn.execute(f"PRAGMA journal_size_limit = {max(self._wal_alloc, self._checkpoint_bytes)}")
-        if not busy:
+        if not busy and self._wal_preallocate:
             fd = os.open(self._wal_path, os.O_WRONLY | os.O_CREAT, 0o644)
             try:
                 size = start = os.fstat(fd).st_size
