@@ -19,7 +19,6 @@ from leveret.errors import ReplyCode
 from leveret.management.backend import NodeInfo
 from leveret.model.access import K_NODE, NODE_INITIALISED, check_password
 from leveret.model.broker import Broker
-from leveret.server import fds
 from leveret.server.server import Server, listen_all
 from leveret.storage.base import Store
 from leveret.storage.lock import DataDirLocked
@@ -205,8 +204,8 @@ class App:
             failure=self.store.failure() if self.store is not None else None,
             alarms=self._alarm_names(),
             tls_cert=str(self.settings.tls_cert) if self.settings.tls_cert and self.settings.tls_key else "",
-            fd_used=_fds_used(),
-            fd_total=fds.limit(),
+            fd_used=self.server.fd_watch.used if self.server is not None else None,
+            fd_total=self.server.fd_watch.limit if self.server is not None else None,
             sockets_used=len(self.server.connections) if self.server is not None else 0,
         )
 
@@ -406,13 +405,6 @@ async def _durable(store: Store) -> None:
         await asyncio.wait_for(done, 30)
     except TimeoutError:  # a failing store says why itself; the start goes on
         log.warning("the store did not confirm the users and vhosts written at start within 30 s")
-
-
-def _fds_used() -> int | None:
-    try:
-        return fds.used()
-    except OSError:  # at the limit itself: none left to count them with
-        return None
 
 
 def _rss_bytes() -> int:

@@ -72,9 +72,11 @@ def limit() -> int | None:
 
 
 class FdWatch:
-    """Warns when the descriptors in use near the limit; ``probe`` and ``limit_of`` are replaceable."""
+    """Warns when the descriptors in use near the limit; ``probe`` and ``limit_of`` are replaceable.
+    ``used`` and ``limit`` are the last counts taken (None before the first), for the management API:
+    counting reads /proc, which is not done per request."""
 
-    __slots__ = ("probe", "limit_of", "interval", "high", "_next")
+    __slots__ = ("probe", "limit_of", "interval", "high", "used", "limit", "_next")
 
     def __init__(self, probe: Callable[[], int | None] = used, limit_of: Callable[[], int | None] = limit,
                  interval: float = 5.0) -> None:  # fmt: skip
@@ -82,6 +84,8 @@ class FdWatch:
         self.limit_of = limit_of
         self.interval = interval
         self.high = False
+        self.used: int | None = None
+        self.limit: int | None = None
         self._next = 0.0
 
     def check(self, now: float) -> None:
@@ -99,6 +103,7 @@ class FdWatch:
                     "below it", exc.strerror, self.limit_of(),
                 )  # fmt: skip
             return
+        self.used, self.limit = n, lim
         if n is None or not lim:
             return
         if not self.high and n >= HIGH * lim:

@@ -82,6 +82,7 @@ class Server:
         loop = asyncio.get_running_loop()
         s = self.settings
         self.fd_limit = raise_limit()
+        self.fd_watch.check(time.monotonic())  # the first counts, before the first tick
         if s.amqp_port is not None:
             self.host, self.port = await self._listen(s.amqp_port)
             for host in self.host.split(","):
