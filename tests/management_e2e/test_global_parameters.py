@@ -53,3 +53,20 @@ def test_global_parameters_travel_in_definitions_but_the_node_identity_does_not(
     finally:
         a.broker.stop()
         b.broker.stop()
+
+
+def test_many_and_large_global_parameters_from_a_definitions_file_survive_a_restart(tmp_path: Path) -> None:
+    many = [{"name": f"p{i}", "value": {"i": i, "pad": "x" * 100}} for i in range(2_000)]
+    many.append({"name": "n" * 10_000, "value": "v" * 1_000_000})  # valid, extreme: kept as is
+    a = make_api(storage="sqlite", data_dir=tmp_path)
+    try:
+        status, _ = a.request("POST", "/api/definitions", {"global_parameters": many})
+        assert status in (201, 204)
+    finally:
+        a.broker.stop()
+    a = make_api(storage="sqlite", data_dir=tmp_path)
+    try:
+        got = {g["name"]: g["value"] for g in a.get("/api/global-parameters")}
+        assert {g["name"]: g["value"] for g in many}.items() <= got.items() and len(got) == len(many) + 1
+    finally:
+        a.broker.stop()
