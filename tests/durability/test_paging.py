@@ -115,3 +115,28 @@ def test_input_held_behind_a_durable_declare_can_page_in(tmp_path: Path) -> None
             assert time.monotonic() - started < 5
     finally:
         b.stop()
+
+
+def test_a_page_in_reads_back_a_bounded_number_of_bytes(tmp_path: Path) -> None:
+    # A page-in used to read up to 512 bodies at once: with 16 MiB bodies, 8 GiB into RAM in one go,
+    # the loop blocked meanwhile. It stops at a quarter of the queue's RAM limit (at least one body).
+    limit, size, n = 400_000, 100_000, 40
+    b = ThreadBroker(storage="sqlite", data_dir=tmp_path, queue_ram_limit=limit).start()
+    try:
+        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", b.port))
+        ch = conn.channel()
+        ch.queue_declare("big", durable=True)
+        ch.confirm_delivery()
+        bodies = [bytes([i]) * size for i in range(n)]
+        for body in bodies:
+            ch.basic_publish("", "big", body, pika.BasicProperties(delivery_mode=2))
+        in_ram, total = _bodies_in_ram(b, "big")
+        assert total == n and in_ram <= limit // size + 1
+        for i in range(n):
+            method, _props, body = ch.basic_get("big", auto_ack=True)
+            assert method is not None and body == bodies[i]
+            in_ram, _ = _bodies_in_ram(b, "big")
+            assert in_ram <= limit // size + 2, f"{in_ram} bodies of {size} B in RAM after get {i}"
+        conn.close()
+    finally:
+        b.stop()

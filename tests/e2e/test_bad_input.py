@@ -306,10 +306,10 @@ def test_internal_error_in_the_protocol_layer_is_541(broker: ThreadBroker, caplo
         c.open_channel(1)
         [victim] = [s for s in server_connections(broker) if s.client and s.client.client_properties.get("product") == "leveret-e2e-raw"]
 
-        def explode(data: bytes) -> Any:
+        def explode(nbytes: int) -> Any:
             raise KeyError("injected protocol bug")
 
-        victim.amqp.receive_data = explode
+        victim.amqp.buffer_updated = explode  # type: ignore[method-assign]
         c.send(1, C.Basic.Qos(0, 1, False))
         close = c.expect(C.Connection.Close)
         assert (close.reply_code, close.reply_text) == (541, "INTERNAL_ERROR - internal error while reading: KeyError")

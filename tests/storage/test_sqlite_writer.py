@@ -618,3 +618,41 @@ def test_free_space_counts_the_unused_wal_reservation_and_a_small_disk_reserves_
     small.append(V, "q", msg(1))
     assert synced(small)
     small.close()
+
+
+def test_a_page_in_of_written_large_bodies_does_not_wait_for_the_writer(tmp_path: Path) -> None:
+    # A deep queue of large messages pages bodies back in on the loop thread; waiting for the writer's
+    # batch (a 16 MiB fdatasync) there stalled every connection. Bodies already in a segment file are
+    # read without the writer's lock.
+    store = SqliteStore(tmp_path / "s.db", segment_threshold=1024)
+    store.open()
+    bodies = {i: bytes([i]) * (5000 + i) for i in range(1, 6)}
+    for i, body in bodies.items():
+        store.append(V, "q", msg(i, body))
+    store.append(V, "q", msg(9, b"small"))  # below the threshold: in its row, read through the writer
+    assert synced(store)
+    result: dict[int, bytes | bytearray] = {}
+    with store._lock:  # the writer is in the middle of a batch
+        reader = threading.Thread(target=lambda: result.update(store.read_bodies(V, "q", [1, 3, 5])))
+        reader.start()
+        reader.join(WAIT)
+        assert not reader.is_alive(), "the page-in waited for the writer"
+    assert result == {1: bodies[1], 3: bodies[3], 5: bodies[5]}
+    assert store.read_bodies(V, "q", [2, 9]) == {2: bodies[2], 9: b"small"}  # mixed: the rest as before
+    store.remove(V, "q", [1])
+    assert synced(store)
+    assert (store._qids[(V, "q")], 1) not in store._written  # removed: no longer read this way
+    store.close()
+
+
+def test_a_rolled_back_batch_is_not_read_without_the_writer(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db", segment_threshold=1024)
+    store.open()
+    store.append(V, "q", msg(1, b"a" * 5000))
+    assert synced(store)
+    gen = store._written_gen
+    with store._lock:
+        store._undo_segments(store._segments.snapshot())  # what a failed batch does
+    assert store._written == {} and store._written_gen == gen + 1
+    assert store._read_written(V, "q", [1]) == {}
+    store.close()

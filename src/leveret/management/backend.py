@@ -124,7 +124,7 @@ class Backend(Protocol):
         marked redelivered; else ``reject`` dead-letters them (the queue's DLX), else they are acked."""
 
     def publish(
-        self, vhost: str, exchange: str, routing_key: str, properties: bytes, body: bytes, *,
+        self, vhost: str, exchange: str, routing_key: str, properties: bytes, body: bytes | bytearray, *,
         persistent: bool = False, user: str | None = None,
     ) -> tuple[bool, bool]:  # fmt: skip
         """basic.publish as ``user`` (its write permission, ``user_id`` check); ``persistent``: the

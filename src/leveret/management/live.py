@@ -277,7 +277,7 @@ class LiveBackend:
             elif requeue and m.stored:
                 q.store.mark_delivered(q.vhost, q.name, (m.msg_id,))
         out = [
-            GotMessage(m.body or b"", decode_properties(m.properties), m.exchange, m.routing_key, m.redelivered,
+            GotMessage(bytes(m.body or b""), decode_properties(m.properties), m.exchange, m.routing_key, m.redelivered,
                        len(q.ready) + len(taken) - i - 1)  # fmt: skip
             for i, m in enumerate(taken)
         ]
@@ -317,7 +317,7 @@ class LiveBackend:
             raise ChannelError(ReplyCode.PRECONDITION_FAILED, f"unknown destination_type '{destination_type}'")
 
     def publish(
-        self, vhost: str, exchange: str, routing_key: str, properties: bytes, body: bytes, *,
+        self, vhost: str, exchange: str, routing_key: str, properties: bytes, body: bytes | bytearray, *,
         persistent: bool = False, user: str | None = None,
     ) -> tuple[bool, bool]:  # fmt: skip
         self.broker.vhost_or_404(vhost)

@@ -363,7 +363,7 @@ class Broker:
         exchange: str,
         routing_key: str,
         properties: bytes,
-        body: bytes,
+        body: bytes | bytearray,
         persistent: bool,
         user: str | None = None,
     ) -> tuple[bool, bool, bool]:
@@ -428,7 +428,7 @@ class Broker:
         )  # the expiration flag
 
     def _enqueue(
-        self, queues: list[Queue], exchange: str, routing_key: str, properties: bytes, body: bytes, persistent: bool,
+        self, queues: list[Queue], exchange: str, routing_key: str, properties: bytes, body: bytes | bytearray, persistent: bool,
         ttl: int | None,
     ) -> tuple[bool, bool, bool]:  # fmt: skip
         """Put one message, with a new msg_id, in each of the routed ``queues`` (publish and dead letters)."""

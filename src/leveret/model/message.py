@@ -27,7 +27,7 @@ class Message:
         exchange: str,
         routing_key: str,
         properties: bytes,
-        body: bytes | None,
+        body: bytes | bytearray | None,
         persistent: bool,
         redelivered: bool = False,
     ) -> None:

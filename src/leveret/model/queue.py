@@ -426,10 +426,14 @@ class Queue:
     def _page_in(self) -> None:
         """Read the bodies of the next paged-out messages at the head back from the store."""
         wanted: dict[int, Message] = {}
+        # At most PAGE_IN_BATCH messages and a quarter of the queue's RAM limit in bytes (at least one
+        # message): 512 bodies of 16 MiB would otherwise be 8 GiB read back at once, the loop waiting.
+        budget = (self.page_limit or 0) // 4
         for m in self.ready:
             if m.body is None:
                 wanted[m.msg_id] = m
-                if len(wanted) >= PAGE_IN_BATCH:
+                budget -= m.size
+                if len(wanted) >= PAGE_IN_BATCH or budget <= 0:
                     break
             elif len(wanted) >= PAGE_IN_BATCH // 2:
                 break

@@ -95,7 +95,7 @@ def shortstr(s: str) -> bytes:
     return bytes((len(b),)) + b
 
 
-def content_parts(channel: int, properties: bytes, body: bytes, frame_max: int) -> list[bytes | memoryview]:
+def content_parts(channel: int, properties: bytes, body: bytes | bytearray, frame_max: int) -> list[bytes | memoryview]:
     """Content header frame plus body frames, as buffers to write in a row (writev), the body not copied."""
     n = len(body)
     parts: list[bytes | memoryview] = [
@@ -117,7 +117,7 @@ def deliver_parts(
     exchange: bytes,
     routing_key: bytes,
     properties: bytes,
-    body: bytes,
+    body: bytes | bytearray,
     frame_max: int,
 ) -> list[bytes | memoryview]:
     """:func:`encode_deliver` as a list of buffers that refer to ``body`` (for large bodies: no copy)."""
@@ -128,7 +128,7 @@ def deliver_parts(
     return parts
 
 
-def _content(channel: int, properties: bytes, body: bytes, frame_max: int) -> bytes:
+def _content(channel: int, properties: bytes, body: bytes | bytearray, frame_max: int) -> bytes:
     """Content header frame plus body frames, split to fit ``frame_max``."""
     n = len(body)
     head = _header_head.pack(FRAME_HEADER, channel, 12 + len(properties), BASIC, 0, n)
@@ -155,7 +155,7 @@ def encode_deliver(
     exchange: bytes,
     routing_key: bytes,
     properties: bytes,
-    body: bytes,
+    body: bytes | bytearray,
     frame_max: int,
 ) -> bytes:
     """basic.deliver + content. ``consumer_tag``, ``exchange``, ``routing_key`` are pre-encoded shortstrs."""
@@ -176,7 +176,7 @@ def encode_get_ok(
     routing_key: bytes,
     message_count: int,
     properties: bytes,
-    body: bytes,
+    body: bytes | bytearray,
     frame_max: int,
 ) -> bytes:
     args = b"".join(
@@ -197,7 +197,7 @@ def encode_return(
     exchange: str,
     routing_key: str,
     properties: bytes,
-    body: bytes,
+    body: bytes | bytearray,
     frame_max: int,
 ) -> bytes:
     args = _u16.pack(reply_code) + shortstr(reply_text) + shortstr(exchange) + shortstr(routing_key)

@@ -34,7 +34,7 @@ class Publish:
     mandatory: bool
     immediate: bool
     properties: bytes
-    body: bytes
+    body: bytes | bytearray  # a bytearray from DIRECT_BODY_MIN (64 KiB) up, assembled in place; never changed
 
 
 @dataclass(frozen=True, slots=True)

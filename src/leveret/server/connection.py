@@ -69,7 +69,7 @@ SERVER_PROPERTIES: dict[str, Any] = {
 }
 
 
-class AMQPServerProtocol(asyncio.Protocol):
+class AMQPServerProtocol(asyncio.BufferedProtocol):
     def __init__(self, server: Server) -> None:
         self.server = server
         self.broker = server.broker
@@ -77,7 +77,7 @@ class AMQPServerProtocol(asyncio.Protocol):
         self.settings = s
         self.amqp = AMQPConnection(
             frame_max=s.frame_max, channel_max=s.channel_max, max_message_size=s.max_message_size,
-            max_incomplete_content=s.max_incomplete_content,
+            max_incomplete_content=s.max_incomplete_content, read_buffer=server.read_buffer,
         )  # fmt: skip
         self.memory_alarm = server.memory_alarm
         self.transport: asyncio.Transport | None = None
@@ -179,11 +179,29 @@ class AMQPServerProtocol(asyncio.Protocol):
         for ch in list(self.channels.values()):
             ch.model.set_paused(False)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # Reads go into the event loop's shared read buffer, or straight into a large message's body
+        # (no copy of its frames); see AMQPConnection.get_buffer.
+        return self.amqp.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
         try:
-            self._data_received(data)
+            self._data_received(nbytes)
         except Exception as exc:  # a bug: log it, close this connection with 541, keep serving the rest
             self.internal_error(exc, "reading")
+
+    def data_received(self, data: bytes) -> None:
+        """The same, for bytes handed over whole (tests)."""
+        amqp = self.amqp
+        view = memoryview(data)
+        off = 0
+        while off < len(data) and not self.closing:
+            into = amqp.get_buffer()
+            k = min(len(into), len(data) - off)
+            into[:k] = view[off : off + k]
+            into.release()
+            off += k
+            self.buffer_updated(k)
 
     def internal_error(self, exc: BaseException, doing: str) -> None:
         """An exception that is not a protocol error: log its traceback, close with 541 INTERNAL_ERROR."""
@@ -196,15 +214,15 @@ class AMQPServerProtocol(asyncio.Protocol):
             log.exception("cannot close connection %s after an internal error", self.name)
             self.abort()
 
-    def _data_received(self, data: bytes) -> None:
+    def _data_received(self, nbytes: int) -> None:
         self.last_recv = time.monotonic()
         if not self.received:
             self.received = True
             log.info("accepting AMQP connection %s (%s)", self.log_id, self.name, extra={"connection": self.name})  # fmt: skip
         if self.client is not None:
-            self.client.recv_oct += len(data)
+            self.client.recv_oct += nbytes
         try:
-            events = self.amqp.receive_data(data)
+            events = self.amqp.buffer_updated(nbytes)
         except BadProtocolHeader:
             assert self.transport is not None
             self.transport.write(codec.PROTOCOL_HEADER)
@@ -215,7 +233,7 @@ class AMQPServerProtocol(asyncio.Protocol):
             error: AMQPError | None = err
         else:
             error = None
-        if self.memory_alarm.note(len(data)):  # reading outran the tick's check of the alarms
+        if self.memory_alarm.note(nbytes):  # reading outran the tick's check of the alarms
             self.server.check_alarms(time.monotonic())
         if self.deferred is not None:  # read before pause_reading took effect: keep the order
             self.deferred = (self.deferred[0] + events, error or self.deferred[1])

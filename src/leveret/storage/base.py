@@ -80,7 +80,7 @@ class MessageRecord:
     exchange: str
     routing_key: str
     properties: bytes
-    body: bytes
+    body: bytes | bytearray
     delivered: bool = False
     expires_at: float | None = None
 
@@ -169,7 +169,7 @@ class Store(Protocol):
         ``msg_ids`` is consumed during the call; unknown ids are ignored.
         """
 
-    def read_bodies(self, vhost: str, queue: str, msg_ids: list[int]) -> dict[int, bytes]:
+    def read_bodies(self, vhost: str, queue: str, msg_ids: list[int]) -> dict[int, bytes | bytearray]:
         """Bodies of messages of a durable queue, by id (blocking; used to page in a deep queue).
 
         Sees every operation submitted before the call; ids not held are left out.

@@ -299,7 +299,11 @@ class HandOff:
     def mark_delivered(self, vhost: str, queue: str, msg_ids: Iterable[int]) -> None:
         self._put((_DELIVERED, vhost, queue, tuple(msg_ids)))
 
-    def read_bodies(self, vhost: str, queue: str, msg_ids: list[int]) -> dict[int, bytes]:
+    def _read_written(self, vhost: str, queue: str, msg_ids: list[int]) -> dict[int, bytes | bytearray]:
+        """Bodies the subclass can read without the writer's lock (already written, immutable); {} here."""
+        return {}
+
+    def read_bodies(self, vhost: str, queue: str, msg_ids: list[int]) -> dict[int, bytes | bytearray]:
         """Read bodies back (paging in a deep queue). Blocks until served.
 
         The read is queued behind every earlier operation and applied, with them, on
@@ -310,7 +314,12 @@ class HandOff:
             raise RuntimeError("the store has failed") from self._error
         if not msg_ids:
             return {}
-        result: dict[int, bytes] = {}
+        found = self._read_written(vhost, queue, msg_ids)
+        if found:
+            if len(found) == len(msg_ids):
+                return found
+            msg_ids = [i for i in msg_ids if i not in found]
+        result: dict[int, bytes | bytearray] = found
         done = threading.Event()
         # Apply everything up to the read right here (the caller blocks either way);
         # if the writer is busy, wait for it to finish its batch, then take over.
@@ -324,7 +333,7 @@ class HandOff:
                     self._apply_here(later)
             if not done.is_set() and self._stalled is not None and self._is_open():
                 # No space to write what is pending: read past it (consumers must go on).
-                result = self._read_stalled(vhost, queue, msg_ids)
+                result.update(self._read_stalled(vhost, queue, msg_ids))
                 done.set()
         finally:
             self._lock.release()

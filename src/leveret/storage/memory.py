@@ -131,7 +131,7 @@ class MemoryStore:
             if msg is not None and not msg.delivered:
                 held[msg_id] = replace(msg, delivered=True)
 
-    def read_bodies(self, vhost: str, queue: str, msg_ids: list[int]) -> dict[int, bytes]:
+    def read_bodies(self, vhost: str, queue: str, msg_ids: list[int]) -> dict[int, bytes | bytearray]:
         held = self._messages.get((vhost, queue), {})
         return {i: held[i].body for i in msg_ids if i in held}
 

@@ -218,6 +218,31 @@ class Segments:
             data += more
         return data
 
+    def read_unshared(self, places: dict[int, tuple[int, int, int]]) -> dict[int, bytes | bytearray]:
+        """``{key: body}`` for ``{key: (segment, offset, length)}``, leaving out what cannot be read whole.
+
+        Safe on a thread other than the writer's: it opens each file itself (never one of the cached
+        descriptors, which the writer may close and the OS may reuse) and closes it again."""
+        by_segment: dict[int, list[tuple[int, int, int]]] = {}
+        for key, (seg, off, length) in places.items():
+            by_segment.setdefault(seg, []).append((key, off, length))
+        found: dict[int, bytes | bytearray] = {}
+        for seg, wanted in by_segment.items():
+            try:
+                fd = os.open(self.path(seg), os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                for key, off, length in wanted:
+                    data = _pread_whole(fd, off, length)
+                    if data is not None:
+                        found[key] = data
+            except OSError:
+                continue
+            finally:
+                os.close(fd)
+        return found
+
     # -- internals ---------------------------------------------------------------------
 
     def _rotate(self) -> None:
@@ -258,6 +283,31 @@ class Segments:
         for fd in self._readers.values():
             os.close(fd)
         self._readers.clear()
+
+
+def _pread_whole(fd: int, offset: int, length: int) -> bytearray | None:
+    """``length`` bytes at ``offset`` read into one buffer (no join of pieces), or None if the file is
+    shorter."""
+    buf = bytearray(length)
+    view = memoryview(buf)
+    got = 0
+    try:
+        while got < length:
+            if _preadv is not None:
+                n = _preadv(fd, [view[got:]], offset + got)
+            else:
+                piece = os.pread(fd, length - got, offset + got)
+                n = len(piece)
+                view[got : got + n] = piece
+            if n <= 0:
+                return None
+            got += n
+    finally:
+        view.release()
+    return buf
+
+
+_preadv = getattr(os, "preadv", None)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -91,6 +91,9 @@ from leveret.storage.sqlite_schema import (
     set_aside_sql,
 )
 
+# How many written large bodies _read_written remembers: a page-in looks for bodies written recently.
+WRITTEN_MAX = 4096
+
 __all__ = ["LAZY_DELAY", "RETRY_INTERVAL", "SCHEMA_VERSION", "SqliteStore", "disk_free_bytes"]
 
 log = logging.getLogger("leveret.storage")
@@ -159,6 +162,8 @@ class SqliteStore(HandOff):
         "_shm_fd",
         "_wal_alloc",
         "_wal_path",
+        "_written",
+        "_written_gen",
     )
 
     def __init__(
@@ -209,6 +214,11 @@ class SqliteStore(HandOff):
         self._segrefs: dict[int, dict[int, int]] = {}
         # (queue id, msg_id, segment it referenced before; None: none) per change a batch made.
         self._seg_undo: list[tuple[int, int, int | None]] = []
+        # (queue id, msg_id) -> (segment, offset, length) of the last WRITTEN_MAX large bodies written, for
+        # reads that need not wait for the writer (read_bodies). Changed by the writer only; a rollback
+        # clears it and bumps _written_gen first, so a read that overlapped a rollback is thrown away.
+        self._written: dict[tuple[int, int], tuple[int, int, int]] = {}
+        self._written_gen = 0
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -257,6 +267,26 @@ class SqliteStore(HandOff):
         if missing and qid is not None and self._conn is not None:
             self._select_bodies(self._conn, qid, missing, result)
         return result
+
+    def _read_written(self, vhost: str, queue: str, msg_ids: list[int]) -> dict[int, bytes | bytearray]:
+        """Bodies among ``msg_ids`` known to be in a segment file already, read on the calling thread
+        without waiting for the writer (a deep queue's page-in must not wait for a batch's fsync)."""
+        written = self._written
+        qid = self._qids.get((vhost, queue))
+        if qid is None or not written:
+            return {}
+        gen = self._written_gen
+        places = {}
+        for i in msg_ids:
+            place = written.get((qid, i))
+            if place is not None:
+                places[i] = place
+        if not places:
+            return {}
+        found = self._segments.read_unshared(places)
+        if gen != self._written_gen:  # a batch rolled back meanwhile: its bytes may have been cut or rewritten
+            return {}
+        return found
 
     def _select_bodies(self, conn: sqlite3.Connection, qid: int, wanted: set[int], result: dict[int, bytes]) -> None:
         """Bodies of ``wanted`` ids of queue ``qid`` into ``result``, from their rows or segments."""
@@ -546,16 +576,19 @@ class SqliteStore(HandOff):
             if large:
                 segments = self._segments
                 places = segments.append([inserts[key][5] for key in large])
-                segrefs, undo = self._segrefs, self._seg_undo
+                segrefs, undo, written = self._segrefs, self._seg_undo, self._written
                 for key, (seg, off) in zip(large, places, strict=True):
                     row = inserts[key]
                     inserts[key] = (*row[:5], b"", row[6], row[7], seg, off, len(row[5]))
+                    written[key] = (seg, off, len(row[5]))
                     refs = segrefs.get(key[0])
                     if refs is None:
                         refs = segrefs[key[0]] = {}
                     undo.append((key[0], key[1], refs.get(key[1])))
                     refs[key[1]] = seg
                     segments.add(seg)
+                while len(written) > WRITTEN_MAX:
+                    del written[next(iter(written))]
             conn.executemany(_INSERT_MESSAGE, inserts.values())
         if delivered:
             conn.executemany(_MARK_DELIVERED, delivered)
@@ -565,7 +598,9 @@ class SqliteStore(HandOff):
             if segrefs:
                 gone: list[int] = []
                 undo = self._seg_undo
+                written = self._written
                 for qid, msg_id in deletes:
+                    written.pop((qid, msg_id), None)
                     refs = segrefs.get(qid)
                     if refs is not None and msg_id in refs:
                         seg = refs.pop(msg_id)
@@ -576,6 +611,8 @@ class SqliteStore(HandOff):
 
     def _undo_segments(self, counts: dict[int, int]) -> None:
         """The batch rolled back: its segment references and appends are forgotten."""
+        self._written_gen += 1  # before the segment is cut back: see _read_written
+        self._written.clear()
         segrefs = self._segrefs
         for qid, msg_id, seg in reversed(self._seg_undo):
             refs = segrefs.setdefault(qid, {})
