@@ -219,7 +219,7 @@ class Broker:
 
 
 class LeveretBroker(Broker):
-    """Leveret as ``CMD server --amqp-port PORT --http-port 0 --data-dir DIR [EXTRA...]``."""
+    """Leveret as ``CMD server --amqp-port PORT --http-port 0 --prometheus-port 0 --data-dir DIR [EXTRA...]``."""
 
     name = "leveret"
 
@@ -235,7 +235,9 @@ class LeveretBroker(Broker):
 
     def _spawn(self, log: BinaryIO) -> subprocess.Popen[bytes]:
         self._log_offset = self.log_path.stat().st_size
-        argv = [*self.cmd, "server", "--amqp-port", str(self.port), "--http-port", "0",
+        # Prometheus on a free port too: two Leverets may be up at once (the idle-connections scenario's
+        # fresh broker beside the interleaved one), and 15692 may be taken.
+        argv = [*self.cmd, "server", "--amqp-port", str(self.port), "--http-port", "0", "--prometheus-port", "0",
                 "--data-dir", str(self.data_dir), *self.extra_args]
         with open(self.log_path, "ab") as out:
             out.write(("$ " + " ".join(argv) + "\n").encode())

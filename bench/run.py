@@ -233,6 +233,9 @@ class Run:
         except BrokerError as e:
             self.failures += 1
             self.log(f"  interleaved: {e}")
+            for (name, kind), rs in runs.items():  # what finished before the failure still counts
+                if rs:
+                    out[name][kind] = self.median_entry(rs)
             for sc in scenarios:
                 for kind in kinds:
                     out[sc.name].setdefault(kind, {"ok": False, "errors": [f"broker: {str(e)[:2000]}"]})

@@ -185,6 +185,7 @@ class AMQPConnection:
         # Where reads go (get_buffer), when not into a large body: connections of one event loop may share
         # one, as everything read is parsed or copied out before buffer_updated returns.
         self._scratch = read_buffer
+        self._view: memoryview | None = None  # of _scratch, made once
         self._direct: tuple[int, _PendingContent, int] | None = None  # reading a body frame into its body
         self._end_of: tuple[int, _PendingContent] | None = None  # that frame's frame-end octet is next
         self._consumed = 0  # bytes _parse used, even when it raised
@@ -206,7 +207,6 @@ class AMQPConnection:
                 into = self.get_buffer()
                 k = min(len(into), n - off)
                 into[:k] = view[off : off + k]
-                into.release()
                 off += k
                 events += self.buffer_updated(k)
         except AMQPError as err:
@@ -214,21 +214,23 @@ class AMQPConnection:
             raise
         return events
 
-    def get_buffer(self) -> memoryview:
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
         """Where the next bytes from the peer go (``asyncio.BufferedProtocol.get_buffer``): the body of a
-        large message itself while one of its frames is being read, else the read buffer."""
+        large message itself while one of its frames is being read, else the read buffer. The caller
+        writes into it and calls :meth:`buffer_updated`; it must not ``release()`` it (it is kept)."""
         d = self._direct
         if d is not None:
             p = d[1]
             return memoryview(p.body)[p.got : p.got + d[2]]  # type: ignore[arg-type]
-        scratch = self._scratch
-        if scratch is None:
-            scratch = self._scratch = bytearray(_OWN_READ_BUFFER)
+        view = self._view
+        if view is None:
+            scratch = self._scratch if self._scratch is not None else bytearray(_OWN_READ_BUFFER)
+            view = self._view = memoryview(scratch)
         if self._end_of is not None and not self._buf:
             # The frame end of a body frame read into its body, and the next frame's head: if that is the
             # body's next frame, its payload goes straight into the body too.
-            return memoryview(scratch)[:8]
-        return memoryview(scratch)
+            return view[:8]
+        return view
 
     def buffer_updated(self, nbytes: int) -> list[Event]:
         """``nbytes`` were written into the buffer :meth:`get_buffer` returned; returns the complete events
@@ -246,32 +248,31 @@ class AMQPConnection:
                 self._direct = None
                 self._end_of = (channel, p)
             return []
-        data = memoryview(self._scratch)[:nbytes]  # type: ignore[arg-type]
+        view = self._view
+        assert view is not None
         buf = self._buf
-        try:
-            if buf or self.state is ConnState.AWAIT_HEADER:
-                buf += data
-                events: list[Event] = []
-                self._consumed = 0
-                try:
-                    self._parse(buf, len(buf), events)
-                finally:
-                    if self._consumed:
-                        del buf[: self._consumed]
-            else:  # parsed where it was read; only an unfinished frame is copied
-                events = []
-                self._consumed = 0
-                try:
-                    self._parse(self._scratch, nbytes, events)  # type: ignore[arg-type]
-                finally:
-                    if self._consumed < nbytes:
-                        buf += data[self._consumed :]
-        finally:
-            data.release()
+        events: list[Event] = []
+        self._consumed = 0
+        if buf or self.state is ConnState.AWAIT_HEADER:
+            buf += view[:nbytes]
+            bview = memoryview(buf)
+            try:
+                self._parse(buf, bview, len(buf), events)
+            finally:
+                bview.release()
+                if self._consumed:
+                    del buf[: self._consumed]
+        else:  # parsed where it was read; only an unfinished frame is copied
+            try:
+                self._parse(view.obj, view, nbytes, events)  # type: ignore[arg-type]
+            finally:
+                if self._consumed < nbytes:
+                    buf += view[self._consumed : nbytes]
         return events
 
-    def _parse(self, buf: bytearray, n: int, events: list[Event]) -> int:
-        """Parse the frames in ``buf[:n]``; returns how many bytes were used."""
+    def _parse(self, buf: bytearray, view: memoryview, n: int, events: list[Event]) -> int:
+        """Parse the frames in ``buf[:n]`` (``view`` is a memoryview of ``buf``); returns how many bytes were
+        used, also left in ``_consumed`` when it raises."""
         pos = 0
         if self.state is ConnState.AWAIT_HEADER:
             if n < 8:
@@ -284,7 +285,6 @@ class AMQPConnection:
             self.state = ConnState.AWAIT_START_OK
             events.append(HeaderReceived())
         frame_max = self.frame_max
-        view = memoryview(buf)  # payloads are copied out of the buffer once (a bytearray slice copies too)
         try:
             if self._end_of is not None:
                 if n - pos < 1:
@@ -371,7 +371,6 @@ class AMQPConnection:
             err.events = events  # what came before the bad frame still counts
             raise
         finally:
-            view.release()
             self._consumed = pos
         return pos
 

@@ -79,6 +79,7 @@ class AMQPServerProtocol(asyncio.BufferedProtocol):
             frame_max=s.frame_max, channel_max=s.channel_max, max_message_size=s.max_message_size,
             max_incomplete_content=s.max_incomplete_content, read_buffer=server.read_buffer,
         )  # fmt: skip
+        self.get_buffer = self.amqp.get_buffer  # type: ignore[method-assign]
         self.memory_alarm = server.memory_alarm
         self.transport: asyncio.Transport | None = None
         self.client: ClientConnection | None = None
@@ -181,8 +182,9 @@ class AMQPServerProtocol(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         # Reads go into the event loop's shared read buffer, or straight into a large message's body
-        # (no copy of its frames); see AMQPConnection.get_buffer.
-        return self.amqp.get_buffer()
+        # (no copy of its frames); see AMQPConnection.get_buffer. (__init__ puts that method itself in
+        # this one's place: one Python call less per read.)
+        return self.amqp.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
         try:
@@ -199,7 +201,6 @@ class AMQPServerProtocol(asyncio.BufferedProtocol):
             into = amqp.get_buffer()
             k = min(len(into), len(data) - off)
             into[:k] = view[off : off + k]
-            into.release()
             off += k
             self.buffer_updated(k)
 
