@@ -90,7 +90,9 @@ class Run:
             if self.epmd is None:
                 self.epmd = Epmd(self.workroot)
                 self.epmd.start()
-            b = RabbitMQBroker(workdir, self.rabbit_script, self.epmd)
+            # Its own node name per tag: in an interleaved group the idle-connections scenario's fresh node
+            # runs beside the group's node, and two nodes of one name on one epmd refuse to start.
+            b = RabbitMQBroker(workdir, self.rabbit_script, self.epmd, nodename=f"rabbit-bench-{tag}@localhost")
         self.live.append(b)
         return b
 
