@@ -117,6 +117,9 @@ def _uninitialised_bytearray() -> Any:
 
 _new_body = _uninitialised_bytearray()
 
+# Decoded basic.publish arguments (exchange, routing key, flags) by their raw bytes, per connection: a
+# publisher mostly sends the same few. Cleared when it holds this many.
+_PUBLISH_ARGS_KEPT = 64
 _HOT = {codec.BASIC_PUBLISH, codec.BASIC_ACK, codec.BASIC_NACK, codec.BASIC_REJECT}
 
 
@@ -192,6 +195,7 @@ class AMQPConnection:
         self.announced = 0  # body bytes announced by the content headers of unfinished publishes
         self.buffered = 0  # body bytes of unfinished publishes held so far
         self.publishing = False  # a basic.publish frame has arrived (the connection is a publisher)
+        self._publish_args: dict[bytes, tuple[str, str, bool, bool]] = {}
 
     # ---- input -------------------------------------------------------------------------------
 
@@ -307,6 +311,17 @@ class AMQPConnection:
                         f"{_snippet(ftype, b'')}: {{frame_too_large,{size},{frame_max - 8}}}",
                     )
                 end = pos + 7 + size
+                if (
+                    ftype == 1  # a method frame
+                    and size >= 4
+                    and end < n  # the whole frame is here
+                    and _u32.unpack_from(buf, pos + 7)[0] == 0x003C0028  # basic.publish
+                    and self.state is ConnState.OPEN
+                ):
+                    done = self._publish_whole(buf, view, pos, end, n, channel, events)
+                    if done:
+                        pos = done
+                        continue
                 if ftype == codec.FRAME_BODY and self.state is ConnState.OPEN:
                     p = self._pending.get(channel)
                     if p is not None and p.body is not None and self.channels.get(channel) is ChanState.OPEN:
@@ -373,6 +388,68 @@ class AMQPConnection:
         finally:
             self._consumed = pos
         return pos
+
+    def _publish_whole(
+        self, buf: bytearray, view: memoryview, pos: int, end: int, n: int, channel: int, events: list[Event]
+    ) -> int:
+        """The fast path for a small message: when the basic.publish frame at ``pos`` (ending at ``end``), its
+        content header and its one body frame are all in ``buf[:n]`` and all is well, append one Publish
+        and return where the next frame starts. Returns 0 for anything else (a missing or bad frame, a
+        closing channel, a large body, limits): the general path then parses the same bytes, one frame at
+        a time, and reports any error as it always does."""
+        hpos = end + 1
+        if n - hpos < 7 or buf[end] != 0xCE:
+            return 0
+        htype, hchannel, hsize = _frame_head.unpack_from(buf, hpos)
+        hend = hpos + 7 + hsize
+        if htype != 2 or hchannel != channel or hsize < 14 or hend >= n or buf[hend] != 0xCE:
+            return 0
+        class_id, _weight, body_size = _header_body_size.unpack_from(buf, hpos + 7)
+        if (
+            class_id != 60
+            or hsize + 8 > self.frame_max
+            or body_size >= DIRECT_BODY_MIN
+            or body_size > self.max_message_size
+            or self.announced + body_size > self.max_incomplete_content
+            or self.channels.get(channel) is not ChanState.OPEN
+            or channel in self._pending
+        ):
+            return 0
+        after = hend + 1
+        if body_size:
+            if n - after < 7:
+                return 0
+            btype, bchannel, bsize = _frame_head.unpack_from(buf, after)
+            bend = after + 7 + bsize
+            if (
+                btype != 3
+                or bchannel != channel
+                or bsize != body_size
+                or bsize + 8 > self.frame_max
+                or bend >= n
+                or buf[bend] != 0xCE
+            ):
+                return 0
+            body = bytes(view[after + 7 : bend])
+            after = bend + 1
+        else:
+            body = b""
+        args = bytes(view[pos + 11 : end])
+        known = self._publish_args.get(args)
+        if known is None:
+            try:
+                known = codec.decode_publish(args)
+            except (UnicodeDecodeError, ValueError, IndexError):
+                return 0
+            if len(self._publish_args) >= _PUBLISH_ARGS_KEPT:
+                self._publish_args.clear()
+            self._publish_args[args] = known
+        self.publishing = True
+        exchange, routing_key, mandatory, immediate = known
+        events.append(
+            Publish(channel, exchange, routing_key, mandatory, immediate, bytes(view[hpos + 19 : hend]), body)
+        )
+        return after
 
     def _body_frame_done(self, channel: int, p: _PendingContent, events: list[Event]) -> None:
         """A whole body frame of a large message is in its body: the message is complete when all are."""
