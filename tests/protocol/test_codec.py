@@ -51,6 +51,22 @@ def test_deliver_splits_large_bodies_like_pamqp() -> None:
     assert ours == F.marshal(C.Basic.Deliver("c", 7, False, "", "q"), 1) + _pamqp_content(1, props, body, 4096)
 
 
+@pytest.mark.parametrize("size", [1, 4096 - 9, 4096 - 8, 4096 - 7, 2 * (4096 - 8)])
+def test_deliver_at_the_frame_size_boundary_matches_pamqp(size: int) -> None:
+    props, raw = _props(delivery_mode=2)
+    body = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    ours = codec.encode_deliver(5, codec.shortstr("ct"), 2**40, True, codec.shortstr("x"), codec.shortstr("k"), raw, body, 4096)
+    assert ours == F.marshal(C.Basic.Deliver("ct", 2**40, True, "x", "k"), 5) + _pamqp_content(5, props, body, 4096)
+
+
+def test_shortstr_remembers_a_bounded_number_of_values() -> None:
+    for i in range(3 * codec._SHORTSTRS_KEPT):
+        assert codec.shortstr(f"key-{i}") == bytes((len(f"key-{i}"),)) + f"key-{i}".encode()
+    assert 0 < len(codec._shortstrs) <= codec._SHORTSTRS_KEPT
+    long = "é" * 200  # 400 bytes: cut at the last whole character, cached or not
+    assert codec.shortstr(long) == codec.shortstr(long) == bytes((254,)) + ("é" * 127).encode()
+
+
 def test_empty_body_has_no_body_frame() -> None:
     props, raw = _props()
     ours = codec.encode_deliver(3, codec.shortstr("c"), 1, False, b"\x00", b"\x01q", raw, b"", 131072)

@@ -464,8 +464,14 @@ class Queue:
         if self.prioritised:
             return self._next_by_priority()
         n = len(consumers)
-        start = self._rr % n if n else 0
-        for i in range(n):
+        if not n:
+            return None
+        start = self._rr % n
+        c = consumers[start]
+        if c.can_take():  # the usual case: the next in turn has room
+            self._rr = start + 1 if start + 1 < n else 0
+            return c
+        for i in range(1, n):
             c = consumers[(start + i) % n]
             if c.can_take():
                 self._rr = (start + i + 1) % n

@@ -39,6 +39,9 @@ _frame_head = struct.Struct(">BHI")
 _method_head = struct.Struct(">BHIHH")  # frame head + class id + method id
 _header_head = struct.Struct(">BHIHHQ")  # frame head + class, weight, body size
 _u64 = struct.Struct(">Q")
+_tag_redelivered = struct.Struct(">Q?")  # basic.deliver's delivery tag and redelivered bit
+_end_header_head = struct.Struct(">BBHIHHQ")  # a frame's end octet, then a content header's head
+_end_frame_head = struct.Struct(">BBHI")  # a frame's end octet, then the next frame's head
 _u16 = struct.Struct(">H")
 _u32 = struct.Struct(">I")
 _ack = struct.Struct(">BHIHHQB")
@@ -89,10 +92,23 @@ def shortstr(s: str) -> bytes:
     dead-lettered through a queue declared before it) must still be deliverable: one message that
     cannot be encoded would otherwise fail every delivery from its queue.
     """
+    encoded = _shortstrs.get(s)
+    if encoded is not None:
+        return encoded
     b = s.encode("utf-8", "surrogatepass")
     if len(b) > 255:
         b = b[:255].decode("utf-8", "ignore").encode("utf-8")
-    return bytes((len(b),)) + b
+    encoded = bytes((len(b),)) + b
+    if len(_shortstrs) >= _SHORTSTRS_KEPT:
+        _shortstrs.clear()
+    _shortstrs[s] = encoded
+    return encoded
+
+
+# shortstr() of recent values (exchange names and routing keys, encoded for every delivery). Cleared when
+# it holds this many; values are at most 255 bytes, so it stays under ~300 KiB.
+_SHORTSTRS_KEPT = 1024
+_shortstrs: dict[str, bytes] = {}
 
 
 def content_parts(channel: int, properties: bytes, body: bytes | bytearray, frame_max: int) -> list[bytes | memoryview]:
@@ -159,6 +175,22 @@ def encode_deliver(
     frame_max: int,
 ) -> bytes:
     """basic.deliver + content. ``consumer_tag``, ``exchange``, ``routing_key`` are pre-encoded shortstrs."""
+    n = len(body)
+    if 0 < n <= frame_max - FRAME_OVERHEAD:  # one body frame, the usual case: one join
+        return b"".join(
+            (
+                _method_head.pack(FRAME_METHOD, channel, 13 + len(consumer_tag) + len(exchange) + len(routing_key), BASIC, 60),
+                consumer_tag,
+                _tag_redelivered.pack(delivery_tag, redelivered),
+                exchange,
+                routing_key,
+                _end_header_head.pack(FRAME_END, FRAME_HEADER, channel, 12 + len(properties), BASIC, 0, n),
+                properties,
+                _end_frame_head.pack(FRAME_END, FRAME_BODY, channel, n),
+                body,
+                FRAME_END_BYTE,
+            )
+        )
     args = b"".join((consumer_tag, _u64.pack(delivery_tag), b"\x01" if redelivered else b"\x00", exchange, routing_key))
     return (
         _method_head.pack(FRAME_METHOD, channel, 4 + len(args), BASIC, 60)
