@@ -641,7 +641,7 @@ def test_a_page_in_of_written_large_bodies_does_not_wait_for_the_writer(tmp_path
     assert store.read_bodies(V, "q", [2, 9]) == {2: bodies[2], 9: b"small"}  # mixed: the rest as before
     store.remove(V, "q", [1])
     assert synced(store)
-    assert (store._qids[(V, "q")], 1) not in store._written  # removed: no longer read this way
+    assert (store._qids[(V, "q")], 1) not in store._bodies._written  # removed: no longer read this way
     store.close()
 
 
@@ -650,9 +650,9 @@ def test_a_rolled_back_batch_is_not_read_without_the_writer(tmp_path: Path) -> N
     store.open()
     store.append(V, "q", msg(1, b"a" * 5000))
     assert synced(store)
-    gen = store._written_gen
+    gen = store._bodies._gen
     with store._lock:
-        store._undo_segments(store._segments.snapshot())  # what a failed batch does
-    assert store._written == {} and store._written_gen == gen + 1
+        store._bodies.rollback(store._bodies.begin())  # what a failed batch does
+    assert store._bodies._written == {} and store._bodies._gen == gen + 1
     assert store._read_written(V, "q", [1]) == {}
     store.close()

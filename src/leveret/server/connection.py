@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from pamqp import commands as C
 
-from leveret import __version__
 from leveret.errors import AMQPError, ConnectionError_, ReplyCode
 from leveret.model.connection import ClientConnection
 from leveret.model.properties import asks_direct_reply
@@ -29,7 +28,7 @@ from leveret.protocol.connection import AMQPConnection, BadProtocolHeader, ConnS
 from leveret.protocol.events import Ack, HeaderReceived, Heartbeat, MethodReceived, Nack, Publish, Reject
 from leveret.server import auth, tls
 from leveret.server.channel import LARGE_BODY, ServerChannel
-from leveret.server.methods import METHOD_HANDLERS
+from leveret.server.methods import METHOD_HANDLERS, send_start
 
 if TYPE_CHECKING:
     from leveret.server.server import Server
@@ -47,27 +46,6 @@ _HANGUP = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
 
 # Output gathered in one loop turn is written at the end of the turn, or as soon as it reaches this size.
 OUT_FLUSH_BYTES = 256 * 1024
-
-SERVER_PROPERTIES: dict[str, Any] = {
-    "product": "Leveret",
-    "version": __version__,
-    "platform": "Python",
-    "copyright": "Leveret contributors",
-    "information": "AMQP 0-9-1 work-queue broker; see https://www.rabbitmq.com/tutorials/tutorial-two-python",
-    "cluster_name": "leveret",
-    "capabilities": {
-        "publisher_confirms": True,
-        "exchange_exchange_bindings": True,
-        "basic.nack": True,
-        "consumer_cancel_notify": True,
-        "connection.blocked": True,
-        "consumer_priorities": False,
-        "authentication_failure_close": True,
-        "per_consumer_qos": True,
-        "direct_reply_to": False,
-    },
-}
-
 
 class AMQPServerProtocol(asyncio.BufferedProtocol):
     def __init__(self, server: Server) -> None:
@@ -305,7 +283,7 @@ class AMQPServerProtocol(asyncio.BufferedProtocol):
                 elif t is Reject:
                     channels[ev.channel].model.reject(ev.delivery_tag, False, ev.requeue)
                 elif t is HeaderReceived:
-                    self._send_start()
+                    send_start(self)
                 elif t is Heartbeat:
                     pass
             except AMQPError as err:
@@ -645,17 +623,6 @@ class AMQPServerProtocol(asyncio.BufferedProtocol):
             self.transport.close()
 
     # ---- connection class ----------------------------------------------------------------------
-
-    def _send_start(self) -> None:
-        self.write(
-            codec.encode_method(
-                0,
-                C.Connection.Start(
-                    version_major=0, version_minor=9, server_properties=SERVER_PROPERTIES,
-                    mechanisms=auth.mechanisms(self.cert_user), locales="en_US",
-                ),  # fmt: skip
-            )
-        )
 
     def _on_method(self, channel: int, m: Any) -> None:
         handler = METHOD_HANDLERS.get(type(m))

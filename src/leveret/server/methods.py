@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pamqp import commands as C
 
+from leveret import __version__
 from leveret.errors import ChannelError, ConnectionError_, ReplyCode
 from leveret.model.broker import DIRECT_REPLY_TO
 from leveret.model.properties import with_delivery_count
@@ -68,6 +69,40 @@ def _durable_exchange(conn: AMQPServerProtocol, name: str) -> bool:
 
 
 # ---- connection ----------------------------------------------------------------------------------
+
+
+SERVER_PROPERTIES: dict[str, Any] = {
+    "product": "Leveret",
+    "version": __version__,
+    "platform": "Python",
+    "copyright": "Leveret contributors",
+    "information": "AMQP 0-9-1 work-queue broker; see https://www.rabbitmq.com/tutorials/tutorial-two-python",
+    "cluster_name": "leveret",
+    "capabilities": {
+        "publisher_confirms": True,
+        "exchange_exchange_bindings": True,
+        "basic.nack": True,
+        "consumer_cancel_notify": True,
+        "connection.blocked": True,
+        "consumer_priorities": True,
+        "authentication_failure_close": True,
+        "per_consumer_qos": True,
+        "direct_reply_to": True,
+    },
+}
+
+
+def send_start(conn: AMQPServerProtocol) -> None:
+    """connection.start, sent once the client's protocol header is in."""
+    conn.write(
+        codec.encode_method(
+            0,
+            C.Connection.Start(
+                version_major=0, version_minor=9, server_properties=SERVER_PROPERTIES,
+                mechanisms=auth.mechanisms(conn.cert_user), locales="en_US",
+            ),  # fmt: skip
+        )
+    )
 
 
 @handles(C.Connection.StartOk)

@@ -75,6 +75,7 @@ from leveret.storage.handoff import (
     RETRY_INTERVAL,
     HandOff,
 )
+from leveret.storage.bodies import SegmentBodies
 from leveret.storage.segments import SEGMENT_MAX, SEGMENT_THRESHOLD, Segments
 from leveret.storage.sqlite_schema import (
     COPY_MESSAGES,
@@ -90,9 +91,6 @@ from leveret.storage.sqlite_schema import (
     read_contents,
     set_aside_sql,
 )
-
-# How many written large bodies _read_written remembers: a page-in looks for bodies written recently.
-WRITTEN_MAX = 4096
 
 __all__ = ["LAZY_DELAY", "RETRY_INTERVAL", "SCHEMA_VERSION", "SqliteStore", "disk_free_bytes"]
 
@@ -154,16 +152,11 @@ class SqliteStore(HandOff):
         "_qid_undo",
         "_qids",
         "_quarantine",
-        "_seg_undo",
-        "_segments",
-        "_segrefs",
-        "_threshold",
+        "_bodies",
         "_wal_preallocate",
         "_shm_fd",
         "_wal_alloc",
         "_wal_path",
-        "_written",
-        "_written_gen",
     )
 
     def __init__(
@@ -206,19 +199,12 @@ class SqliteStore(HandOff):
         self._full_sync = True
         # (key, qid before) for each change a batch made to _qids, undone if it rolls back.
         self._qid_undo: list[tuple[tuple[str, str], int | None]] = []
-        # Bodies of at least this many bytes go to segment files (see leveret.storage.segments).
-        self._threshold = segment_threshold
         self._wal_preallocate = wal_preallocate  # False: the WAL grows as it is written (test brokers)
-        self._segments = Segments(Path(f"{self._path}.segments"), segment_max=segment_max)
-        # queue id -> msg_id -> segment, for every live row whose body is in a segment.
-        self._segrefs: dict[int, dict[int, int]] = {}
-        # (queue id, msg_id, segment it referenced before; None: none) per change a batch made.
-        self._seg_undo: list[tuple[int, int, int | None]] = []
-        # (queue id, msg_id) -> (segment, offset, length) of the last WRITTEN_MAX large bodies written, for
-        # reads that need not wait for the writer (read_bodies). Changed by the writer only; a rollback
-        # clears it and bumps _written_gen first, so a read that overlapped a rollback is thrown away.
-        self._written: dict[tuple[int, int], tuple[int, int, int]] = {}
-        self._written_gen = 0
+        # Bodies of at least segment_threshold bytes go to segment files, which rows reference
+        # (leveret.storage.bodies, leveret.storage.segments).
+        self._bodies = SegmentBodies(
+            Segments(Path(f"{self._path}.segments"), segment_max=segment_max), segment_threshold
+        )
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -271,26 +257,12 @@ class SqliteStore(HandOff):
     def _read_written(self, vhost: str, queue: str, msg_ids: list[int]) -> dict[int, bytes | bytearray]:
         """Bodies among ``msg_ids`` known to be in a segment file already, read on the calling thread
         without waiting for the writer (a deep queue's page-in must not wait for a batch's fsync)."""
-        written = self._written
         qid = self._qids.get((vhost, queue))
-        if qid is None or not written:
-            return {}
-        gen = self._written_gen
-        places = {}
-        for i in msg_ids:
-            place = written.get((qid, i))
-            if place is not None:
-                places[i] = place
-        if not places:
-            return {}
-        found = self._segments.read_unshared(places)
-        if gen != self._written_gen:  # a batch rolled back meanwhile: its bytes may have been cut or rewritten
-            return {}
-        return found
+        return {} if qid is None else self._bodies.read_written(qid, msg_ids)
 
     def _select_bodies(self, conn: sqlite3.Connection, qid: int, wanted: set[int], result: dict[int, bytes]) -> None:
         """Bodies of ``wanted`` ids of queue ``qid`` into ``result``, from their rows or segments."""
-        read = self._segments.read
+        read = self._bodies.segments.read
         for i, body, seg, off, length in conn.execute(_SELECT_BODIES, (qid, min(wanted), max(wanted))):
             if i in wanted:
                 if seg is None:
@@ -380,15 +352,10 @@ class SqliteStore(HandOff):
             conn.execute("PRAGMA wal_autocheckpoint = 0")  # we checkpoint, off the confirm path
             conn.execute("PRAGMA cache_size = -16384")  # 16 MiB: keeps the message index hot
             migrate(conn, self._path)
-            segments = self._segments
+            segments = self._bodies.segments
             on_disk = segments.on_disk()
-            recovered, self._qids, self._segrefs = read_contents(conn, self._path, segments.read, on_disk)
-            counts: dict[int, int] = {}
-            for refs in self._segrefs.values():
-                for seg in refs.values():
-                    counts[seg] = counts.get(seg, 0) + 1
-            highest = max((*on_disk, *counts, 0))
-            segments.start(counts, highest)
+            recovered, self._qids, refs = read_contents(conn, self._path, segments.read, on_disk)
+            self._bodies.start(refs, max(on_disk, default=0))
             page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
             self._frame_bytes = page_size + 24  # a WAL frame: 24-byte header + one page
             self._checkpoint_bytes = self._checkpoint_pages * self._frame_bytes
@@ -406,7 +373,7 @@ class SqliteStore(HandOff):
     def _segment_body(self, seg: int, off: int, length: int) -> bytes | None:
         """SQL function: a body from a segment file (None if it is not there), for copies to quarantine."""
         try:
-            return self._segments.read(seg, off, length)
+            return self._bodies.segments.read(seg, off, length)
         except OSError:
             return None
 
@@ -469,8 +436,7 @@ class SqliteStore(HandOff):
             self._full_sync = durable
         qids = self._qids
         self._qid_undo.clear()
-        self._seg_undo.clear()
-        seg_counts = self._segments.snapshot()
+        seg_counts = self._bodies.begin()
         callbacks: list[Callable[[], None]] = []
         # Pending message changes, applied at the end (or before a delete_queue). Under
         # the append contract (an id is not re-appended while present), inserting
@@ -542,14 +508,14 @@ class SqliteStore(HandOff):
                 elif kind == _CLOSE:
                     break  # anything after close() was called is not ours to write
             self._write_messages(conn, inserts, delivered, deletes)
-            self._segments.sync()  # the bodies the rows reference are on disk before the rows are
+            self._bodies.segments.sync()  # the bodies the rows reference are on disk before the rows are
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            self._undo_segments(seg_counts)
+            self._bodies.rollback(seg_counts)
             raise
-        self._segments.committed()
+        self._bodies.committed()
         self._note_written(nbytes)
         return callbacks
 
@@ -571,57 +537,13 @@ class SqliteStore(HandOff):
     ) -> None:
         """Write pending message changes; large bodies are appended to a segment, their rows point there."""
         if inserts:
-            threshold = self._threshold
-            large = [key for key, row in inserts.items() if len(row[5]) >= threshold]
-            if large:
-                segments = self._segments
-                places = segments.append([inserts[key][5] for key in large])
-                segrefs, undo, written = self._segrefs, self._seg_undo, self._written
-                for key, (seg, off) in zip(large, places, strict=True):
-                    row = inserts[key]
-                    inserts[key] = (*row[:5], b"", row[6], row[7], seg, off, len(row[5]))
-                    written[key] = (seg, off, len(row[5]))
-                    refs = segrefs.get(key[0])
-                    if refs is None:
-                        refs = segrefs[key[0]] = {}
-                    undo.append((key[0], key[1], refs.get(key[1])))
-                    refs[key[1]] = seg
-                    segments.add(seg)
-                while len(written) > WRITTEN_MAX:
-                    del written[next(iter(written))]
+            self._bodies.place(inserts)
             conn.executemany(_INSERT_MESSAGE, inserts.values())
         if delivered:
             conn.executemany(_MARK_DELIVERED, delivered)
         if deletes:
             conn.executemany(_DELETE_MESSAGE, deletes)
-            segrefs = self._segrefs
-            if segrefs:
-                gone: list[int] = []
-                undo = self._seg_undo
-                written = self._written
-                for qid, msg_id in deletes:
-                    written.pop((qid, msg_id), None)
-                    refs = segrefs.get(qid)
-                    if refs is not None and msg_id in refs:
-                        seg = refs.pop(msg_id)
-                        undo.append((qid, msg_id, seg))
-                        gone.append(seg)
-                if gone:
-                    self._segments.drop(gone)
-
-    def _undo_segments(self, counts: dict[int, int]) -> None:
-        """The batch rolled back: its segment references and appends are forgotten."""
-        self._written_gen += 1  # before the segment is cut back: see _read_written
-        self._written.clear()
-        segrefs = self._segrefs
-        for qid, msg_id, seg in reversed(self._seg_undo):
-            refs = segrefs.setdefault(qid, {})
-            if seg is None:
-                refs.pop(msg_id, None)
-            else:
-                refs[msg_id] = seg
-        self._seg_undo.clear()
-        self._segments.rollback(counts)
+            self._bodies.removed(deletes)
 
     def _new_qid(self, conn: sqlite3.Connection, vhost: str, name: str) -> int:
         qid = conn.execute("INSERT INTO queue_ids (vhost, name) VALUES (?, ?)", (vhost, name)).lastrowid
@@ -635,10 +557,7 @@ class SqliteStore(HandOff):
         if qid is not None:
             self._qid_undo.append(((vhost, name), qid))
             conn.execute("DELETE FROM messages WHERE queue = ?", (qid,))
-            refs = self._segrefs.pop(qid, None)
-            if refs:
-                self._seg_undo.extend((qid, msg_id, seg) for msg_id, seg in refs.items())
-                self._segments.drop(refs.values())
+            self._bodies.forget_queue(qid)
             conn.execute("DELETE FROM queue_ids WHERE id = ?", (qid,))
         conn.execute("DELETE FROM queues WHERE vhost = ? AND name = ?", (vhost, name))
         conn.execute(
@@ -703,7 +622,7 @@ class SqliteStore(HandOff):
             log.warning("storage %s: final checkpoint failed: %s", self._path, exc)
         finally:
             conn.close()
-            self._segments.close()
+            self._bodies.segments.close()
 
 
     # -- hooks of HandOff -----------------------------------------------------------
