@@ -442,7 +442,8 @@ class SqliteStore(HandOff):
         # the append contract (an id is not re-appended while present), inserting
         # first, then updating, then deleting gives the same result as call order.
         inserts: dict[tuple[int, int], _Row] = {}
-        delivered: list[tuple[int, int]] = []
+        # Delivered marks, in order; one whose row is deleted in the same batch is never written.
+        delivered: dict[tuple[int, int], None] = {}
         deletes: list[tuple[int, int]] = []
         deleted: set[tuple[int, int]] = set()  # ids with a pending delete or delivered mark
         nbytes = _OP_BYTES * len(batch)
@@ -458,7 +459,7 @@ class SqliteStore(HandOff):
                         # Appended after a remove/deliver of the same id in this batch: those
                         # changes are applied first so they cannot overtake the insert.
                         self._write_messages(conn, inserts, delivered, deletes)
-                        inserts, delivered, deletes, deleted = {}, [], [], set()
+                        inserts, delivered, deletes, deleted = {}, {}, [], set()
                     inserts[qid, msg.msg_id] = (
                         qid,
                         msg.msg_id,
@@ -480,13 +481,17 @@ class SqliteStore(HandOff):
                         gone = [(known, i) for i in op[3] if pop((known, i), None) is None]
                         deletes.extend(gone)
                         deleted.update(gone)
+                        if delivered:
+                            unmark = delivered.pop
+                            for key in gone:
+                                unmark(key, None)
                 elif kind == _DELIVERED:
                     known = qids.get((op[1], op[2]))
                     if known is not None:
                         for msg_id in op[3]:
                             row = inserts.get((known, msg_id))
                             if row is None:
-                                delivered.append((known, msg_id))
+                                delivered[known, msg_id] = None
                                 deleted.add((known, msg_id))
                             else:
                                 inserts[known, msg_id] = (*row[:6], True, *row[7:])
@@ -494,7 +499,7 @@ class SqliteStore(HandOff):
                     callbacks.append(op[1])
                 elif kind == _READ:
                     self._write_messages(conn, inserts, delivered, deletes)  # the read must see them
-                    inserts, delivered, deletes, deleted = {}, [], [], set()
+                    inserts, delivered, deletes, deleted = {}, {}, [], set()
                     self._read_bodies(conn, op)
                 elif kind == _EXEC:
                     for sql, params in op[1]:
@@ -503,7 +508,7 @@ class SqliteStore(HandOff):
                     # A barrier: earlier message changes go first (they may add rows
                     # to this queue), then everything of the queue goes.
                     self._write_messages(conn, inserts, delivered, deletes)
-                    inserts, delivered, deletes, deleted = {}, [], [], set()
+                    inserts, delivered, deletes, deleted = {}, {}, [], set()
                     self._delete_queue(conn, op[1], op[2])
                 elif kind == _CLOSE:
                     break  # anything after close() was called is not ours to write
@@ -532,7 +537,7 @@ class SqliteStore(HandOff):
         self,
         conn: sqlite3.Connection,
         inserts: dict[tuple[int, int], _Row],
-        delivered: list[tuple[int, int]],
+        delivered: dict[tuple[int, int], None],
         deletes: list[tuple[int, int]],
     ) -> None:
         """Write pending message changes; large bodies are appended to a segment, their rows point there."""
