@@ -682,3 +682,33 @@ def test_a_delivered_mark_for_a_row_deleted_in_the_same_batch_is_not_written(tmp
     recovered = reopened.open()
     assert [(m.msg_id, m.delivered) for m in recovered.messages[V, "q"]] == [(2, True)]
     reopened.close()
+
+
+def test_rows_with_and_without_their_optional_columns_round_trip_in_one_batch(tmp_path: Path) -> None:
+    # Most rows are inserted with 7 values (no TTL, body in the row), the rest with all 11: both kinds,
+    # in one batch, with delivered marks on either, come back exactly.
+    store = SqliteStore(tmp_path / "s.db", segment_threshold=1024)
+    store.open()
+    records = [
+        MessageRecord(1, "ex", "rk", b"p1", b"small"),
+        MessageRecord(2, "ex", "rk", b"p2", b"ttl", expires_at=4_000_000_000.5),
+        MessageRecord(3, "ex", "rk", b"p3", b"L" * 5000),
+        MessageRecord(4, "ex", "rk", b"p4", b"T" * 5000, expires_at=4_000_000_001.0),
+        MessageRecord(5, "", "k", b"", b""),
+    ]
+    with store._lock:
+        for r in records:
+            store.append(V, "q", r)
+        store.mark_delivered(V, "q", [2, 3])
+    assert synced(store)
+    store.close()
+    reopened = SqliteStore(tmp_path / "s.db", segment_threshold=1024)
+    got = reopened.open().messages[V, "q"]
+    reopened.close()
+    assert [(m.msg_id, m.properties, bytes(m.body), m.delivered, m.expires_at) for m in got] == [
+        (1, b"p1", b"small", False, None),
+        (2, b"p2", b"ttl", True, 4_000_000_000.5),
+        (3, b"p3", b"L" * 5000, True, None),
+        (4, b"p4", b"T" * 5000, False, 4_000_000_001.0),
+        (5, b"", b"", False, None),
+    ]

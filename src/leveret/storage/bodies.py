@@ -57,20 +57,21 @@ class SegmentBodies:
         self._undo.clear()
         return self.segments.snapshot()
 
-    def place(self, rows: dict[Key, Any]) -> None:
-        """Append the large bodies among ``rows`` to the current segment and point their rows there
-        (body column emptied, segment, offset and length set)."""
+    def place(self, rows: dict[Key, Any]) -> bool:
+        """Append the large bodies among ``rows`` to the current segment and point their rows there (body
+        column emptied; expires_at kept; segment, offset and length set: 11 values). Returns whether
+        there were any."""
         threshold = self.threshold
         large = [key for key, row in rows.items() if len(row[5]) >= threshold]
         if not large:
-            return
+            return False
         segments = self.segments
         places = segments.append([rows[key][5] for key in large])
         refs_by_queue, undo, written = self._refs, self._undo, self._written
         for key, (seg, off) in zip(large, places, strict=True):
             row = rows[key]
             size = len(row[5])
-            rows[key] = (*row[:5], b"", row[6], row[7], seg, off, size)
+            rows[key] = (*row[:5], b"", row[6], row[7] if len(row) > 7 else None, seg, off, size)
             written[key] = (seg, off, size)
             refs = refs_by_queue.get(key[0])
             if refs is None:
@@ -80,6 +81,7 @@ class SegmentBodies:
             segments.add(seg)
         while len(written) > self._max:
             del written[next(iter(written))]
+        return True
 
     def removed(self, keys: Iterable[Key]) -> None:
         """These rows are deleted in the current batch."""

@@ -104,6 +104,10 @@ WAL_DISK_SHARE = 16
 # Bytes a batch is counted for per operation, on top of message bodies (space probe).
 _OP_BYTES = 128
 
+_INSERT_SHORT = (
+    "INSERT INTO messages (queue, msg_id, exchange, routing_key, properties, body, delivered)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 _INSERT_MESSAGE = (
     "INSERT INTO messages (queue, msg_id, exchange, routing_key, properties, body, delivered, expires_at,"
     " seg, seg_off, seg_len) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -115,7 +119,10 @@ _MARK_DELIVERED = "UPDATE messages SET delivered = 1 WHERE queue = ? AND msg_id 
 _DELETE_MESSAGE = "DELETE FROM messages WHERE queue = ? AND msg_id = ?"
 
 # queue, msg_id, exchange, routing_key, properties, body, delivered, expires_at, seg, seg_off, seg_len
-_Row = tuple[int, int, str, str, bytes, bytes, bool, float | None, int | None, int | None, int | None]
+# A message row as inserted: (queue, msg_id, exchange, routing_key, properties, body, delivered), then, only
+# when one is set, expires_at, seg, seg_off, seg_len (7 or 11 values). The short form binds 4 fewer
+# parameters per row: insert and delete together cost ~25 % less for small messages (session 8).
+_Row = tuple[Any, ...]
 
 
 def disk_free_bytes(path: Path) -> int:
@@ -437,6 +444,7 @@ class SqliteStore(HandOff):
         qids = self._qids
         self._qid_undo.clear()
         seg_counts = self._bodies.begin()
+        threshold = self._bodies.threshold
         callbacks: list[Callable[[], None]] = []
         # Pending message changes, applied at the end (or before a delete_queue). Under
         # the append contract (an id is not re-appended while present), inserting
@@ -460,19 +468,15 @@ class SqliteStore(HandOff):
                         # changes are applied first so they cannot overtake the insert.
                         self._write_messages(conn, inserts, delivered, deletes)
                         inserts, delivered, deletes, deleted = {}, {}, [], set()
-                    inserts[qid, msg.msg_id] = (
-                        qid,
-                        msg.msg_id,
-                        msg.exchange,
-                        msg.routing_key,
-                        msg.properties,
-                        msg.body,
-                        msg.delivered,
-                        msg.expires_at,
-                        None,
-                        None,
-                        None,
-                    )
+                    if msg.expires_at is None and len(msg.body) < threshold:
+                        inserts[qid, msg.msg_id] = (
+                            qid, msg.msg_id, msg.exchange, msg.routing_key, msg.properties, msg.body, msg.delivered,
+                        )  # fmt: skip
+                    else:
+                        inserts[qid, msg.msg_id] = (
+                            qid, msg.msg_id, msg.exchange, msg.routing_key, msg.properties, msg.body, msg.delivered,
+                            msg.expires_at, None, None, None,
+                        )  # fmt: skip
                 elif kind == _REMOVE:
                     known = qids.get((op[1], op[2]))
                     if known is not None:
@@ -542,8 +546,12 @@ class SqliteStore(HandOff):
     ) -> None:
         """Write pending message changes; large bodies are appended to a segment, their rows point there."""
         if inserts:
-            self._bodies.place(inserts)
-            conn.executemany(_INSERT_MESSAGE, inserts.values())
+            rows = inserts.values()
+            if self._bodies.place(inserts) or any(len(row) != 7 for row in rows):
+                conn.executemany(_INSERT_SHORT, [row for row in rows if len(row) == 7])
+                conn.executemany(_INSERT_MESSAGE, [row for row in rows if len(row) != 7])
+            else:
+                conn.executemany(_INSERT_SHORT, rows)
         if delivered:
             conn.executemany(_MARK_DELIVERED, delivered)
         if deletes:
