@@ -1,5 +1,5 @@
 """The small-message fast path (issue 17): a basic.publish whose header and one body frame are all in the
-buffer is parsed in one step. It must give exactly the events, the errors and the state the general
+buffer is parsed in one step, and so is a whole basic.ack. It must give exactly the events, the errors and the state the general
 frame-by-frame path gives, for every way the bytes can be cut, and read nothing past what was read."""
 
 from __future__ import annotations
@@ -92,6 +92,8 @@ def mixed_stream(rng: random.Random) -> bytes:
         )
         if i % 50 == 0:
             parts.append(_frame(8, 0, b""))  # a heartbeat between messages
+        if i % 3 == 0:  # consumers' acks on the same connection (the other fast path)
+            parts.append(F.marshal(C.Basic.Ack(delivery_tag=rng.randrange(1, 2**40), multiple=rng.random() < 0.5), rng.choice([1, 2])))
     return b"".join(parts)
 
 
@@ -147,6 +149,10 @@ BAD_STREAMS = {
     + publish(2, b"")[publish(2, b"").index(b"\xce") + 1 :],
     "a method frame where the body frame goes": publish(1, b"", declared=13)
     + F.marshal(C.Basic.Ack(delivery_tag=1), 1),  # basic.ack's payload is 13 bytes, as declared
+    "an ack between a publish and its header": F.marshal(C.Basic.Publish(exchange="", routing_key="q"), 1)
+    + F.marshal(C.Basic.Ack(delivery_tag=1), 1),
+    "an ack on a channel never opened": F.marshal(C.Basic.Ack(delivery_tag=1), 7),
+    "an ack with a bad frame end": F.marshal(C.Basic.Ack(delivery_tag=1), 1)[:-1] + b"\x00",
     "header on another channel": F.marshal(C.Basic.Publish(exchange="", routing_key="q"), 1)
     + publish(2, b"abc")[publish(2, b"abc").index(b"\xce") + 1 :],
 }
@@ -180,6 +186,19 @@ def test_a_closing_channel_drops_its_publishes_on_the_fast_path_too() -> None:
     events, err = feed(conn, publish(1, b"dropped") + publish(2, b"kept"), [])
     assert err is None
     assert [e.body for e in events if isinstance(e, Publish)] == [b"kept"]
+
+
+def test_acks_parsed_whole_skip_the_general_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    conn = opened()
+
+    def general(*args: object) -> None:
+        raise AssertionError("an ack took the general path")
+
+    monkeypatch.setattr(conn, "_on_hot", general)
+    data = b"".join(F.marshal(C.Basic.Ack(delivery_tag=t, multiple=t % 2 == 0), 1 + t % 2) for t in range(1, 101))
+    events, err = feed(conn, data, [])
+    assert err is None
+    assert [(e.channel, e.delivery_tag, e.multiple) for e in events] == [(1 + t % 2, t, t % 2 == 0) for t in range(1, 101)]
 
 
 def test_publish_arguments_are_decoded_once_and_the_cache_is_bounded() -> None:

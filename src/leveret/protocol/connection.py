@@ -50,6 +50,7 @@ from leveret.protocol.events import (
 _frame_head = struct.Struct(">BHI")
 _u32 = struct.Struct(">I")
 _header_body_size = struct.Struct(">HHQ")
+_tag_bits = struct.Struct(">QB")  # basic.ack / nack / reject: delivery tag, flags
 
 
 class BadProtocolHeader(Exception):
@@ -311,16 +312,23 @@ class AMQPConnection:
                         f"{_snippet(ftype, b'')}: {{frame_too_large,{size},{frame_max - 8}}}",
                     )
                 end = pos + 7 + size
-                if (
-                    ftype == 1  # a method frame
-                    and size >= 4
-                    and end < n  # the whole frame is here
-                    and _u32.unpack_from(buf, pos + 7)[0] == 0x003C0028  # basic.publish
-                    and self.state is ConnState.OPEN
-                ):
-                    done = self._publish_whole(buf, view, pos, end, n, channel, events)
-                    if done:
-                        pos = done
+                if ftype == 1 and size >= 4 and end < n and self.state is ConnState.OPEN:  # a whole method frame
+                    index = _u32.unpack_from(buf, pos + 7)[0]
+                    if index == 0x003C0028:  # basic.publish
+                        done = self._publish_whole(buf, view, pos, end, n, channel, events)
+                        if done:
+                            pos = done
+                            continue
+                    elif (
+                        index == 0x003C0050  # basic.ack, as the general path would take it
+                        and size == 13
+                        and buf[end] == 0xCE
+                        and self.channels.get(channel) is ChanState.OPEN
+                        and channel not in self._pending
+                    ):
+                        tag, bits = _tag_bits.unpack_from(buf, pos + 11)
+                        events.append(Ack(channel, tag, bool(bits & 1)))
+                        pos = end + 1
                         continue
                 if ftype == codec.FRAME_BODY and self.state is ConnState.OPEN:
                     p = self._pending.get(channel)
