@@ -53,19 +53,15 @@ def opened(read_buffer: bytearray | None = None) -> AMQPConnection:
 
 
 def feed(conn: AMQPConnection, data: bytes, cuts: list[int]) -> tuple[list[object], tuple[int, str] | None]:
-    """Write ``data`` through get_buffer / buffer_updated, cut at ``cuts``; (events, (code, text) of the
-    error or None)."""
+    """Feed ``data`` as reads cut at ``cuts`` (receive_data writes each through get_buffer /
+    buffer_updated); (events, (code, text) of the error or None)."""
     events: list[object] = []
     off = 0
-    bounds = sorted(c for c in cuts if 0 < c < len(data)) + [len(data)]
     try:
-        for bound in bounds:
-            while off < bound:
-                into = conn.get_buffer()
-                k = min(len(into), bound - off)
-                into[:k] = data[off : off + k]
-                off += k
-                events += conn.buffer_updated(k)
+        for bound in sorted(c for c in cuts if 0 < c < len(data)) + [len(data)]:
+            if bound > off:
+                events += conn.receive_data(data[off:bound])
+                off = bound
     except AMQPError as err:
         return events + err.events, (err.code, err.text)
     return events, None
