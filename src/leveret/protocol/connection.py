@@ -46,6 +46,7 @@ from leveret.protocol.events import (
     Publish,
     Reject,
 )
+from leveret.protocol.texts import NO_HEADER, NO_METHOD, erl_binary, method_name, snippet
 
 _frame_head = struct.Struct(">BHI")
 _u32 = struct.Struct(">I")
@@ -94,9 +95,6 @@ _CONN_TRANSITIONS: dict[tuple[ConnState, type[Frame]], ConnState] = {
 _CLOSE_OR_CLOSE_OK = (b"\x00\x0a\x00\x32", b"\x00\x0a\x00\x33")  # connection.close, close-ok
 # Connection states in which frames on channels other than 0 are allowed.
 _CHANNELS_ALLOWED = (ConnState.OPEN, ConnState.CLOSING)
-# RabbitMQ's texts for content frames out of sequence (rabbit_command_assembler).
-_NO_METHOD = "expected method frame, got non method frame instead"
-_NO_HEADER = "expected content header for class 60, got non content header frame instead"
 
 # Bodies of this size or more are assembled in one buffer of their size, allocated at their content
 # header: their frames are copied (or read from the socket) into it, not kept as frames and joined.
@@ -122,25 +120,6 @@ _new_body = _uninitialised_bytearray()
 # publisher mostly sends the same few. Cleared when it holds this many.
 _PUBLISH_ARGS_KEPT = 64
 _HOT = {codec.BASIC_PUBLISH, codec.BASIC_ACK, codec.BASIC_NACK, codec.BASIC_REJECT}
-
-
-def erl_binary(data: bytes, printable: bool = True) -> str:
-    """``data`` as Erlang prints a binary (``<<"abc">>`` or ``<<0,60>>``), for RabbitMQ's reply texts."""
-    if printable and data and all(32 <= b < 127 for b in data):
-        return '<<"' + data.decode("ascii").replace("\\", "\\\\").replace('"', '\\"') + '">>'
-    return "<<" + ",".join(map(str, data)) + ">>"
-
-
-def _snippet(ftype: int, payload: bytes) -> str:
-    """RabbitMQ's ``payload_snippet``: the frame type and at most its first 16 octets."""
-    if len(payload) <= 16:
-        return f"type {ftype}, all octets = {erl_binary(payload)}"
-    return f"type {ftype}, first 16 octets = {erl_binary(payload[:16])}"
-
-
-def _method_name(index: int) -> str:
-    cls: Any = commands.INDEX_MAPPING.get(index)
-    return str(cls.name) if cls is not None else f"{index >> 16}.{index & 0xFFFF}"
 
 
 class _PendingContent:
@@ -299,7 +278,7 @@ class AMQPConnection:
                 if buf[pos] != codec.FRAME_END:
                     raise ConnectionError_(
                         ReplyCode.FRAME_ERROR,
-                        f"{_snippet(codec.FRAME_BODY, bytes(done.body[done.frame_at : done.got]))}: "  # type: ignore[index]
+                        f"{snippet(codec.FRAME_BODY, bytes(done.body[done.frame_at : done.got]))}: "  # type: ignore[index]
                         f"{{invalid_frame_end_marker,{buf[pos]}}}",
                     )
                 pos += 1
@@ -309,15 +288,15 @@ class AMQPConnection:
                 if size + 8 > frame_max:
                     raise ConnectionError_(
                         ReplyCode.FRAME_ERROR,
-                        f"{_snippet(ftype, b'')}: {{frame_too_large,{size},{frame_max - 8}}}",
+                        f"{snippet(ftype, b'')}: {{frame_too_large,{size},{frame_max - 8}}}",
                     )
                 end = pos + 7 + size
                 if ftype == 1 and size >= 4 and end < n and self.state is ConnState.OPEN:  # a whole method frame
                     index = _u32.unpack_from(buf, pos + 7)[0]
                     if index == 0x003C0028:  # basic.publish
-                        done = self._publish_whole(buf, view, pos, end, n, channel, events)
-                        if done:
-                            pos = done
+                        after = self._publish_whole(buf, view, pos, end, n, channel, events)
+                        if after:
+                            pos = after
                             continue
                     elif (
                         index == 0x003C0050  # basic.ack, as the general path would take it
@@ -355,7 +334,7 @@ class AMQPConnection:
                         if buf[end] != codec.FRAME_END:
                             raise ConnectionError_(
                                 ReplyCode.FRAME_ERROR,
-                                f"{_snippet(ftype, bytes(buf[pos + 7 : end]))}: {{invalid_frame_end_marker,{buf[end]}}}",
+                                f"{snippet(ftype, bytes(buf[pos + 7 : end]))}: {{invalid_frame_end_marker,{buf[end]}}}",
                             )
                         pos = end + 1
                         self._body_frame_done(channel, p, events)
@@ -365,7 +344,7 @@ class AMQPConnection:
                 if buf[end] != codec.FRAME_END:
                     raise ConnectionError_(
                         ReplyCode.FRAME_ERROR,
-                        f"{_snippet(ftype, bytes(buf[pos + 7 : end]))}: {{invalid_frame_end_marker,{buf[end]}}}",
+                        f"{snippet(ftype, bytes(buf[pos + 7 : end]))}: {{invalid_frame_end_marker,{buf[end]}}}",
                     )
                 payload = bytes(view[pos + 7 : end])
                 pos = end + 1
@@ -377,7 +356,7 @@ class AMQPConnection:
                     continue  # we sent connection.close: only connection.close / close-ok count now
                 if channel and ftype != codec.FRAME_HEARTBEAT and self.state not in _CHANNELS_ALLOWED:
                     # RabbitMQ: nothing but connection methods before connection.open
-                    raise ConnectionError_(ReplyCode.UNEXPECTED_FRAME, _snippet(ftype, payload))
+                    raise ConnectionError_(ReplyCode.UNEXPECTED_FRAME, snippet(ftype, payload))
                 if ftype == codec.FRAME_METHOD:
                     self._on_method(channel, payload, events)
                 elif ftype == codec.FRAME_HEADER:
@@ -386,10 +365,10 @@ class AMQPConnection:
                     self._on_body(channel, payload, events)
                 elif ftype == codec.FRAME_HEARTBEAT:
                     if channel != 0:
-                        raise ConnectionError_(ReplyCode.UNEXPECTED_FRAME, _snippet(ftype, payload))
+                        raise ConnectionError_(ReplyCode.UNEXPECTED_FRAME, snippet(ftype, payload))
                     events.append(Heartbeat())
                 else:
-                    raise ConnectionError_(ReplyCode.FRAME_ERROR, f"{_snippet(ftype, payload)}: unknown_frame")
+                    raise ConnectionError_(ReplyCode.FRAME_ERROR, f"{snippet(ftype, payload)}: unknown_frame")
         except AMQPError as err:
             err.events = events  # what came before the bad frame still counts
             raise
@@ -423,7 +402,7 @@ class AMQPConnection:
             or channel in self._pending
         ):
             return 0
-        after = hend + 1
+        after: int = hend + 1
         if body_size:
             if n - after < 7:
                 return 0
@@ -473,17 +452,17 @@ class AMQPConnection:
 
     def _on_method(self, channel: int, payload: bytes, events: list[Event]) -> None:
         if len(payload) < 4:
-            raise ConnectionError_(ReplyCode.FRAME_ERROR, f"{_snippet(codec.FRAME_METHOD, payload)}: unknown_frame")
+            raise ConnectionError_(ReplyCode.FRAME_ERROR, f"{snippet(codec.FRAME_METHOD, payload)}: unknown_frame")
         index = _u32.unpack_from(payload, 0)[0]
         if channel in self._pending and self.channels.get(channel) is ChanState.OPEN:
-            raise ConnectionError_(ReplyCode.UNEXPECTED_FRAME, _NO_HEADER, 60, 40)
+            raise ConnectionError_(ReplyCode.UNEXPECTED_FRAME, NO_HEADER, 60, 40)
         if channel == 0:
             self._on_connection_method(index, payload, events)
             return
         if self.state is not ConnState.OPEN:
             if self.state is ConnState.CLOSING:
                 return  # we are closing: drop everything but connection.close(-ok)
-            raise ConnectionError_(ReplyCode.CHANNEL_ERROR, f"expected 'connection.open', got {_method_name(index)}")
+            raise ConnectionError_(ReplyCode.CHANNEL_ERROR, f"expected 'connection.open', got {method_name(index)}")
         state = self.channels.get(channel)
         if state is ChanState.CLOSING:
             # Only close / close-ok matter on a channel we are closing.
@@ -526,7 +505,7 @@ class AMQPConnection:
                     ReplyCode.CHANNEL_ERROR, "unexpected method in connection state running", index >> 16, index & 0xFFFF
                 )
             raise ConnectionError_(
-                ReplyCode.COMMAND_INVALID, f"{_method_name(index)} on channel 0 (only connection methods are allowed)"
+                ReplyCode.COMMAND_INVALID, f"{method_name(index)} on channel 0 (only connection methods are allowed)"
             )
         method = self._decode(index, payload)
         nxt = _CONN_TRANSITIONS.get((self.state, type(method)))
@@ -591,9 +570,9 @@ class AMQPConnection:
         if p is None or p.properties is not None:
             if self.channels.get(channel) is ChanState.CLOSING:
                 return
-            raise ConnectionError_(ReplyCode.UNEXPECTED_FRAME, _NO_METHOD)
+            raise ConnectionError_(ReplyCode.UNEXPECTED_FRAME, NO_METHOD)
         if len(payload) < 14:
-            raise ConnectionError_(ReplyCode.FRAME_ERROR, f"{_snippet(codec.FRAME_HEADER, payload)}: unknown_frame")
+            raise ConnectionError_(ReplyCode.FRAME_ERROR, f"{snippet(codec.FRAME_HEADER, payload)}: unknown_frame")
         class_id, _weight, body_size = _header_body_size.unpack_from(payload, 0)
         if class_id != 60:
             raise ConnectionError_(
@@ -647,8 +626,8 @@ class AMQPConnection:
             if self.channels.get(channel) is ChanState.CLOSING:
                 return
             if p is None:
-                raise ConnectionError_(ReplyCode.UNEXPECTED_FRAME, _NO_METHOD)
-            raise ConnectionError_(ReplyCode.UNEXPECTED_FRAME, _NO_HEADER, 60, 40)
+                raise ConnectionError_(ReplyCode.UNEXPECTED_FRAME, NO_METHOD)
+            raise ConnectionError_(ReplyCode.UNEXPECTED_FRAME, NO_HEADER, 60, 40)
         p.got += len(payload)
         if p.got > p.body_size:
             raise ConnectionError_(ReplyCode.FRAME_ERROR, f"content body exceeds declared size {p.body_size}")

@@ -26,7 +26,7 @@ from leveret.model.properties import asks_direct_reply
 from leveret.protocol import codec
 from leveret.protocol.connection import AMQPConnection, BadProtocolHeader, ConnState
 from leveret.protocol.events import Ack, HeaderReceived, Heartbeat, MethodReceived, Nack, Publish, Reject
-from leveret.server import auth, tls
+from leveret.server import tls
 from leveret.server.channel import LARGE_BODY, ServerChannel
 from leveret.server.methods import METHOD_HANDLERS, send_start
 

@@ -61,6 +61,7 @@ from leveret.storage.base import (
     SetAside,
     describe,
 )
+from leveret.storage.bodies import SegmentBodies
 from leveret.storage.codec import encode_arguments
 from leveret.storage.handoff import (
     _APPEND,
@@ -75,7 +76,6 @@ from leveret.storage.handoff import (
     RETRY_INTERVAL,
     HandOff,
 )
-from leveret.storage.bodies import SegmentBodies
 from leveret.storage.segments import SEGMENT_MAX, SEGMENT_THRESHOLD, Segments
 from leveret.storage.sqlite_schema import (
     COPY_MESSAGES,
