@@ -57,14 +57,13 @@ class SegmentBodies:
         self._undo.clear()
         return self.segments.snapshot()
 
-    def place(self, rows: dict[Key, Any]) -> bool:
+    def place(self, rows: dict[Key, Any]) -> None:
         """Append the large bodies among ``rows`` to the current segment and point their rows there (body
-        column emptied; expires_at kept; segment, offset and length set: 11 values). Returns whether
-        there were any."""
+        column emptied; expires_at kept; segment, offset and length set: 11 values)."""
         threshold = self.threshold
         large = [key for key, row in rows.items() if len(row[5]) >= threshold]
         if not large:
-            return False
+            return
         segments = self.segments
         places = segments.append([rows[key][5] for key in large])
         refs_by_queue, undo, written = self._refs, self._undo, self._written
@@ -81,7 +80,6 @@ class SegmentBodies:
             segments.add(seg)
         while len(written) > self._max:
             del written[next(iter(written))]
-        return True
 
     def removed(self, keys: Iterable[Key]) -> None:
         """These rows are deleted in the current batch."""

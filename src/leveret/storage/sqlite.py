@@ -546,12 +546,12 @@ class SqliteStore(HandOff):
     ) -> None:
         """Write pending message changes; large bodies are appended to a segment, their rows point there."""
         if inserts:
+            self._bodies.place(inserts)
             rows = inserts.values()
-            if self._bodies.place(inserts) or any(len(row) != 7 for row in rows):
-                conn.executemany(_INSERT_SHORT, [row for row in rows if len(row) == 7])
+            short = [row for row in rows if len(row) == 7]
+            conn.executemany(_INSERT_SHORT, short)
+            if len(short) < len(inserts):
                 conn.executemany(_INSERT_MESSAGE, [row for row in rows if len(row) != 7])
-            else:
-                conn.executemany(_INSERT_SHORT, rows)
         if delivered:
             conn.executemany(_MARK_DELIVERED, delivered)
         if deletes:
