@@ -37,10 +37,14 @@ QUEUES = ("orders", "emails", "reports")
 PRELOAD = 100_000
 EXTRA_PER_QUEUE = 1_000  # published by the producer during the move
 WINDOW = 1000
-#: Acks a killed Leveret had taken but not yet committed come back too (its writer's pending batch at
-#: the kill: 0 to 1,000 per queue seen in 6 runs, with a producer's fsyncs in the way);
-#: docs/migrating.md states the bound as ``window`` per fault plus these; this test allows two windows.
-UNWRITTEN_ACKS = 2 * WINDOW
+#: Acks a killed Leveret had taken but not yet committed come back too: the batch its writer was
+#: committing at the kill plus what queued behind it, so their number is the ack rate times about two
+#: commit times, not a fixed count. Measured with the writer's batches logged (session 9): commits of
+#: 2,500 to 6,300 operations took 75 to 116 ms with 7,600 more pending, up to ~4,600 per queue had they
+#: all been acks; duplicates beyond two windows seen: 0 to 2,350 per queue in the 9 runs of sessions
+#: 8-9. docs/migrating.md states the bound as ``window`` per fault plus these; this test allows four
+#: windows for them.
+UNWRITTEN_ACKS = 4 * WINDOW
 
 
 def body(queue: str, seq: int) -> bytes:
