@@ -1,4 +1,4 @@
-"""Events the protocol layer produces from client bytes. Frozen, slotted values."""
+"""Events the protocol layer produces from client bytes. Frozen, slotted values (built fast: leveret.values)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,16 @@ from dataclasses import dataclass
 
 from pamqp.base import Frame
 
+from ..values import fast_init
 
+
+@fast_init
 @dataclass(frozen=True, slots=True)
 class HeaderReceived:
     """A valid ``AMQP 0-9-1`` protocol header arrived: send connection.start."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class MethodReceived:
     """Any method other than the hot ones below, decoded by pamqp."""
@@ -20,6 +24,7 @@ class MethodReceived:
     method: Frame
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Publish:
     """basic.publish with its complete content.
@@ -37,6 +42,7 @@ class Publish:
     body: bytes | bytearray  # a bytearray from DIRECT_BODY_MIN (64 KiB) up, assembled in place; never changed
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Ack:
     channel: int
@@ -44,6 +50,7 @@ class Ack:
     multiple: bool
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Nack:
     channel: int
@@ -52,6 +59,7 @@ class Nack:
     requeue: bool
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Reject:
     channel: int
@@ -59,6 +67,7 @@ class Reject:
     requeue: bool
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
     pass

@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..values import fast_init
+
 
 @dataclass(frozen=True, slots=True)
 class QueueRecord:
@@ -61,6 +63,7 @@ class BindingRecord:
     arguments: dict[str, Any] = field(default_factory=dict)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class MessageRecord:
     """One persistent message as it sits in one durable queue.
