@@ -55,11 +55,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE queue_ids (
             id INTEGER PRIMARY KEY, vhost TEXT NOT NULL, name TEXT NOT NULL,
             UNIQUE (vhost, name))""",
+        # WITHOUT ROWID (files created from session 9 on): the rows live in the (queue, msg_id) B-tree
+        # itself, not in a rowid table beside an index on it, so an insert, a delivered mark and a
+        # delete touch one B-tree instead of two. A lone confirmed publish with its consumer's ack
+        # then commits 10.5 KB of WAL instead of 17.4 KB (0.27 against 0.33 ms here). Files created
+        # before keep their rowid table: the same statements work on both, nothing is rewritten.
         """CREATE TABLE messages (
             queue INTEGER NOT NULL, msg_id INTEGER NOT NULL,
             exchange TEXT NOT NULL, routing_key TEXT NOT NULL,
             properties BLOB NOT NULL, body BLOB NOT NULL, delivered INTEGER NOT NULL,
-            PRIMARY KEY (queue, msg_id))""",
+            PRIMARY KEY (queue, msg_id)) WITHOUT ROWID""",
     ),
     # v2: a message's TTL deadline (wall-clock seconds), so it keeps running across a restart.
     ("ALTER TABLE messages ADD COLUMN expires_at REAL",),
