@@ -2,7 +2,8 @@
 
 How operations are handed over, batched and confirmed, what a full disk or a failed write
 does: :mod:`leveret.storage.handoff` (which knows nothing of SQL). Schema, migrations and
-reading a file back: :mod:`leveret.storage.sqlite_schema`. This module applies a batch in
+reading a file back: :mod:`leveret.storage.sqlite_schema`. The statements that write a batch's
+message rows: :mod:`leveret.storage.sqlite_rows`. This module applies a batch in
 one SQLite transaction and looks after the WAL.
 
 Durability. A commit that backs at least one ``sync`` (or ``close``) runs with
@@ -13,7 +14,8 @@ their frames too, since the WAL is appended to sequentially.
 
 Batching. An ``append`` and a ``remove`` of the same message in one batch cancel
 out and never touch the disk (a consumer that keeps up acks before the flush).
-Appends, deliveries and removals are written with ``executemany``.
+Appends are written 32 rows per statement, delivered marks and removals one statement per queue
+(:mod:`leveret.storage.sqlite_rows`).
 
 WAL size. Automatic checkpoints are off; after a commit the writer reads how many
 frames the WAL holds (``mxFrame`` in the wal-index header of the ``-shm`` file, a
@@ -49,8 +51,7 @@ import shutil
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterable
-from itertools import chain
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,7 @@ from leveret.storage.handoff import (
     HandOff,
 )
 from leveret.storage.segments import SEGMENT_MAX, SEGMENT_THRESHOLD, Segments
+from leveret.storage.sqlite_rows import Row, delete_rows, has_json_each, insert_rows, mark_delivered
 from leveret.storage.sqlite_schema import (
     COPY_MESSAGES,
     QUARANTINE_TABLES,
@@ -105,64 +107,15 @@ WAL_DISK_SHARE = 16
 # Bytes a batch is counted for per operation, on top of message bodies (space probe).
 _OP_BYTES = 128
 
-_INSERT_SHORT = (
-    "INSERT INTO messages (queue, msg_id, exchange, routing_key, properties, body, delivered)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-_INSERT_MESSAGE = (
-    "INSERT INTO messages (queue, msg_id, exchange, routing_key, properties, body, delivered, expires_at,"
-    " seg, seg_off, seg_len) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 _SELECT_BODIES = (
     "SELECT msg_id, body, seg, seg_off, seg_len FROM messages WHERE queue = ? AND msg_id BETWEEN ? AND ?"
 )
-_MARK_DELIVERED = "UPDATE messages SET delivered = 1 WHERE queue = ? AND msg_id = ?"
-_DELETE_MESSAGE = "DELETE FROM messages WHERE queue = ? AND msg_id = ?"
-# Fewer statement steps per batch. sqlite3 releases the GIL around every step, and on this
-# 2-core machine the writer then waits for the loop thread to give it back: in wq-stream a row
-# took 16 us to insert and 12 us to delete in the writer (measured), against 3.7 and 1.7 us
-# alone. One multi-row INSERT per _CHUNK rows, and one DELETE (or delivered mark) per queue
-# with the ids as a JSON array, brought that to 12.5 and 7 us (session 9, docs/benchmarks.md).
-_CHUNK = 32  # 224 parameters: under SQLite's oldest default limit (999)
-_INSERT_CHUNK = _INSERT_SHORT + ", (?, ?, ?, ?, ?, ?, ?)" * (_CHUNK - 1)
-_MARK_DELIVERED_IN = (
-    "UPDATE messages SET delivered = 1 WHERE queue = ? AND msg_id IN (SELECT value FROM json_each(?))"
-)
-_DELETE_MESSAGES_IN = "DELETE FROM messages WHERE queue = ? AND msg_id IN (SELECT value FROM json_each(?))"
-
-# queue, msg_id, exchange, routing_key, properties, body, delivered, expires_at, seg, seg_off, seg_len
-# A message row as inserted: (queue, msg_id, exchange, routing_key, properties, body, delivered), then, only
-# when one is set, expires_at, seg, seg_off, seg_len (7 or 11 values). The short form binds 4 fewer
-# parameters per row: insert and delete together cost ~25 % less for small messages (session 8).
-_Row = tuple[Any, ...]
-
-
-def _has_json_each(conn: sqlite3.Connection) -> bool:
-    """SQLite's JSON functions are built in since 3.38 and in most builds before; check."""
-    try:
-        conn.execute("SELECT value FROM json_each('[1]')").fetchall()
-    except sqlite3.OperationalError:
-        return False
-    return True
-
-
-def _per_queue(conn: sqlite3.Connection, sql: str, keys: Iterable[tuple[int, int]]) -> None:
-    """Run ``sql`` once per queue in ``keys`` ((queue, msg_id) pairs), its ids as one JSON array."""
-    ids_of: dict[int, list[str]] = {}
-    for queue, msg_id in keys:
-        ids = ids_of.get(queue)
-        if ids is None:
-            ids_of[queue] = ids = []
-        ids.append(str(msg_id))
-    for queue, ids in ids_of.items():
-        conn.execute(sql, (queue, f"[{','.join(ids)}]"))
 
 
 def disk_free_bytes(path: Path) -> int:
     """Free bytes, for unprivileged users, on the file system holding ``path`` (a file or dir)."""
     target = path if path.is_dir() else path.parent
     return shutil.disk_usage(target).free
-
 
 
 class SqliteStore(HandOff):
@@ -393,7 +346,7 @@ class SqliteStore(HandOff):
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA wal_autocheckpoint = 0")  # we checkpoint, off the confirm path
             conn.execute("PRAGMA cache_size = -16384")  # 16 MiB: keeps the message index hot
-            self._json = _has_json_each(conn)
+            self._json = has_json_each(conn)
             migrate(conn, self._path)
             segments = self._bodies.segments
             on_disk = segments.on_disk()
@@ -485,7 +438,7 @@ class SqliteStore(HandOff):
         # Pending message changes, applied at the end (or before a delete_queue). Under
         # the append contract (an id is not re-appended while present), inserting
         # first, then updating, then deleting gives the same result as call order.
-        inserts: dict[tuple[int, int], _Row] = {}
+        inserts: dict[tuple[int, int], Row] = {}
         # Delivered marks, in order; one whose row is deleted in the same batch is never written.
         delivered: dict[tuple[int, int], None] = {}
         deletes: list[tuple[int, int]] = []
@@ -576,32 +529,18 @@ class SqliteStore(HandOff):
     def _write_messages(
         self,
         conn: sqlite3.Connection,
-        inserts: dict[tuple[int, int], _Row],
+        inserts: dict[tuple[int, int], Row],
         delivered: dict[tuple[int, int], None],
         deletes: list[tuple[int, int]],
     ) -> None:
         """Write pending message changes; large bodies are appended to a segment, their rows point there."""
         if inserts:
             self._bodies.place(inserts)
-            rows = inserts.values()
-            short = [row for row in rows if len(row) == 7]
-            whole = len(short) - len(short) % _CHUNK
-            for i in range(0, whole, _CHUNK):
-                conn.execute(_INSERT_CHUNK, list(chain.from_iterable(short[i : i + _CHUNK])))
-            if whole < len(short):
-                conn.executemany(_INSERT_SHORT, short[whole:])
-            if len(short) < len(inserts):
-                conn.executemany(_INSERT_MESSAGE, [row for row in rows if len(row) != 7])
+            insert_rows(conn, inserts.values())
         if delivered:
-            if self._json:
-                _per_queue(conn, _MARK_DELIVERED_IN, delivered)
-            else:
-                conn.executemany(_MARK_DELIVERED, delivered)
+            mark_delivered(conn, delivered, self._json)
         if deletes:
-            if self._json:
-                _per_queue(conn, _DELETE_MESSAGES_IN, deletes)
-            else:
-                conn.executemany(_DELETE_MESSAGE, deletes)
+            delete_rows(conn, deletes, self._json)
             self._bodies.removed(deletes)
 
     def _new_qid(self, conn: sqlite3.Connection, vhost: str, name: str) -> int:
